@@ -4,7 +4,15 @@
 use std::path::PathBuf;
 
 /// Every proto file the crate serves; imports (the well-known types included) come along.
-const PROTOS: &[&str] = &["chat/v1/chat.proto"];
+const PROTOS: &[&str] = &[
+    "chat/v1/chat.proto",
+    "grpc/reflection/v1/reflection.proto",
+    "grpc/reflection/v1alpha/reflection.proto",
+    "grpc/health/v1/health.proto",
+    "grpc/testing/empty.proto",
+    "grpc/testing/messages.proto",
+    "grpc/testing/test.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
@@ -14,7 +22,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("file_descriptor_set.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
-    prost_build::Config::new()
-        .compile_fds(fds)?;
+    prost_build::Config::new().compile_fds(fds)?;
     Ok(())
 }

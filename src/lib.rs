@@ -1,1 +1,11 @@
 //! h2chat: a gRPC server written directly on the `h2` crate, with real-time chat rooms.
+//!
+//! # Layout
+//! - [`grpc`]: the gRPC layer on h2 — framing, status, metadata, deadlines, compression, calls,
+//!   routing, the server. Knows nothing of chat.
+//! - [`pb`]: the protobuf types generated from `proto/`, and the encoded descriptor set.
+
+#![warn(missing_docs, unreachable_pub, clippy::all)]
+
+pub mod grpc;
+pub mod pb;

@@ -1,0 +1,478 @@
+//! One gRPC call on the server: the request stream, the response stream and the call's state.
+//!
+//! A handler receives `&Call`. Everything it awaits on the call — the next request message, room
+//! for the next response message, the client going away — is polled from the handler's own task,
+//! so the handler can wait on several of them at once with `tokio::select!`.
+//!
+//! Flow control, both ways:
+//! - receiving: bytes are released back to the peer's window as they move from h2 into the bounded
+//!   message decoder, and the decoder is only fed when it has no complete message left. A handler
+//!   that stops asking for messages therefore stops the peer after one window.
+//! - sending: a response frame is handed to h2 only in pieces no larger than the capacity h2
+//!   granted. Whatever the client does, the call holds at most one frame that h2 has not sent.
+
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use http::{HeaderMap, HeaderValue, Response};
+use tracing::debug;
+
+use super::codec::{self, Decoder};
+use super::compression::{Encoding, ACCEPT_ENCODING};
+use super::metadata::Metadata;
+use super::status::Status;
+
+/// The state of a call's stream, from the server's side (RFC 9113 §5.1, the part gRPC uses):
+///
+/// ```text
+///                  recv END_STREAM
+///        Open ─────────────────────────▶ HalfClosedRemote
+///          │                                    │
+///          │  send trailers | recv RST_STREAM | │
+///          │  connection lost                   │
+///          ▼                                    ▼
+///        Closed ◀───────────────────────────────┘
+/// ```
+///
+/// `HalfClosedRemote` is not the end of a call: the client has sent all it will send and is still
+/// receiving (a streaming call goes on until the server sends trailers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallState {
+    /// Both sides may send.
+    Open,
+    /// The client has sent END_STREAM; the server may still send.
+    HalfClosedRemote,
+    /// Nothing more can be sent or received.
+    Closed(CloseCause),
+}
+
+/// Why a call's stream closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseCause {
+    /// The server sent its trailers (or a Trailers-Only response).
+    TrailersSent,
+    /// The client reset the stream (`CANCEL` when a client cancels a call).
+    Reset(Reason),
+    /// The connection went away.
+    ConnectionLost,
+}
+
+impl CallState {
+    /// The client sent END_STREAM.
+    fn recv_end_stream(&mut self, stream_id: u32) {
+        if *self == CallState::Open {
+            *self = CallState::HalfClosedRemote;
+            debug!(stream_id, "call: Open -> HalfClosedRemote");
+        }
+    }
+
+    /// The server sent trailers.
+    fn send_trailers(&mut self, stream_id: u32) {
+        self.close(stream_id, CloseCause::TrailersSent);
+    }
+
+    /// The client reset the stream, or the connection broke.
+    fn recv_reset(&mut self, stream_id: u32, err: Option<&h2::Error>) {
+        let cause = match err.and_then(h2::Error::reason) {
+            Some(reason) if err.is_some_and(h2::Error::is_reset) => CloseCause::Reset(reason),
+            _ => CloseCause::ConnectionLost,
+        };
+        self.close(stream_id, cause);
+    }
+
+    fn close(&mut self, stream_id: u32, cause: CloseCause) {
+        if !matches!(self, CallState::Closed(_)) {
+            debug!(stream_id, from = ?*self, ?cause, "call: -> Closed");
+            *self = CallState::Closed(cause);
+        }
+    }
+
+    /// Whether the stream is closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, CallState::Closed(_))
+    }
+}
+
+/// Facts about a call fixed when its headers arrive.
+#[derive(Debug)]
+pub struct CallInfo {
+    /// The `:path`, `/package.Service/Method`.
+    pub path: String,
+    /// The HTTP/2 stream id.
+    pub stream_id: u32,
+    /// The client's address.
+    pub peer: Option<SocketAddr>,
+    /// Application metadata from the request headers.
+    pub metadata: Metadata,
+    /// When the call must be over (from `grpc-timeout` and the server's cap).
+    pub deadline: Option<Instant>,
+    /// The `grpc-encoding` of request messages.
+    pub request_encoding: Encoding,
+    /// The best encoding the client accepts for responses (`grpc-accept-encoding`), if any.
+    pub accepted_encoding: Option<Encoding>,
+    /// Largest request message, before and after decompression.
+    pub max_message_bytes: usize,
+}
+
+/// A server-side call. See the module documentation.
+pub struct Call {
+    info: CallInfo,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    state: CallState,
+    body: RecvStream,
+    decoder: Decoder,
+    recv_done: bool,
+    respond: SendResponse<Bytes>,
+    stream: Option<SendStream<Bytes>>,
+    headers: Metadata,
+    trailers: Metadata,
+    /// Response compression the handler asked for (only used if the client accepts it).
+    response_encoding: Option<Encoding>,
+    /// The part of the current response frame that h2 has not taken yet.
+    pending: Bytes,
+}
+
+impl Call {
+    /// A call over an accepted h2 stream.
+    pub(crate) fn new(info: CallInfo, body: RecvStream, respond: SendResponse<Bytes>) -> Call {
+        let mut state = CallState::Open;
+        let recv_done = body.is_end_stream();
+        if recv_done {
+            state.recv_end_stream(info.stream_id);
+        }
+        let decoder = Decoder::new(info.max_message_bytes);
+        Call {
+            info,
+            inner: Mutex::new(Inner {
+                state,
+                body,
+                decoder,
+                recv_done,
+                respond,
+                stream: None,
+                headers: Metadata::new(),
+                trailers: Metadata::new(),
+                response_encoding: None,
+                pending: Bytes::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Only this call's task touches the lock, and never across an await; a poisoned lock can
+        // only come from a panic in this module, after which the data is still consistent.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Facts about the call.
+    pub fn info(&self) -> &CallInfo {
+        &self.info
+    }
+
+    /// Request metadata.
+    pub fn metadata(&self) -> &Metadata {
+        &self.info.metadata
+    }
+
+    /// The current stream state.
+    pub fn state(&self) -> CallState {
+        self.lock().state
+    }
+
+    /// Changes the response headers before they are sent (ignored once they are).
+    pub fn with_headers<R>(&self, f: impl FnOnce(&mut Metadata) -> R) -> R {
+        f(&mut self.lock().headers)
+    }
+
+    /// Changes the trailing metadata sent with the final status.
+    pub fn with_trailers<R>(&self, f: impl FnOnce(&mut Metadata) -> R) -> R {
+        f(&mut self.lock().trailers)
+    }
+
+    /// Compresses response messages with `encoding` if the client accepts it (else sends them
+    /// uncompressed, as the spec requires). Must be called before the headers are sent.
+    pub fn compress_responses(&self, encoding: Encoding) {
+        let accepted = self.info.accepted_encoding.is_some() && encoding != Encoding::Identity;
+        self.lock().response_encoding = accepted.then_some(encoding);
+    }
+
+    /// Whether response messages are being compressed.
+    pub fn response_encoding(&self) -> Option<Encoding> {
+        self.lock().response_encoding
+    }
+
+    /// The next request message's payload (decompressed); `Ok(None)` once the client half-closed.
+    ///
+    /// Errors: INTERNAL for broken framing or a compressed message with no `grpc-encoding`,
+    /// RESOURCE_EXHAUSTED for a message over the limit, CANCELLED if the client reset the stream.
+    pub async fn recv_raw(&self) -> Result<Option<Bytes>, Status> {
+        let frame = poll_fn(|cx| self.lock().poll_recv_frame(cx, self.info.stream_id)).await?;
+        let Some(frame) = frame else { return Ok(None) };
+        if !frame.compressed {
+            return Ok(Some(frame.payload));
+        }
+        if self.info.request_encoding == Encoding::Identity {
+            return Err(Status::internal(
+                "compressed flag set on a message but no grpc-encoding was given",
+            ));
+        }
+        self.info
+            .request_encoding
+            .decompress(frame.payload, self.info.max_message_bytes)
+            .map(Some)
+    }
+
+    /// The next request message, decoded as `M`. A payload that is not an `M` is INTERNAL.
+    pub async fn recv<M: prost::Message + Default>(&self) -> Result<Option<M>, Status> {
+        match self.recv_raw().await? {
+            None => Ok(None),
+            Some(payload) => M::decode(payload)
+                .map(Some)
+                .map_err(|e| Status::internal(format!("request message does not decode: {e}"))),
+        }
+    }
+
+    /// Exactly one request message, for unary and server-streaming methods: zero or two messages
+    /// are UNIMPLEMENTED, as grpc-go answers.
+    pub async fn recv_one<M: prost::Message + Default>(&self) -> Result<M, Status> {
+        let Some(msg) = self.recv::<M>().await? else {
+            return Err(Status::unimplemented(
+                "expected one request message, got none",
+            ));
+        };
+        if self.recv_raw().await?.is_some() {
+            return Err(Status::unimplemented(
+                "expected one request message, got more",
+            ));
+        }
+        Ok(msg)
+    }
+
+    /// Sends the response headers now, if not yet sent (they otherwise go with the first message).
+    pub fn send_headers(&self) -> Result<(), Status> {
+        self.lock().ensure_headers(&self.info)
+    }
+
+    /// Sends one response message; returns once h2 has taken all of it within flow control.
+    pub async fn send<M: prost::Message>(&self, msg: &M) -> Result<(), Status> {
+        let frame = match self.response_encoding() {
+            None => codec::encode_message(msg),
+            Some(enc) => {
+                let compressed = enc.compress(&msg.encode_to_vec())?;
+                let mut buf = bytes::BytesMut::new();
+                codec::encode_frame(true, &compressed, &mut buf);
+                buf.freeze()
+            }
+        };
+        self.send_frames(frame).await
+    }
+
+    /// Sends bytes that are already whole gRPC frames (one or many, prefix included), e.g. a
+    /// message encoded once and shared by many calls.
+    pub async fn send_frames(&self, frames: Bytes) -> Result<(), Status> {
+        let id = self.info.stream_id;
+        self.lock().ensure_headers(&self.info)?;
+        // A send whose future was dropped mid-way leaves its remainder first in line.
+        poll_fn(|cx| self.lock().poll_flush(cx, id)).await?;
+        self.lock().pending = frames;
+        poll_fn(|cx| self.lock().poll_flush(cx, id)).await
+    }
+
+    /// Resolves when the client resets the stream or the connection is lost. Use it beside any
+    /// wait that does not involve the call, so that a cancel is noticed while idle.
+    pub async fn cancelled(&self) -> CloseCause {
+        poll_fn(|cx| self.lock().poll_gone(cx, self.info.stream_id)).await
+    }
+
+    /// Ends the call: trailers with the status (or a Trailers-Only response when nothing was sent
+    /// yet). Does nothing if the stream is already closed.
+    pub(crate) fn finish(&self, result: Result<(), Status>) {
+        let status = result.err().unwrap_or_else(Status::ok);
+        self.lock().finish(&self.info, &status);
+    }
+}
+
+impl Inner {
+    fn poll_recv_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+        stream_id: u32,
+    ) -> Poll<Result<Option<codec::Frame>, Status>> {
+        loop {
+            match self.decoder.next_frame() {
+                Ok(Some(frame)) => return Poll::Ready(Ok(Some(frame))),
+                Ok(None) => {}
+                Err(e) => {
+                    debug!(stream_id, error = %e, "bad request framing");
+                    return Poll::Ready(Err(e.to_status()));
+                }
+            }
+            if self.recv_done {
+                return Poll::Ready(match self.decoder.finish() {
+                    Ok(()) => Ok(None),
+                    Err(e) => {
+                        debug!(stream_id, error = %e, "bad request framing");
+                        Err(e.to_status())
+                    }
+                });
+            }
+            match self.body.poll_data(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(chunk))) => {
+                    self.decoder.push(&chunk);
+                    // The bytes now sit in the decoder, whose size the message limit bounds.
+                    let _ = self.body.flow_control().release_capacity(chunk.len());
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    self.state.recv_reset(stream_id, Some(&e));
+                    return Poll::Ready(Err(Status::cancelled(format!("request stream: {e}"))));
+                }
+                Poll::Ready(None) => {
+                    self.recv_done = true;
+                    self.state.recv_end_stream(stream_id);
+                }
+            }
+        }
+    }
+
+    fn ensure_headers(&mut self, info: &CallInfo) -> Result<(), Status> {
+        if self.stream.is_some() {
+            return Ok(());
+        }
+        if self.state.is_closed() {
+            return Err(Status::cancelled("call is closed"));
+        }
+        let mut headers = grpc_response_headers(self.response_encoding);
+        self.headers.add_to(&mut headers);
+        let mut response = Response::new(());
+        *response.headers_mut() = headers;
+        match self.respond.send_response(response, false) {
+            Ok(stream) => {
+                self.stream = Some(stream);
+                Ok(())
+            }
+            Err(e) => {
+                self.state.recv_reset(info.stream_id, Some(&e));
+                Err(Status::cancelled(format!("sending headers: {e}")))
+            }
+        }
+    }
+
+    /// Hands `pending` to h2 in pieces no larger than the granted capacity.
+    fn poll_flush(&mut self, cx: &mut Context<'_>, stream_id: u32) -> Poll<Result<(), Status>> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Poll::Ready(Err(Status::cancelled("call is closed")));
+        };
+        while !self.pending.is_empty() {
+            stream.reserve_capacity(self.pending.len());
+            let granted = stream.capacity();
+            if granted == 0 {
+                match stream.poll_capacity(cx) {
+                    Poll::Ready(Some(Ok(_))) => continue,
+                    Poll::Ready(Some(Err(e))) => {
+                        self.state.recv_reset(stream_id, Some(&e));
+                        return Poll::Ready(Err(Status::cancelled(format!("response: {e}"))));
+                    }
+                    Poll::Ready(None) => {
+                        self.state.recv_reset(stream_id, None);
+                        return Poll::Ready(Err(Status::cancelled("response stream closed")));
+                    }
+                    Poll::Pending => {
+                        // Waiting for the client to read: notice if it resets meanwhile.
+                        if let Poll::Ready(r) = stream.poll_reset(cx) {
+                            self.state.recv_reset(stream_id, r.as_ref().err());
+                            return Poll::Ready(Err(Status::cancelled("client reset the stream")));
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            let piece = self.pending.split_to(granted.min(self.pending.len()));
+            if let Err(e) = stream.send_data(piece, false) {
+                self.state.recv_reset(stream_id, Some(&e));
+                return Poll::Ready(Err(Status::cancelled(format!("response: {e}"))));
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_gone(&mut self, cx: &mut Context<'_>, stream_id: u32) -> Poll<CloseCause> {
+        if let CallState::Closed(cause) = self.state {
+            return Poll::Ready(cause);
+        }
+        let polled = match self.stream.as_mut() {
+            Some(stream) => stream.poll_reset(cx),
+            None => self.respond.poll_reset(cx),
+        };
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(reason)) => {
+                self.state.close(stream_id, CloseCause::Reset(reason));
+                Poll::Ready(CloseCause::Reset(reason))
+            }
+            Poll::Ready(Err(e)) => {
+                self.state.recv_reset(stream_id, Some(&e));
+                Poll::Ready(CloseCause::ConnectionLost)
+            }
+        }
+    }
+
+    fn finish(&mut self, info: &CallInfo, status: &Status) {
+        if self.state.is_closed() {
+            return;
+        }
+        let mut trailers = HeaderMap::new();
+        status.add_to(&mut trailers);
+        self.trailers.add_to(&mut trailers);
+        let sent = match self.stream.as_mut() {
+            Some(stream) => {
+                // A frame cut short by a stopped handler is completed (at most one frame), so
+                // the client never sees a truncated message before the status.
+                let rest = std::mem::take(&mut self.pending);
+                let data_ok = rest.is_empty() || stream.send_data(rest, false).is_ok();
+                data_ok && stream.send_trailers(trailers).is_ok()
+            }
+            None => {
+                // Trailers-Only: one HEADERS frame carrying the status, then END_STREAM.
+                let mut headers = grpc_response_headers(None);
+                self.headers.add_to(&mut headers);
+                headers.extend(trailers);
+                let mut response = Response::new(());
+                *response.headers_mut() = headers;
+                self.respond.send_response(response, true).is_ok()
+            }
+        };
+        if sent {
+            self.state.send_trailers(info.stream_id);
+        } else {
+            self.state.recv_reset(info.stream_id, None);
+        }
+        debug!(stream_id = info.stream_id, code = %status.code(), "call finished");
+    }
+}
+
+/// The headers every gRPC response starts with.
+pub(crate) fn grpc_response_headers(encoding: Option<Encoding>) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(4);
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert(
+        "grpc-accept-encoding",
+        HeaderValue::from_static(ACCEPT_ENCODING),
+    );
+    if let Some(enc) = encoding {
+        h.insert("grpc-encoding", HeaderValue::from_static(enc.name()));
+    }
+    h
+}

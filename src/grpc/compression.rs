@@ -1,0 +1,123 @@
+//! Message compression: `identity`, `gzip` and `deflate` (zlib, as grpc-go and grpc-core use).
+//!
+//! Decompression is bounded: output beyond the receive limit is never produced, so a small
+//! compressed message that would inflate to gigabytes costs at most the limit.
+
+use std::io::{Read, Write};
+
+use bytes::Bytes;
+
+use super::status::Status;
+
+/// The `grpc-accept-encoding` value this implementation advertises.
+pub const ACCEPT_ENCODING: &str = "identity,deflate,gzip";
+
+/// A message encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// No compression.
+    Identity,
+    /// gzip (RFC 1952).
+    Gzip,
+    /// zlib-wrapped deflate (RFC 1950), which is what gRPC calls `deflate`.
+    Deflate,
+}
+
+impl Encoding {
+    /// The encoding named by a `grpc-encoding` value; `None` for one we do not support.
+    pub fn from_name(name: &str) -> Option<Encoding> {
+        match name.trim() {
+            "identity" => Some(Encoding::Identity),
+            "gzip" => Some(Encoding::Gzip),
+            "deflate" => Some(Encoding::Deflate),
+            _ => None,
+        }
+    }
+
+    /// The name used in `grpc-encoding`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Identity => "identity",
+            Encoding::Gzip => "gzip",
+            Encoding::Deflate => "deflate",
+        }
+    }
+
+    /// The best compressing encoding a peer lists in its `grpc-accept-encoding`, if any.
+    pub fn preferred_from_accept(accept: &str) -> Option<Encoding> {
+        let listed: Vec<Encoding> = accept.split(',').filter_map(Encoding::from_name).collect();
+        [Encoding::Gzip, Encoding::Deflate]
+            .into_iter()
+            .find(|e| listed.contains(e))
+    }
+
+    /// Compresses a payload.
+    pub fn compress(self, data: &[u8]) -> Result<Vec<u8>, Status> {
+        let fail = |e: std::io::Error| Status::internal(format!("compression failed: {e}"));
+        match self {
+            Encoding::Identity => Ok(data.to_vec()),
+            Encoding::Gzip => {
+                let mut w = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                w.write_all(data).map_err(fail)?;
+                w.finish().map_err(fail)
+            }
+            Encoding::Deflate => {
+                let mut w =
+                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+                w.write_all(data).map_err(fail)?;
+                w.finish().map_err(fail)
+            }
+        }
+    }
+
+    /// Decompresses a payload, refusing (RESOURCE_EXHAUSTED) output longer than `max` bytes and
+    /// failing (INTERNAL) on corrupt input.
+    pub fn decompress(self, data: Bytes, max: usize) -> Result<Bytes, Status> {
+        let mut out = Vec::new();
+        // Read at most one byte past the limit: enough to know it was exceeded.
+        let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+        let read = match self {
+            Encoding::Identity => return Ok(data),
+            Encoding::Gzip => flate2::read::GzDecoder::new(&data[..])
+                .take(limit)
+                .read_to_end(&mut out),
+            Encoding::Deflate => flate2::read::ZlibDecoder::new(&data[..])
+                .take(limit)
+                .read_to_end(&mut out),
+        };
+        read.map_err(|e| Status::internal(format!("{} decompression failed: {e}", self.name())))?;
+        if out.len() > max {
+            return Err(Status::resource_exhausted(format!(
+                "decompressed message larger than max ({max} bytes)"
+            )));
+        }
+        Ok(Bytes::from(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_bomb() {
+        for e in [Encoding::Gzip, Encoding::Deflate, Encoding::Identity] {
+            let data = vec![7u8; 100_000];
+            let c = e.compress(&data).unwrap_or_default();
+            assert_eq!(
+                e.decompress(Bytes::from(c.clone()), 100_000).ok(),
+                Some(Bytes::from(data))
+            );
+            if e != Encoding::Identity {
+                assert!(c.len() < 1000);
+                let err = e.decompress(Bytes::from(c), 99_999).err().map(|s| s.code());
+                assert_eq!(err, Some(super::super::status::Code::ResourceExhausted));
+            }
+        }
+        assert_eq!(
+            Encoding::preferred_from_accept("identity, deflate"),
+            Some(Encoding::Deflate)
+        );
+        assert_eq!(Encoding::preferred_from_accept("snappy"), None);
+    }
+}

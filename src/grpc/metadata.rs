@@ -1,0 +1,178 @@
+//! Custom metadata: the headers and trailers that belong to the application.
+//!
+//! Names are `[0-9a-z_.-]`. Values of names ending in `-bin` are binary and travel base64-encoded
+//! (accepted padded or unpadded, sent unpadded). Reserved headers — pseudo-headers, `grpc-*`,
+//! `content-type`, `te`, `user-agent` and the HTTP/2 connection headers — never reach a handler as
+//! metadata and a handler cannot set them.
+
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
+use http::header::{HeaderName, HeaderValue};
+use http::HeaderMap;
+
+use super::status::Status;
+
+/// Base64 that accepts both padded and unpadded input.
+const LENIENT_B64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Whether `name` is for the transport, not the application.
+pub fn is_reserved(name: &str) -> bool {
+    name.starts_with(':')
+        || name.starts_with("grpc-")
+        || matches!(
+            name,
+            "content-type"
+                | "te"
+                | "user-agent"
+                | "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "transfer-encoding"
+                | "upgrade"
+                | "host"
+                | "content-length"
+        )
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'z' | b'_' | b'.' | b'-'))
+}
+
+/// Application metadata of one direction of a call.
+#[derive(Clone, Debug, Default)]
+pub struct Metadata {
+    headers: HeaderMap,
+}
+
+impl Metadata {
+    /// Empty metadata.
+    pub fn new() -> Metadata {
+        Metadata::default()
+    }
+
+    /// The application's part of received headers: reserved names are dropped.
+    pub fn from_headers(headers: &HeaderMap) -> Metadata {
+        let mut out = HeaderMap::new();
+        for (name, value) in headers {
+            if !is_reserved(name.as_str()) {
+                out.append(name.clone(), value.clone());
+            }
+        }
+        Metadata { headers: out }
+    }
+
+    /// The first ASCII value for `name`, if any and if it is visible ASCII.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The first binary value for a `-bin` name, base64-decoded (padded or not).
+    pub fn get_bin(&self, name: &str) -> Option<Vec<u8>> {
+        let v = self.headers.get(name)?;
+        LENIENT_B64.decode(v.as_bytes()).ok()
+    }
+
+    /// Sets an ASCII value. Errors (INTERNAL) for reserved or invalid names and for values that are
+    /// not printable ASCII.
+    pub fn insert(&mut self, name: &str, value: &str) -> Result<(), Status> {
+        let name = checked_name(name, false)?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| Status::internal(format!("metadata value for {name} is not ASCII")))?;
+        self.headers.append(name, value);
+        Ok(())
+    }
+
+    /// Sets a binary value under a `-bin` name; it is sent base64-encoded without padding.
+    pub fn insert_bin(&mut self, name: &str, value: &[u8]) -> Result<(), Status> {
+        let name = checked_name(name, true)?;
+        let encoded = STANDARD_NO_PAD.encode(value);
+        // Base64 output is always a valid header value.
+        if let Ok(v) = HeaderValue::from_str(&encoded) {
+            self.headers.append(name, v);
+        }
+        Ok(())
+    }
+
+    /// Copies a received entry as it came (for echoing metadata back).
+    pub fn copy_from(&mut self, other: &Metadata, name: &str) {
+        if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+            for v in other.headers.get_all(&n) {
+                self.headers.append(n.clone(), v.clone());
+            }
+        }
+    }
+
+    /// Whether there is no entry.
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty()
+    }
+
+    /// All entries, as header name and raw value.
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.headers.iter()
+    }
+
+    /// Adds every entry to `headers` (for sending).
+    pub fn add_to(&self, headers: &mut HeaderMap) {
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+}
+
+fn checked_name(name: &str, binary: bool) -> Result<HeaderName, Status> {
+    if !valid_name(name) || is_reserved(name) || name.ends_with("-bin") != binary {
+        return Err(Status::internal(format!(
+            "invalid or reserved metadata name {name:?}"
+        )));
+    }
+    HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| Status::internal(format!("invalid metadata name {name:?}")))
+}
+
+/// Decodes padded or unpadded base64 (for callers that read `-bin` values themselves).
+pub fn decode_bin(value: &[u8]) -> Option<Vec<u8>> {
+    LENIENT_B64
+        .decode(value)
+        .ok()
+        .or_else(|| STANDARD.decode(value).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_headers_do_not_reach_the_application() {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-timeout", HeaderValue::from_static("1S"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("x-user", HeaderValue::from_static("alice"));
+        let m = Metadata::from_headers(&h);
+        assert_eq!(m.get("x-user"), Some("alice"));
+        assert_eq!(m.iter().count(), 1);
+    }
+
+    #[test]
+    fn bin_values_accept_padding_and_emit_none() {
+        let mut h = HeaderMap::new();
+        h.insert("a-bin", HeaderValue::from_static("AQI="));
+        h.insert("b-bin", HeaderValue::from_static("AQI"));
+        let m = Metadata::from_headers(&h);
+        assert_eq!(m.get_bin("a-bin"), Some(vec![1, 2]));
+        assert_eq!(m.get_bin("b-bin"), Some(vec![1, 2]));
+        let mut out = Metadata::new();
+        out.insert_bin("c-bin", &[1, 2]).unwrap_or(());
+        assert_eq!(out.get("c-bin"), Some("AQI"));
+        assert!(out.insert("grpc-status", "0").is_err());
+        assert!(out.insert("x-bin", "no").is_err());
+    }
+}

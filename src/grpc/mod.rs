@@ -1,0 +1,19 @@
+//! The gRPC layer: everything between h2 and a service. No chat words in here; it could be its own
+//! crate.
+//!
+//! Data flows one way: socket → h2 connection ([`server`]) → call ([`call`]) → message decoder
+//! ([`codec`]) → router ([`router`]) → service.
+
+pub mod call;
+pub mod codec;
+pub mod compression;
+pub mod metadata;
+pub mod router;
+pub mod server;
+pub mod status;
+pub mod timeout;
+
+pub use call::{Call, CallState, CloseCause};
+pub use router::{BoxFuture, CallResult, Router, Service};
+pub use server::{Server, ServerConfig, ShutdownSignal};
+pub use status::{Code, Status};

@@ -1,0 +1,408 @@
+//! The server: accepts TCP connections, speaks HTTP/2 on them with h2, and runs one task per call.
+//!
+//! Before a call reaches its handler the server refuses what is not gRPC (`:method` other than
+//! POST → HTTP 405, `content-type` not `application/grpc*` → HTTP 415) and ends with a
+//! Trailers-Only status what is gRPC but cannot run: unknown service or method (UNIMPLEMENTED),
+//! unknown `grpc-encoding` (UNIMPLEMENTED, with `grpc-accept-encoding`), malformed `grpc-timeout`
+//! (INTERNAL), too many running calls on the connection (RESOURCE_EXHAUSTED).
+//!
+//! A missing `te: trailers` header is accepted (as grpc-go does); h2 itself rejects any other `te`.
+//!
+//! Graceful shutdown: on the signal the server stops accepting, tells services through
+//! [`ShutdownSignal`], sends GOAWAY on every connection, ends every live call with UNAVAILABLE
+//! "server shutting down", and returns once every connection is closed or `shutdown_grace` passed.
+
+use std::future::{pending, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::RecvStream;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::call::{Call, CallInfo};
+use super::codec::DEFAULT_MAX_MESSAGE_BYTES;
+use super::compression::Encoding;
+use super::metadata::Metadata;
+use super::router::{Router, Service};
+use super::status::Status;
+use super::timeout;
+
+/// Default cap on concurrent streams per connection, and on running handlers per connection.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Default largest header list a client may send: 16 KiB.
+pub const DEFAULT_MAX_HEADER_LIST_BYTES: u32 = 16 << 10;
+/// Default number of streams a client may open and reset before they are accepted (h2's default).
+pub const DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// Default number of streams the server may reset for protocol errors before it closes the
+/// connection (h2's default).
+pub const DEFAULT_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// Default cap on open connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 25_000;
+/// Default time a new connection has to complete the HTTP/2 preface.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time graceful shutdown waits for connections to close.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The server's limits. Every field has a `DEFAULT_*` constant and a command-line flag.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Largest request message, before and after decompression.
+    pub max_message_bytes: usize,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`, and the cap on running handlers per connection.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`.
+    pub max_header_list_bytes: u32,
+    /// Reset-before-accept streams tolerated at once (rapid-reset defence).
+    pub max_pending_accept_reset_streams: usize,
+    /// Locally reset streams tolerated before the connection is closed.
+    pub max_local_error_reset_streams: usize,
+    /// Open connections; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time to complete the HTTP/2 handshake.
+    pub handshake_timeout: Duration,
+    /// How long graceful shutdown waits.
+    pub shutdown_grace: Duration,
+    /// Optional cap on any call's duration, applied on top of the client's `grpc-timeout`.
+    pub max_call_duration: Option<Duration>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            max_header_list_bytes: DEFAULT_MAX_HEADER_LIST_BYTES,
+            max_pending_accept_reset_streams: DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS,
+            max_local_error_reset_streams: DEFAULT_MAX_LOCAL_ERROR_RESET_STREAMS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_call_duration: None,
+        }
+    }
+}
+
+/// Tells services that the server is shutting down. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ShutdownSignal {
+    rx: watch::Receiver<bool>,
+}
+
+impl ShutdownSignal {
+    /// A signal that fires when `true` is sent on the paired sender.
+    pub fn new() -> (watch::Sender<bool>, ShutdownSignal) {
+        let (tx, rx) = watch::channel(false);
+        (tx, ShutdownSignal { rx })
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.rx.borrow()
+    }
+
+    /// Resolves once shutdown has begun (or the server is gone).
+    pub async fn wait(&self) {
+        let mut rx = self.rx.clone();
+        let _ = rx.wait_for(|down| *down).await;
+    }
+}
+
+/// A gRPC server over h2.
+pub struct Server {
+    config: Arc<ServerConfig>,
+    router: Router,
+    trigger: watch::Sender<bool>,
+    signal: ShutdownSignal,
+}
+
+/// What every connection and call task shares.
+struct Shared {
+    config: Arc<ServerConfig>,
+    router: Router,
+    signal: ShutdownSignal,
+    /// Held by every task; its channel closes when all are gone.
+    _alive: mpsc::Sender<()>,
+}
+
+impl Server {
+    /// A server with these limits and no services yet.
+    pub fn new(config: ServerConfig) -> Server {
+        let (trigger, signal) = ShutdownSignal::new();
+        Server {
+            config: Arc::new(config),
+            router: Router::new(),
+            trigger,
+            signal,
+        }
+    }
+
+    /// The signal services watch to learn that shutdown has begun.
+    pub fn shutdown_signal(&self) -> ShutdownSignal {
+        self.signal.clone()
+    }
+
+    /// Adds a service.
+    pub fn add_service(&mut self, service: Arc<dyn Service>) {
+        self.router.add(service);
+    }
+
+    /// The names of the services added so far.
+    pub fn service_names(&self) -> Vec<&'static str> {
+        self.router.names()
+    }
+
+    /// Serves connections from `listener` until `signal` resolves, then shuts down gracefully.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        signal: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+        let shared = Arc::new(Shared {
+            config: self.config.clone(),
+            router: self.router,
+            signal: self.signal,
+            _alive: alive_tx,
+        });
+        let connections = Arc::new(Semaphore::new(self.config.max_connections));
+        tokio::pin!(signal);
+        loop {
+            let permit = tokio::select! {
+                p = connections.clone().acquire_owned() => p,
+                () = &mut signal => break,
+            };
+            let Ok(permit) = permit else { break };
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                () = &mut signal => break,
+            };
+            match accepted {
+                Ok((socket, peer)) => {
+                    let shared = shared.clone();
+                    let span = info_span!("conn", %peer);
+                    tokio::spawn(serve_connection(shared, socket, peer, permit).instrument(span));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        info!("shutting down: no new connections; ending live calls");
+        drop(listener);
+        let _ = self.trigger.send(true);
+        drop(shared);
+        let grace = self.config.shutdown_grace;
+        if tokio::time::timeout(grace, alive_rx.recv()).await.is_err() {
+            warn!(
+                ?grace,
+                "shutdown grace period over; dropping remaining connections"
+            );
+        }
+        info!("shut down");
+        Ok(())
+    }
+}
+
+async fn serve_connection(
+    shared: Arc<Shared>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+) {
+    let _ = socket.set_nodelay(true);
+    let cfg = &shared.config;
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(cfg.max_concurrent_streams)
+        .max_header_list_size(cfg.max_header_list_bytes)
+        .max_pending_accept_reset_streams(cfg.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(Some(cfg.max_local_error_reset_streams))
+        // Generous windows: a fast client is not held to 64 KiB per round trip. Per-call memory
+        // stays bounded because received bytes are only taken while the decoder needs them.
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20);
+    let handshake = tokio::time::timeout(cfg.handshake_timeout, builder.handshake(socket)).await;
+    let mut conn = match handshake {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            debug!(error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!("handshake timed out");
+            return;
+        }
+    };
+    debug!("connection open");
+    let handlers = Arc::new(Semaphore::new(cfg.max_concurrent_streams as usize));
+    let mut draining = false;
+    loop {
+        let next = tokio::select! {
+            next = conn.accept() => next,
+            () = shared.signal.wait(), if !draining => {
+                // GOAWAY now; keep driving the connection until its calls end.
+                conn.graceful_shutdown();
+                draining = true;
+                continue;
+            }
+        };
+        match next {
+            Some(Ok((request, respond))) => {
+                let permit = handlers.clone().try_acquire_owned().ok();
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    run_call(&shared, request, respond, peer, permit).await;
+                });
+            }
+            Some(Err(e)) => {
+                debug!(error = %e, "connection error");
+                break;
+            }
+            None => break,
+        }
+    }
+    debug!("connection closed");
+}
+
+/// Refuses a request that is not gRPC with a bare HTTP status.
+fn refuse_http(respond: &mut SendResponse<Bytes>, status: StatusCode) {
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    let _ = respond.send_response(response, true);
+}
+
+async fn run_call(
+    shared: &Shared,
+    request: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    peer: SocketAddr,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let stream_id: u32 = respond.stream_id().as_u32();
+    let path = request.uri().path().to_owned();
+    let span = tracing::debug_span!("call", stream_id, method = %path);
+    async move {
+        if request.method() != Method::POST {
+            debug!(method = %request.method(), "refused: not POST");
+            return refuse_http(&mut respond, StatusCode::METHOD_NOT_ALLOWED);
+        }
+        let grpc_content = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/grpc"));
+        if !grpc_content {
+            debug!("refused: content-type is not application/grpc");
+            return refuse_http(&mut respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        }
+        let (parts, body) = request.into_parts();
+        let (info, early) = call_info(&shared.config, &parts.headers, path, stream_id, peer);
+        let call = Call::new(info, body, respond);
+        if let Some(status) = early {
+            debug!(%status, "refused before the handler");
+            return call.finish(Err(status));
+        }
+        if permit.is_none() {
+            return call.finish(Err(Status::resource_exhausted(format!(
+                "too many running calls on this connection (max {})",
+                shared.config.max_concurrent_streams
+            ))));
+        }
+        let (service, method) = match shared.router.route(&call.info().path) {
+            Ok(found) => found,
+            Err(status) => return call.finish(Err(status)),
+        };
+        let Some(handler) = service.call(method, &call) else {
+            return call.finish(Err(Status::unimplemented(format!(
+                "unknown method {method} for service {}",
+                service.name()
+            ))));
+        };
+        let deadline = call.info().deadline;
+        let outcome = tokio::select! {
+            // The handler first: on shutdown it may still say goodbye (health sends NOT_SERVING).
+            biased;
+            result = handler => Some(result),
+            cause = call.cancelled() => {
+                debug!(?cause, "client went away; handler stopped");
+                None
+            }
+            () = sleep_until(deadline) => Some(Err(Status::deadline_exceeded("deadline exceeded"))),
+            () = shared.signal.wait() => Some(Err(Status::unavailable("server shutting down"))),
+        };
+        if let Some(result) = outcome {
+            call.finish(result);
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => pending().await,
+    }
+}
+
+/// Reads the call's facts from its headers; the status is set when the call must be refused.
+fn call_info(
+    config: &ServerConfig,
+    headers: &HeaderMap,
+    path: String,
+    stream_id: u32,
+    peer: SocketAddr,
+) -> (CallInfo, Option<Status>) {
+    let mut early = None;
+    let now = Instant::now();
+    let mut deadline = config.max_call_duration.map(|d| now + d);
+    if let Some(raw) = headers.get("grpc-timeout") {
+        match timeout::parse(raw.as_bytes()) {
+            Ok(d) => {
+                let at = now.checked_add(d);
+                deadline = match (deadline, at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            Err(status) => early = Some(status),
+        }
+    }
+    let request_encoding = match headers.get("grpc-encoding") {
+        None => Encoding::Identity,
+        Some(v) => match v.to_str().ok().and_then(Encoding::from_name) {
+            Some(encoding) => encoding,
+            None => {
+                early = Some(Status::unimplemented(format!(
+                    "grpc-encoding {:?} is not supported",
+                    String::from_utf8_lossy(v.as_bytes())
+                )));
+                Encoding::Identity
+            }
+        },
+    };
+    let accepted_encoding = headers
+        .get("grpc-accept-encoding")
+        .and_then(|v| v.to_str().ok())
+        .and_then(Encoding::preferred_from_accept);
+    let info = CallInfo {
+        path,
+        stream_id,
+        peer: Some(peer),
+        metadata: Metadata::from_headers(headers),
+        deadline,
+        request_encoding,
+        accepted_encoding,
+        max_message_bytes: config.max_message_bytes,
+    };
+    (info, early)
+}

@@ -1,0 +1,34 @@
+//! Protobuf types generated from `proto/` by `build.rs`, and the descriptor set they came from.
+
+#![allow(missing_docs, unreachable_pub, clippy::all)]
+
+/// The encoded `FileDescriptorSet` of every proto file the crate serves, imports included.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/file_descriptor_set.bin"));
+
+/// `chat.v1`.
+pub mod chat {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/chat.v1.rs"));
+    }
+}
+
+/// `grpc.*`: reflection, health and the interop test service.
+pub mod grpc {
+    pub mod reflection {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/grpc.reflection.v1.rs"));
+        }
+        pub mod v1alpha {
+            include!(concat!(env!("OUT_DIR"), "/grpc.reflection.v1alpha.rs"));
+        }
+    }
+    pub mod health {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
+        }
+    }
+    pub mod testing {
+        include!(concat!(env!("OUT_DIR"), "/grpc.testing.rs"));
+    }
+}
