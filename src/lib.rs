@@ -3,9 +3,11 @@
 //! # Layout
 //! - [`grpc`]: the gRPC layer on h2 — framing, status, metadata, deadlines, compression, calls,
 //!   routing, the server. Knows nothing of chat.
+//! - [`app`]: the shipped server: every service on one server, one config struct.
 //! - [`pb`]: the protobuf types generated from `proto/`, and the encoded descriptor set.
 
 #![warn(missing_docs, unreachable_pub, clippy::all)]
 
+pub mod app;
 pub mod grpc;
 pub mod pb;
