@@ -106,6 +106,8 @@ pub struct CallInfo {
     pub path: String,
     /// The HTTP/2 stream id.
     pub stream_id: u32,
+    /// Identifies the connection the call came on (unique for the server's lifetime).
+    pub connection_id: u64,
     /// The client's address.
     pub peer: Option<SocketAddr>,
     /// Application metadata from the request headers.
@@ -277,13 +279,38 @@ impl Call {
     }
 
     /// Sends bytes that are already whole gRPC frames (one or many, prefix included), e.g. a
-    /// message encoded once and shared by many calls.
+    /// message encoded once and shared by many calls. Returns once h2 has taken all of them.
     pub async fn send_frames(&self, frames: Bytes) -> Result<(), Status> {
+        self.queue_frames(frames)?;
+        self.flush().await
+    }
+
+    /// Hands whole frames to the call without waiting; [`flush`](Call::flush) sends them. Unlike
+    /// a dropped `send_frames` future, queued frames are never lost: use this where the wait for
+    /// the client may be abandoned (e.g. in a `select!`).
+    pub fn queue_frames(&self, frames: Bytes) -> Result<(), Status> {
+        let mut inner = self.lock();
+        inner.ensure_headers(&self.info)?;
+        if inner.pending.is_empty() {
+            inner.pending = frames;
+        } else {
+            let mut joined = bytes::BytesMut::with_capacity(inner.pending.len() + frames.len());
+            joined.extend_from_slice(&inner.pending);
+            joined.extend_from_slice(&frames);
+            inner.pending = joined.freeze();
+        }
+        Ok(())
+    }
+
+    /// Whether queued bytes are waiting for flow-control capacity.
+    pub fn has_queued(&self) -> bool {
+        !self.lock().pending.is_empty()
+    }
+
+    /// Waits until h2 has taken every queued byte (within the capacity the client grants).
+    /// Cancel-safe: what is not sent stays queued.
+    pub async fn flush(&self) -> Result<(), Status> {
         let id = self.info.stream_id;
-        self.lock().ensure_headers(&self.info)?;
-        // A send whose future was dropped mid-way leaves its remainder first in line.
-        poll_fn(|cx| self.lock().poll_flush(cx, id)).await?;
-        self.lock().pending = frames;
         poll_fn(|cx| self.lock().poll_flush(cx, id)).await
     }
 

@@ -15,6 +15,7 @@
 use std::future::{pending, Future};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 25_000;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time graceful shutdown waits for connections to close.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Source of [`CallInfo::connection_id`].
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The server's limits. Every field has a `DEFAULT_*` constant and a command-line flag.
 #[derive(Clone, Debug)]
@@ -244,6 +248,7 @@ async fn serve_connection(
     };
     debug!("connection open");
     let handlers = Arc::new(Semaphore::new(cfg.max_concurrent_streams as usize));
+    let connection_id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
     let mut draining = false;
     loop {
         let next = tokio::select! {
@@ -260,7 +265,8 @@ async fn serve_connection(
                 let permit = handlers.clone().try_acquire_owned().ok();
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    run_call(&shared, request, respond, peer, permit).await;
+                    let conn = (connection_id, peer);
+                    run_call(&shared, request, respond, conn, permit).await;
                 });
             }
             Some(Err(e)) => {
@@ -284,7 +290,7 @@ async fn run_call(
     shared: &Shared,
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
-    peer: SocketAddr,
+    (connection_id, peer): (u64, SocketAddr),
     permit: Option<OwnedSemaphorePermit>,
 ) {
     let stream_id: u32 = respond.stream_id().as_u32();
@@ -305,7 +311,7 @@ async fn run_call(
             return refuse_http(&mut respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
         }
         let (parts, body) = request.into_parts();
-        let (info, early) = call_info(&shared.config, &parts.headers, path, stream_id, peer);
+        let (info, early) = call_info(&shared.config, &parts.headers, path, stream_id, (connection_id, peer));
         let call = Call::new(info, body, respond);
         if let Some(status) = early {
             debug!(%status, "refused before the handler");
@@ -360,7 +366,7 @@ fn call_info(
     headers: &HeaderMap,
     path: String,
     stream_id: u32,
-    peer: SocketAddr,
+    (connection_id, peer): (u64, SocketAddr),
 ) -> (CallInfo, Option<Status>) {
     let mut early = None;
     let now = Instant::now();
@@ -397,6 +403,7 @@ fn call_info(
     let info = CallInfo {
         path,
         stream_id,
+        connection_id,
         peer: Some(peer),
         metadata: Metadata::from_headers(headers),
         deadline,
