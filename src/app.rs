@@ -1,5 +1,6 @@
 //! The h2chat server as shipped: every service on one [`Server`], configured from one struct.
 
+use crate::chat::{ChatConfig, ChatService};
 use crate::grpc::{Server, ServerConfig};
 
 /// Everything `h2chat serve` can be told.
@@ -7,11 +8,14 @@ use crate::grpc::{Server, ServerConfig};
 pub struct AppConfig {
     /// Transport and gRPC limits.
     pub server: ServerConfig,
+    /// Chat limits.
+    pub chat: ChatConfig,
 }
 
 /// A server with every h2chat service added, ready to [`Server::serve`].
 pub fn build(config: AppConfig) -> Server {
-    let server = Server::new(config.server);
-    // Services are added here, each from its own module.
+    let mut server = Server::new(config.server);
+    let shutdown = server.shutdown_signal();
+    server.add_service(ChatService::new(config.chat, shutdown));
     server
 }

@@ -4,10 +4,14 @@
 //! - [`grpc`]: the gRPC layer on h2 — framing, status, metadata, deadlines, compression, calls,
 //!   routing, the server. Knows nothing of chat.
 //! - [`app`]: the shipped server: every service on one server, one config struct.
+//! - [`room`]: chat rooms — a ring of encoded events per room, members as cursors into it.
+//! - [`chat`]: `chat.v1.ChatService`, the call side of rooms (join, post, deliver, leave).
 //! - [`pb`]: the protobuf types generated from `proto/`, and the encoded descriptor set.
 
 #![warn(missing_docs, unreachable_pub, clippy::all)]
 
 pub mod app;
+pub mod chat;
 pub mod grpc;
 pub mod pb;
+pub mod room;

@@ -23,7 +23,8 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::RecvStream;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, info_span, warn, Instrument};
 
@@ -162,20 +163,29 @@ impl Server {
         self.router.names()
     }
 
+    /// Serves one already-connected transport — e.g. one end of `tokio::io::duplex`, for an
+    /// in-process front end — until the peer closes it or `signal` resolves (then gracefully).
+    /// `peer` is what calls see as their peer address.
+    pub async fn serve_io<T>(self, io: T, peer: SocketAddr, signal: impl Future<Output = ()>)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (shared, stopper) = self.start();
+        let conn = tokio::spawn(serve_connection(shared, io, peer, None));
+        tokio::select! {
+            _ = conn => {}
+            () = signal => stopper.stop().await,
+        }
+    }
+
     /// Serves connections from `listener` until `signal` resolves, then shuts down gracefully.
     pub async fn serve(
         self,
         listener: TcpListener,
         signal: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-        let shared = Arc::new(Shared {
-            config: self.config.clone(),
-            router: self.router,
-            signal: self.signal,
-            _alive: alive_tx,
-        });
         let connections = Arc::new(Semaphore::new(self.config.max_connections));
+        let (shared, stopper) = self.start();
         tokio::pin!(signal);
         loop {
             let permit = tokio::select! {
@@ -189,6 +199,8 @@ impl Server {
             };
             match accepted {
                 Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    let permit = Some(permit);
                     let shared = shared.clone();
                     let span = info_span!("conn", %peer);
                     tokio::spawn(serve_connection(shared, socket, peer, permit).instrument(span));
@@ -202,27 +214,58 @@ impl Server {
         }
         info!("shutting down: no new connections; ending live calls");
         drop(listener);
-        let _ = self.trigger.send(true);
         drop(shared);
-        let grace = self.config.shutdown_grace;
-        if tokio::time::timeout(grace, alive_rx.recv()).await.is_err() {
-            warn!(
-                ?grace,
-                "shutdown grace period over; dropping remaining connections"
-            );
-        }
+        stopper.stop().await;
         info!("shut down");
         Ok(())
     }
+
+    /// Freezes the services into the state every task shares.
+    fn start(self) -> (Arc<Shared>, Stopper) {
+        let (alive_tx, alive_rx) = mpsc::channel::<()>(1);
+        let stopper = Stopper {
+            trigger: self.trigger,
+            alive: alive_rx,
+            grace: self.config.shutdown_grace,
+        };
+        let shared = Arc::new(Shared {
+            config: self.config,
+            router: self.router,
+            signal: self.signal,
+            _alive: alive_tx,
+        });
+        (shared, stopper)
+    }
 }
 
-async fn serve_connection(
+/// Runs graceful shutdown once the caller has dropped its own [`Shared`].
+struct Stopper {
+    trigger: watch::Sender<bool>,
+    alive: mpsc::Receiver<()>,
+    grace: Duration,
+}
+
+impl Stopper {
+    /// Fires the shutdown signal, then waits for every task to end, at most `grace`.
+    async fn stop(mut self) {
+        let _ = self.trigger.send(true);
+        if tokio::time::timeout(self.grace, self.alive.recv())
+            .await
+            .is_err()
+        {
+            warn!(grace = ?self.grace, "shutdown grace period over; dropping remaining connections");
+        }
+    }
+}
+
+async fn serve_connection<T>(
     shared: Arc<Shared>,
-    socket: TcpStream,
+    socket: T,
     peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
-) {
-    let _ = socket.set_nodelay(true);
+    _permit: Option<OwnedSemaphorePermit>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let cfg = &shared.config;
     let mut builder = h2::server::Builder::new();
     builder
@@ -311,7 +354,13 @@ async fn run_call(
             return refuse_http(&mut respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
         }
         let (parts, body) = request.into_parts();
-        let (info, early) = call_info(&shared.config, &parts.headers, path, stream_id, (connection_id, peer));
+        let (info, early) = call_info(
+            &shared.config,
+            &parts.headers,
+            path,
+            stream_id,
+            (connection_id, peer),
+        );
         let call = Call::new(info, body, respond);
         if let Some(status) = early {
             debug!(%status, "refused before the handler");

@@ -1,0 +1,193 @@
+//! The `h2chat` command: `h2chat serve` runs the server.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use h2chat::app::{self, AppConfig};
+use h2chat::chat::{self, ChatConfig};
+use h2chat::grpc::codec::DEFAULT_MAX_MESSAGE_BYTES;
+use h2chat::grpc::server::{self as srv, ServerConfig};
+use h2chat::room::{self, RoomLimits};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "h2chat",
+    version,
+    about = "A gRPC chat server written directly on h2"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gRPC server (chat, reflection and the other services).
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: SocketAddr,
+    /// Largest request message in bytes, before and after decompression.
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
+    /// HTTP/2 max concurrent streams per connection; also caps running calls per connection.
+    #[arg(long, default_value_t = srv::DEFAULT_MAX_CONCURRENT_STREAMS)]
+    max_concurrent_streams: u32,
+    /// Largest request header list in bytes.
+    #[arg(long, default_value_t = srv::DEFAULT_MAX_HEADER_LIST_BYTES)]
+    max_header_list_bytes: u32,
+    /// Streams a client may open and reset before the server accepts them (rapid-reset guard).
+    #[arg(long, default_value_t = srv::DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS)]
+    max_pending_accept_reset_streams: usize,
+    /// Streams the server may reset for protocol errors before closing the connection.
+    #[arg(long, default_value_t = srv::DEFAULT_MAX_LOCAL_ERROR_RESET_STREAMS)]
+    max_local_error_reset_streams: usize,
+    /// Open connections at once.
+    #[arg(long, default_value_t = srv::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Seconds a new connection has to complete the HTTP/2 handshake.
+    #[arg(long, default_value_t = srv::DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64())]
+    handshake_timeout: f64,
+    /// Seconds graceful shutdown waits for calls to end.
+    #[arg(long, default_value_t = srv::DEFAULT_SHUTDOWN_GRACE.as_secs_f64())]
+    shutdown_grace: f64,
+    /// Cap on any call's duration in seconds (on top of the client's deadline); 0 = none.
+    #[arg(long, default_value_t = 0.0)]
+    max_call_duration: f64,
+    /// Events each room keeps.
+    #[arg(long, default_value_t = room::DEFAULT_HISTORY_EVENTS)]
+    history: usize,
+    /// Bytes of events each room keeps.
+    #[arg(long, default_value_t = room::DEFAULT_HISTORY_BYTES)]
+    history_bytes: usize,
+    /// Past events a new member receives before live traffic.
+    #[arg(long, default_value_t = room::DEFAULT_HISTORY_ON_JOIN)]
+    history_on_join: usize,
+    /// Rooms that may exist at once.
+    #[arg(long, default_value_t = room::DEFAULT_MAX_ROOMS)]
+    max_rooms: usize,
+    /// Members per room.
+    #[arg(long, default_value_t = room::DEFAULT_MAX_MEMBERS_PER_ROOM)]
+    max_members_per_room: usize,
+    /// Joined chat calls per connection.
+    #[arg(long, default_value_t = chat::DEFAULT_MAX_JOINS_PER_CONNECTION)]
+    max_joins_per_connection: usize,
+    /// Longest room or sender id in bytes.
+    #[arg(long, default_value_t = chat::DEFAULT_MAX_ID_BYTES)]
+    max_id_bytes: usize,
+    /// Longest chat text in bytes.
+    #[arg(long, default_value_t = chat::DEFAULT_MAX_TEXT_BYTES)]
+    max_text_bytes: usize,
+    /// Posts per second per member (0 = unlimited).
+    #[arg(long, default_value_t = chat::DEFAULT_MAX_POST_RATE)]
+    max_post_rate: f64,
+    /// Posts a member may make in a burst before the rate applies.
+    #[arg(long, default_value_t = chat::DEFAULT_POST_BURST)]
+    post_burst: f64,
+}
+
+impl ServeArgs {
+    fn config(&self) -> AppConfig {
+        let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
+        AppConfig {
+            server: ServerConfig {
+                max_message_bytes: self.max_message_bytes,
+                max_concurrent_streams: self.max_concurrent_streams,
+                max_header_list_bytes: self.max_header_list_bytes,
+                max_pending_accept_reset_streams: self.max_pending_accept_reset_streams,
+                max_local_error_reset_streams: self.max_local_error_reset_streams,
+                max_connections: self.max_connections,
+                handshake_timeout: secs(self.handshake_timeout),
+                shutdown_grace: secs(self.shutdown_grace),
+                max_call_duration: (self.max_call_duration > 0.0)
+                    .then(|| secs(self.max_call_duration)),
+            },
+            chat: ChatConfig {
+                rooms: RoomLimits {
+                    history_events: self.history,
+                    history_bytes: self.history_bytes,
+                    history_on_join: self.history_on_join,
+                    max_rooms: self.max_rooms,
+                    max_members_per_room: self.max_members_per_room,
+                },
+                max_id_bytes: self.max_id_bytes,
+                max_text_bytes: self.max_text_bytes,
+                max_post_rate: self.max_post_rate,
+                post_burst: self.post_burst,
+                max_joins_per_connection: self.max_joins_per_connection,
+            },
+        }
+    }
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    init_logging();
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    let server = app::build(args.config());
+    tracing::info!(addr = %listener.local_addr()?, services = ?server.service_names(), "listening");
+    server.serve(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("h2chat: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("h2chat: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! `chat.v1.ChatService`: the call side of chat rooms.
+//!
+//! `Chat` is one bidirectional call per member. Its first message joins (`room_id`, `sender_id`,
+//! optionally `resume_after_seq` and a first `text`); every later message posts its text. The
+//! call receives every event of the room in sequence order — its own posts included, which is
+//! the acknowledgement — until the client cancels or disconnects. A client that half-closes stays
+//! in the room and keeps receiving.
+//!
+//! The member's task does both directions: it reads the client's posts (no faster than the post
+//! rate allows, so HTTP/2 flow control slows a fast sender down) and writes the room's events from
+//! its cursor as flow control allows. Nothing here can make it block the room.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::grpc::{
+    BoxFuture, Call, CallResult, CallState, CloseCause, Service, ShutdownSignal, Status,
+};
+use crate::pb::chat::v1::{ChatMessage, LeaveReason, MembersRequest, MembersResponse};
+use crate::room::{Member, RoomLimits, Rooms, StartAt};
+
+/// Default longest room or sender id, in bytes.
+pub const DEFAULT_MAX_ID_BYTES: usize = 64;
+/// Default longest text, in bytes.
+pub const DEFAULT_MAX_TEXT_BYTES: usize = 4096;
+/// Default posts per second per member.
+pub const DEFAULT_MAX_POST_RATE: f64 = 100.0;
+/// Default burst of posts a member may make at once.
+pub const DEFAULT_POST_BURST: f64 = 200.0;
+/// Default cap on joined `Chat` calls per connection.
+pub const DEFAULT_MAX_JOINS_PER_CONNECTION: usize = 256;
+
+/// Limits of the chat service.
+#[derive(Clone, Debug)]
+pub struct ChatConfig {
+    /// Room registry limits (history, rooms, members).
+    pub rooms: RoomLimits,
+    /// Longest room or sender id, in bytes.
+    pub max_id_bytes: usize,
+    /// Longest text, in bytes.
+    pub max_text_bytes: usize,
+    /// Posts per second per member; 0 means unlimited.
+    pub max_post_rate: f64,
+    /// Posts a member may make at once before the rate applies.
+    pub post_burst: f64,
+    /// Joined `Chat` calls per connection.
+    pub max_joins_per_connection: usize,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            rooms: RoomLimits::default(),
+            max_id_bytes: DEFAULT_MAX_ID_BYTES,
+            max_text_bytes: DEFAULT_MAX_TEXT_BYTES,
+            max_post_rate: DEFAULT_MAX_POST_RATE,
+            post_burst: DEFAULT_POST_BURST,
+            max_joins_per_connection: DEFAULT_MAX_JOINS_PER_CONNECTION,
+        }
+    }
+}
+
+/// The chat service.
+pub struct ChatService {
+    config: ChatConfig,
+    rooms: Arc<Rooms>,
+    shutdown: ShutdownSignal,
+    /// Joined calls per connection id.
+    joins: Mutex<HashMap<u64, usize>>,
+}
+
+/// The fully-qualified service name.
+pub const SERVICE_NAME: &str = "chat.v1.ChatService";
+
+impl Service for ChatService {
+    fn name(&self) -> &'static str {
+        SERVICE_NAME
+    }
+
+    fn call<'a>(&'a self, method: &'a str, call: &'a Call) -> Option<BoxFuture<'a, CallResult>> {
+        match method {
+            "Chat" => Some(Box::pin(self.chat(call))),
+            "Members" => Some(Box::pin(self.members(call))),
+            _ => None,
+        }
+    }
+}
+
+impl ChatService {
+    /// A chat service with these limits, ending its calls when `shutdown` fires.
+    pub fn new(config: ChatConfig, shutdown: ShutdownSignal) -> Arc<ChatService> {
+        Arc::new(ChatService {
+            rooms: Rooms::new(config.rooms.clone()),
+            config,
+            shutdown,
+            joins: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The room registry.
+    pub fn rooms(&self) -> &Arc<Rooms> {
+        &self.rooms
+    }
+
+    async fn members(&self, call: &Call) -> CallResult {
+        let req: MembersRequest = call.recv_one().await?;
+        let member_ids = self.rooms.members(&req.room_id);
+        call.send(&MembersResponse { member_ids }).await
+    }
+
+    async fn chat(&self, call: &Call) -> CallResult {
+        let Some(first) = call.recv::<ChatMessage>().await? else {
+            return Err(Status::invalid_argument(
+                "the first message must join: room_id and sender_id are required",
+            ));
+        };
+        self.check_id("room_id", &first.room_id)?;
+        self.check_id("sender_id", &first.sender_id)?;
+        self.check_text(&first.text)?;
+        let _slot = self.join_slot(call.info().connection_id)?;
+        let start = match first.resume_after_seq {
+            Some(seq) => StartAt::After(seq),
+            None => StartAt::RecentHistory,
+        };
+        let member = self.rooms.join(&first.room_id, &first.sender_id, start)?;
+        debug!(room = %first.room_id, member = %first.sender_id, cursor = member.cursor(), "joined");
+        let mut joined = Membership {
+            member,
+            call,
+            shutdown: &self.shutdown,
+        };
+        // However this ends — returned, or stopped by the server on cancel, deadline or
+        // shutdown — dropping `joined` posts the leave with the reason the call's state tells.
+        self.run_member(call, &mut joined.member, first).await
+    }
+
+    /// The member's loop: post what the client sends, deliver what the room has.
+    async fn run_member(&self, call: &Call, member: &mut Member, first: ChatMessage) -> CallResult {
+        call.send_headers()?;
+        if !first.text.is_empty() {
+            member.post(&first.text);
+        }
+        let mut bucket = TokenBucket::new(self.config.max_post_rate, self.config.post_burst);
+        let mut inbound_open = true;
+        loop {
+            if !call.has_queued() {
+                if let Some(batch) = member.next_batch() {
+                    call.queue_frames(batch)?;
+                }
+            }
+            let sending = call.has_queued();
+            tokio::select! {
+                sent = call.flush(), if sending => sent?,
+                () = member.changed(), if !sending => {}
+                posted = next_post(call, &mut bucket), if inbound_open => match posted? {
+                    Some(msg) => self.post(member, msg)?,
+                    None => inbound_open = false,
+                },
+                () = self.shutdown.wait() => return Err(Status::unavailable("server shutting down")),
+            }
+        }
+    }
+
+    fn post(&self, member: &Member, msg: ChatMessage) -> CallResult {
+        if !msg.room_id.is_empty() && msg.room_id != member.room_id() {
+            return Err(Status::invalid_argument(format!(
+                "room_id {:?} differs from the joined room {:?}; one call is one room",
+                msg.room_id,
+                member.room_id()
+            )));
+        }
+        self.check_text(&msg.text)?;
+        if !msg.text.is_empty() {
+            member.post(&msg.text);
+        }
+        Ok(())
+    }
+
+    fn check_id(&self, field: &str, id: &str) -> CallResult {
+        if id.is_empty() {
+            return Err(Status::invalid_argument(format!("{field} is required")));
+        }
+        if id.len() > self.config.max_id_bytes {
+            return Err(Status::invalid_argument(format!(
+                "{field} is {} bytes; the limit is {} (max-id-bytes)",
+                id.len(),
+                self.config.max_id_bytes
+            )));
+        }
+        if id.chars().any(char::is_control) {
+            return Err(Status::invalid_argument(format!(
+                "{field} must not contain control characters"
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_text(&self, text: &str) -> CallResult {
+        if text.len() > self.config.max_text_bytes {
+            return Err(Status::invalid_argument(format!(
+                "text is {} bytes; the limit is {} (max-text-bytes)",
+                text.len(),
+                self.config.max_text_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Counts a joined call against its connection's limit until the slot is dropped.
+    fn join_slot(&self, connection_id: u64) -> Result<JoinSlot<'_>, Status> {
+        let mut joins = self.joins.lock().unwrap_or_else(|e| e.into_inner());
+        let n = joins.entry(connection_id).or_insert(0);
+        if *n >= self.config.max_joins_per_connection {
+            return Err(Status::resource_exhausted(format!(
+                "too many joined chats on this connection (max-joins-per-connection {})",
+                self.config.max_joins_per_connection
+            )));
+        }
+        *n += 1;
+        Ok(JoinSlot {
+            service: self,
+            connection_id,
+        })
+    }
+}
+
+/// A member and the call it belongs to; leaving happens on drop.
+struct Membership<'a> {
+    member: Member,
+    call: &'a Call,
+    shutdown: &'a ShutdownSignal,
+}
+
+impl Drop for Membership<'_> {
+    fn drop(&mut self) {
+        let reason = if self.shutdown.is_shutting_down() {
+            LeaveReason::ServerShuttingDown
+        } else {
+            match self.call.state() {
+                CallState::Closed(CloseCause::Reset(_)) => LeaveReason::Left,
+                _ => LeaveReason::Disconnected,
+            }
+        };
+        // The member itself is dropped right after this, which posts the leave event.
+        self.member.set_leave_reason(reason);
+    }
+}
+
+struct JoinSlot<'a> {
+    service: &'a ChatService,
+    connection_id: u64,
+}
+
+impl Drop for JoinSlot<'_> {
+    fn drop(&mut self) {
+        let mut joins = self.service.joins.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = joins.get_mut(&self.connection_id) {
+            *n -= 1;
+            if *n == 0 {
+                joins.remove(&self.connection_id);
+            }
+        }
+    }
+}
+
+/// The next message from the client, read only when the member may post: over the rate, the
+/// stream is not read, so the client's HTTP/2 window fills and it slows down. Nothing is dropped.
+async fn next_post(call: &Call, bucket: &mut TokenBucket) -> Result<Option<ChatMessage>, Status> {
+    if let Some(wait) = bucket.wait() {
+        tokio::time::sleep(wait).await;
+    }
+    let msg = call.recv::<ChatMessage>().await?;
+    if msg.is_some() {
+        bucket.take();
+    }
+    Ok(msg)
+}
+
+/// A token bucket: `rate` tokens per second, at most `burst` saved up.
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: f64, burst: f64) -> TokenBucket {
+        let burst = burst.max(1.0);
+        TokenBucket {
+            rate,
+            burst,
+            tokens: burst,
+            at: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let earned = now.duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + earned).min(self.burst);
+        self.at = now;
+    }
+
+    /// How long until one token is available; `None` if one is (or the rate is unlimited).
+    fn wait(&mut self) -> Option<Duration> {
+        if self.rate <= 0.0 {
+            return None;
+        }
+        self.refill();
+        (self.tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+    }
+
+    fn take(&mut self) {
+        if self.rate > 0.0 {
+            self.tokens -= 1.0;
+        }
+    }
+}
