@@ -5,9 +5,11 @@
 //!   routing, the server. Knows nothing of chat.
 //! - [`app`]: the shipped server: every service on one server, one config struct.
 //! - [`pb`]: the protobuf types generated from `proto/`, and the encoded descriptor set.
+//! - [`reflection`]: gRPC server reflection (v1 and v1alpha) over that descriptor set.
 
 #![warn(missing_docs, unreachable_pub, clippy::all)]
 
 pub mod app;
 pub mod grpc;
 pub mod pb;
+pub mod reflection;
