@@ -1,6 +1,7 @@
 //! The h2chat server as shipped: every service on one [`Server`], configured from one struct.
 
 use crate::grpc::{Server, ServerConfig};
+use crate::reflection::Reflection;
 
 /// Everything `h2chat serve` can be told.
 #[derive(Clone, Debug, Default)]
@@ -11,7 +12,12 @@ pub struct AppConfig {
 
 /// A server with every h2chat service added, ready to [`Server::serve`].
 pub fn build(config: AppConfig) -> Server {
-    let server = Server::new(config.server);
+    let mut server = Server::new(config.server);
     // Services are added here, each from its own module.
+
+    // Reflection last: it lists every service added before it.
+    for service in Reflection::new(server.service_names()).services() {
+        server.add_service(service);
+    }
     server
 }
