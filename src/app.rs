@@ -2,6 +2,7 @@
 
 use crate::chat::{ChatConfig, ChatService};
 use crate::grpc::{Server, ServerConfig};
+use crate::reflection::Reflection;
 
 /// Everything `h2chat serve` can be told.
 #[derive(Clone, Debug, Default)]
@@ -17,5 +18,10 @@ pub fn build(config: AppConfig) -> Server {
     let mut server = Server::new(config.server);
     let shutdown = server.shutdown_signal();
     server.add_service(ChatService::new(config.chat, shutdown));
+
+    // Reflection last: it lists every service added before it.
+    for service in Reflection::new(server.service_names()).services() {
+        server.add_service(service);
+    }
     server
 }

@@ -7,6 +7,7 @@
 //! - [`room`]: chat rooms — a ring of encoded events per room, members as cursors into it.
 //! - [`chat`]: `chat.v1.ChatService`, the call side of rooms (join, post, deliver, leave).
 //! - [`pb`]: the protobuf types generated from `proto/`, and the encoded descriptor set.
+//! - [`reflection`]: gRPC server reflection (v1 and v1alpha) over that descriptor set.
 
 #![warn(missing_docs, unreachable_pub, clippy::all)]
 
@@ -14,4 +15,5 @@ pub mod app;
 pub mod chat;
 pub mod grpc;
 pub mod pb;
+pub mod reflection;
 pub mod room;
