@@ -8,6 +8,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod chat;
+pub mod process;
+
 /// A server running in this test's runtime.
 pub struct TestServer {
     /// Where it listens.
