@@ -28,7 +28,10 @@ async fn every_member_sees_every_post_in_one_order_sender_included() {
         let first = until_text(call, "hello").await;
         assert_eq!(first.sender_id, "alice");
         let second = next_where(call, |m| kind(m) == EventKind::Message).await;
-        assert_eq!((second.sender_id.as_str(), second.text.as_str()), ("bob", "hi alice"));
+        assert_eq!(
+            (second.sender_id.as_str(), second.text.as_str()),
+            ("bob", "hi alice")
+        );
         assert_eq!(second.seq, first.seq + 1, "one order per room");
         assert!(second.sent_at.is_some(), "the server stamps sent_at");
     }
@@ -47,7 +50,9 @@ async fn join_message_text_is_posted() {
 async fn spoofed_sender_is_overwritten_with_the_joined_identity() {
     let (_server, ch) = setup().await;
     let mut bob = join(&ch, "r", "bob").await;
-    bob.send(&msg("r", "alice", "it was me")).await.expect("post");
+    bob.send(&msg("r", "alice", "it was me"))
+        .await
+        .expect("post");
     let m = until_text(&mut bob, "it was me").await;
     assert_eq!(m.sender_id, "bob");
 }
@@ -66,7 +71,10 @@ async fn empty_text_is_not_posted() {
 async fn half_closed_member_keeps_receiving() {
     let (_server, ch) = setup().await;
     let mut alice = ch.start(CHAT, CallOptions::default()).await.expect("start");
-    alice.send_last(&msg("r", "alice", "")).await.expect("join and half-close");
+    alice
+        .send_last(&msg("r", "alice", ""))
+        .await
+        .expect("join and half-close");
     alice.headers().await.expect("joined");
     let mut bob = join(&ch, "r", "bob").await;
     bob.send(&post("still there?")).await.expect("post");
@@ -101,7 +109,10 @@ async fn invalid_joins_and_posts_are_invalid_argument_naming_the_rule() {
         let mut call = start(&ch, &first).await;
         let status = final_status(&mut call).await;
         assert_eq!(status.code(), Code::InvalidArgument, "{first:?}: {status}");
-        assert!(status.message().contains(needle), "{status} should name {needle}");
+        assert!(
+            status.message().contains(needle),
+            "{status} should name {needle}"
+        );
     }
     // After joining: another room, or too long a text.
     let mut a = join(&ch, "r", "a").await;
@@ -126,7 +137,10 @@ async fn cancel_removes_the_member_and_others_see_it_leave() {
     let (_server, ch) = setup().await;
     let mut alice = join(&ch, "r", "alice").await;
     let mut bob = join(&ch, "r", "bob").await;
-    next_where(&mut alice, |m| kind(m) == EventKind::Joined && m.sender_id == "bob").await;
+    next_where(&mut alice, |m| {
+        kind(m) == EventKind::Joined && m.sender_id == "bob"
+    })
+    .await;
     bob.cancel();
     let left = next_where(&mut alice, |m| kind(m) == EventKind::Left).await;
     assert_eq!(left.sender_id, "bob");
@@ -134,7 +148,9 @@ async fn cancel_removes_the_member_and_others_see_it_leave() {
     let who: MembersResponse = ch
         .unary(
             "/chat.v1.ChatService/Members",
-            &MembersRequest { room_id: "r".into() },
+            &MembersRequest {
+                room_id: "r".into(),
+            },
             CallOptions::default(),
         )
         .await
@@ -157,7 +173,10 @@ async fn lost_connection_removes_the_member_as_disconnected() {
         .await
         .expect("h2");
     let _bob = join(&bob_ch, "r", "bob").await;
-    next_where(&mut alice, |m| kind(m) == EventKind::Joined && m.sender_id == "bob").await;
+    next_where(&mut alice, |m| {
+        kind(m) == EventKind::Joined && m.sender_id == "bob"
+    })
+    .await;
     cutter.shutdown(std::net::Shutdown::Both).expect("cut");
     let left = next_where(&mut alice, |m| kind(m) == EventKind::Left).await;
     assert_eq!(left.sender_id, "bob");
@@ -171,12 +190,27 @@ async fn members_lists_in_join_order_and_unknown_room_is_empty() {
     let _a = join(&ch, "r", "alice").await;
     let path = "/chat.v1.ChatService/Members";
     let who: MembersResponse = ch
-        .unary(path, &MembersRequest { room_id: "r".into() }, CallOptions::default())
+        .unary(
+            path,
+            &MembersRequest {
+                room_id: "r".into(),
+            },
+            CallOptions::default(),
+        )
         .await
         .expect("members");
-    assert_eq!(who.member_ids, vec!["carol".to_string(), "alice".to_string()]);
+    assert_eq!(
+        who.member_ids,
+        vec!["carol".to_string(), "alice".to_string()]
+    );
     let none: MembersResponse = ch
-        .unary(path, &MembersRequest { room_id: "nope".into() }, CallOptions::default())
+        .unary(
+            path,
+            &MembersRequest {
+                room_id: "nope".into(),
+            },
+            CallOptions::default(),
+        )
         .await
         .expect("members");
     assert!(none.member_ids.is_empty());
@@ -188,7 +222,9 @@ async fn join_split_into_one_byte_data_frames_is_understood() {
     let frame = codec::encode_message(&msg("r", "splitter", "in pieces"));
     let mut call = ch.start(CHAT, CallOptions::default()).await.expect("start");
     for i in 0..frame.len() {
-        call.send_raw(frame.slice(i..i + 1)).await.expect("send byte");
+        call.send_raw(frame.slice(i..i + 1))
+            .await
+            .expect("send byte");
     }
     let m = until_text(&mut call, "in pieces").await;
     assert_eq!(m.sender_id, "splitter");
@@ -204,14 +240,21 @@ async fn many_messages_in_one_data_frame_are_all_posted() {
     let mut call = ch.start(CHAT, CallOptions::default()).await.expect("start");
     call.send_raw(all.freeze()).await.expect("send");
     for text in ["one", "two", "three"] {
-        assert_eq!(next_where(&mut call, |m| kind(m) == EventKind::Message).await.text, text);
+        assert_eq!(
+            next_where(&mut call, |m| kind(m) == EventKind::Message)
+                .await
+                .text,
+            text
+        );
     }
 }
 
 /// Sends `bytes` as the whole request body of a chat call and returns the final status.
 async fn status_for_body(ch: &Channel, bytes: &'static [u8]) -> h2chat::grpc::Status {
     let mut call = ch.start(CHAT, CallOptions::default()).await.expect("start");
-    call.send_raw(Bytes::from_static(bytes)).await.expect("send");
+    call.send_raw(Bytes::from_static(bytes))
+        .await
+        .expect("send");
     let _ = call.close_send();
     final_status(&mut call).await
 }
@@ -226,7 +269,10 @@ async fn oversize_length_prefix_is_resource_exhausted() {
 #[tokio::test]
 async fn compressed_flag_out_of_range_is_internal() {
     let (_server, ch) = setup().await;
-    assert_eq!(status_for_body(&ch, &[2, 0, 0, 0, 0]).await.code(), Code::Internal);
+    assert_eq!(
+        status_for_body(&ch, &[2, 0, 0, 0, 0]).await.code(),
+        Code::Internal
+    );
 }
 
 #[tokio::test]
@@ -255,7 +301,10 @@ async fn body_that_is_not_the_methods_message_is_internal() {
 #[tokio::test]
 async fn connection_survives_bad_streams() {
     let (_server, ch) = setup().await;
-    assert_eq!(status_for_body(&ch, &[7, 0, 0, 0, 0]).await.code(), Code::Internal);
+    assert_eq!(
+        status_for_body(&ch, &[7, 0, 0, 0, 0]).await.code(),
+        Code::Internal
+    );
     let mut ok = join(&ch, "r", "survivor").await;
     ok.send(&post("fine")).await.expect("post");
     until_text(&mut ok, "fine").await;
@@ -287,7 +336,10 @@ async fn full_room_and_too_many_rooms_are_resource_exhausted_naming_the_limit() 
     let mut b = start(&ch, &msg("r", "b", "")).await;
     let status = final_status(&mut b).await;
     assert_eq!(status.code(), Code::ResourceExhausted);
-    assert!(status.message().contains("max-members-per-room"), "{status}");
+    assert!(
+        status.message().contains("max-members-per-room"),
+        "{status}"
+    );
     let mut c = start(&ch, &msg("r2", "c", "")).await;
     let status = final_status(&mut c).await;
     assert_eq!(status.code(), Code::ResourceExhausted);
@@ -305,7 +357,10 @@ async fn joins_per_connection_are_capped() {
     let mut c = start(&ch, &msg("r", "c", "")).await;
     let status = final_status(&mut c).await;
     assert_eq!(status.code(), Code::ResourceExhausted);
-    assert!(status.message().contains("max-joins-per-connection"), "{status}");
+    assert!(
+        status.message().contains("max-joins-per-connection"),
+        "{status}"
+    );
     // Another connection may still join.
     let other = Channel::connect(server.addr).await.expect("connect");
     let _c = join(&other, "r", "c").await;

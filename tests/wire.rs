@@ -33,17 +33,32 @@ fn grpc_request(method: Method, path: &str, content_type: &str) -> Request<()> {
 #[tokio::test]
 async fn method_other_than_post_is_http_405() {
     let (_server, ch) = setup().await;
-    let req = grpc_request(Method::GET, "/chat.v1.ChatService/Members", "application/grpc");
+    let req = grpc_request(
+        Method::GET,
+        "/chat.v1.ChatService/Members",
+        "application/grpc",
+    );
     assert_eq!(raw(&ch, req).await.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
 
 #[tokio::test]
 async fn content_type_not_grpc_is_http_415() {
     let (_server, ch) = setup().await;
-    let req = grpc_request(Method::POST, "/chat.v1.ChatService/Members", "application/json");
-    assert_eq!(raw(&ch, req).await.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let req = grpc_request(
+        Method::POST,
+        "/chat.v1.ChatService/Members",
+        "application/json",
+    );
+    assert_eq!(
+        raw(&ch, req).await.status(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
     // A content-type with a suffix is gRPC.
-    let req = grpc_request(Method::POST, "/chat.v1.ChatService/Members", "application/grpc+proto");
+    let req = grpc_request(
+        Method::POST,
+        "/chat.v1.ChatService/Members",
+        "application/grpc+proto",
+    );
     assert_eq!(raw(&ch, req).await.status(), StatusCode::OK);
 }
 
@@ -69,8 +84,13 @@ async fn unknown_service_and_method_are_trailers_only_unimplemented() {
 #[tokio::test]
 async fn malformed_grpc_timeout_is_internal() {
     let (_server, ch) = setup().await;
-    let mut req = grpc_request(Method::POST, "/chat.v1.ChatService/Members", "application/grpc");
-    req.headers_mut().insert("grpc-timeout", "1.5S".parse().expect("value"));
+    let mut req = grpc_request(
+        Method::POST,
+        "/chat.v1.ChatService/Members",
+        "application/grpc",
+    );
+    req.headers_mut()
+        .insert("grpc-timeout", "1.5S".parse().expect("value"));
     let resp = raw(&ch, req).await;
     let status = Status::from_headers(resp.headers()).expect("grpc-status");
     assert_eq!(status.code(), Code::Internal);
@@ -80,13 +100,23 @@ async fn malformed_grpc_timeout_is_internal() {
 #[tokio::test]
 async fn unknown_grpc_encoding_is_unimplemented_with_accept_encoding() {
     let (_server, ch) = setup().await;
-    let mut req = grpc_request(Method::POST, "/chat.v1.ChatService/Members", "application/grpc");
-    req.headers_mut().insert("grpc-encoding", "snappy".parse().expect("value"));
+    let mut req = grpc_request(
+        Method::POST,
+        "/chat.v1.ChatService/Members",
+        "application/grpc",
+    );
+    req.headers_mut()
+        .insert("grpc-encoding", "snappy".parse().expect("value"));
     let resp = raw(&ch, req).await;
     let status = Status::from_headers(resp.headers()).expect("grpc-status");
     assert_eq!(status.code(), Code::Unimplemented);
-    let accept = resp.headers()["grpc-accept-encoding"].to_str().unwrap_or("");
-    assert!(accept.contains("gzip") && accept.contains("deflate"), "{accept}");
+    let accept = resp.headers()["grpc-accept-encoding"]
+        .to_str()
+        .unwrap_or("");
+    assert!(
+        accept.contains("gzip") && accept.contains("deflate"),
+        "{accept}"
+    );
 }
 
 #[tokio::test]
@@ -98,8 +128,16 @@ async fn unary_with_zero_or_two_messages_is_unimplemented() {
     let err = none.recv::<MembersResponse>().await.expect_err("must fail");
     assert_eq!(err.code(), Code::Unimplemented);
     let mut two = ch.start(path, CallOptions::default()).await.expect("start");
-    two.send(&MembersRequest { room_id: "a".into() }).await.expect("send");
-    two.send_last(&MembersRequest { room_id: "b".into() }).await.expect("send");
+    two.send(&MembersRequest {
+        room_id: "a".into(),
+    })
+    .await
+    .expect("send");
+    two.send_last(&MembersRequest {
+        room_id: "b".into(),
+    })
+    .await
+    .expect("send");
     let err = two.recv::<MembersResponse>().await.expect_err("must fail");
     assert_eq!(err.code(), Code::Unimplemented);
 }
@@ -111,7 +149,11 @@ async fn ok_calls_end_with_grpc_status_zero_in_trailers() {
         .start("/chat.v1.ChatService/Members", CallOptions::default())
         .await
         .expect("start");
-    call.send_last(&MembersRequest { room_id: "x".into() }).await.expect("send");
+    call.send_last(&MembersRequest {
+        room_id: "x".into(),
+    })
+    .await
+    .expect("send");
     let resp: Option<MembersResponse> = call.recv().await.expect("response");
     assert!(resp.is_some());
     assert_eq!(call.recv::<MembersResponse>().await.expect("end"), None);

@@ -31,7 +31,11 @@ impl ServerProcess {
                 .next()
                 .expect("server exited before listening")
                 .expect("read server log");
-            if let Some(rest) = line.split("addr=").nth(1).filter(|_| line.contains("listening")) {
+            if let Some(rest) = line
+                .split("addr=")
+                .nth(1)
+                .filter(|_| line.contains("listening"))
+            {
                 let addr = rest.split_whitespace().next().unwrap_or_default();
                 break addr.parse().expect("listening address");
             }
@@ -53,7 +57,9 @@ impl ServerProcess {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
         self.child.wait().expect("wait for server")
     }
 }
