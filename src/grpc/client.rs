@@ -53,6 +53,13 @@ pub const DEFAULT_CONNECTION_WINDOW_BYTES: u32 = 4 << 20;
 /// Default largest response header list the client accepts: 16 KiB.
 pub const DEFAULT_MAX_HEADER_LIST_BYTES: u32 = 16 << 10;
 
+/// Smallest DATA frame a gRPC server sends when it frames each message on its own: an empty
+/// message's prefix.
+const MIN_MESSAGE_FRAME_BYTES: usize = codec::PREFIX_BYTES;
+/// h2 charges every received DATA frame shorter than this many bytes against the connection's
+/// DATA frame budget until the application reads it (h2's `DEFAULT_DATA_FRAME_OVERHEAD_THRESHOLD`).
+const H2_SMALL_FRAME_BYTES: usize = 256;
+
 /// The `user-agent` every call sends.
 const USER_AGENT_VALUE: &str = concat!("h2chat-grpc/", env!("CARGO_PKG_VERSION"));
 /// The authority sent when the transport has no address (e.g. [`Channel::connect_io`]).
@@ -105,7 +112,8 @@ pub struct ChannelConfig {
     /// Largest response message, before and after decompression, unless a call sets its own
     /// ([`CallOptions::max_recv_message_bytes`]).
     pub max_recv_message_bytes: usize,
-    /// HTTP/2 initial receive window of each call.
+    /// HTTP/2 initial receive window of each call. It also sizes h2's budget for unread small
+    /// DATA frames: one window of the smallest message frames fits in it.
     pub stream_window_bytes: u32,
     /// HTTP/2 receive window of the connection.
     pub connection_window_bytes: u32,
@@ -213,7 +221,8 @@ impl Channel {
             .enable_push(false)
             .initial_window_size(config.stream_window_bytes)
             .initial_connection_window_size(config.connection_window_bytes)
-            .max_header_list_size(config.max_header_list_bytes);
+            .max_header_list_size(config.max_header_list_bytes)
+            .data_frame_budget(data_frame_budget(config.stream_window_bytes));
         let (send, connection) = builder
             .handshake::<_, Bytes>(io)
             .await
@@ -357,6 +366,25 @@ impl Channel {
         *request.headers_mut() = headers;
         Ok(request)
     }
+}
+
+/// h2's budget for small DATA frames received and not yet read, sized so that a server framing
+/// each message on its own can fill a whole stream window without exhausting it.
+///
+/// h2 charges `256 - len` for each unread DATA frame of `len < 256` bytes (about what h2 holds
+/// per queued frame) and closes the connection with ENHANCE_YOUR_CALM when the charges exceed
+/// the budget. Its default, half the connection window, is about 8,000 unread small messages: a
+/// server streaming small messages to a client that reads late (a chat history, a benchmark)
+/// exceeds it. A message frame has at least 5 bytes, so one stream window of them costs at most
+/// `window / 5 * 251`; that is the budget (about 50 MiB of accounting for the default 1 MiB
+/// window, reached only when a reader stalls while a server fills its window with empty
+/// messages). Several stalled streams of tiny messages, or a server splitting its data into
+/// frames smaller than a message prefix, still meet h2's defence.
+fn data_frame_budget(stream_window_bytes: u32) -> usize {
+    // HTTP/2 starts every window at 65,535 bytes, whatever the target.
+    let window = usize::try_from(stream_window_bytes.max(65_535)).unwrap_or(usize::MAX);
+    (window / MIN_MESSAGE_FRAME_BYTES + 1)
+        .saturating_mul(H2_SMALL_FRAME_BYTES - MIN_MESSAGE_FRAME_BYTES)
 }
 
 /// What both halves of a call share: the send handle (the receiving half resets the stream
@@ -1176,6 +1204,16 @@ mod tests {
         let refused = non_grpc_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, &HeaderMap::new());
         assert_eq!(refused.as_ref().map(Status::code), Some(Code::Unknown));
         assert!(refused.is_some_and(|s| s.message().contains("415")));
+    }
+
+    #[test]
+    fn handles_can_move_between_tasks() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<Channel>();
+        send::<ClientCall>();
+        send::<CallSender>();
+        send::<CallReceiver>();
     }
 
     #[test]
