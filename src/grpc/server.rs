@@ -446,6 +446,7 @@ async fn run_call(
                 None
             }
             () = sleep_until(deadline) => Some(Err(Status::deadline_exceeded("deadline exceeded"))),
+            () = call.drain_received() => None,
             () = shared.signal.wait() => Some(Err(Status::unavailable("server shutting down"))),
         };
         if let Some(result) = outcome {
