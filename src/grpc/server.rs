@@ -390,10 +390,15 @@ fn call_info(
             }
         },
     };
-    let accepted_encoding = headers
-        .get("grpc-accept-encoding")
-        .and_then(|v| v.to_str().ok())
-        .and_then(Encoding::preferred_from_accept);
+    // The list may also arrive split over several header lines.
+    let accept = headers
+        .get_all("grpc-accept-encoding")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let accepted_encoding = Encoding::preferred_from_accept(&accept);
+    let accepted_encodings = Encoding::listed_in(&accept);
     let info = CallInfo {
         path,
         stream_id,
@@ -402,6 +407,7 @@ fn call_info(
         deadline,
         request_encoding,
         accepted_encoding,
+        accepted_encodings,
         max_message_bytes: config.max_message_bytes,
     };
     (info, early)
