@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`grpc`]: the gRPC layer on h2 — framing, status, metadata, deadlines, compression, calls,
 //!   routing, the server. Knows nothing of chat.
+//! - [`interop`]: `grpc.testing.TestService`, the service gRPC's interop clients test against.
+//! - [`health`]: `grpc.health.v1.Health`, and the handle that sets each service's status.
 //! - [`app`]: the shipped server: every service on one server, one config struct.
 //! - [`pb`]: the protobuf types generated from `proto/`, and the encoded descriptor set.
 
@@ -10,4 +12,6 @@
 
 pub mod app;
 pub mod grpc;
+pub mod health;
+pub mod interop;
 pub mod pb;

@@ -26,7 +26,11 @@ impl TestServer {
         let task = tokio::spawn(server.serve(listener, async {
             let _ = rx.await;
         }));
-        TestServer { addr, stop: Some(tx), task: Some(task) }
+        TestServer {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
     }
 
     /// Starts the server with default limits.
