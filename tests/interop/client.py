@@ -168,14 +168,16 @@ class Cases:
         requests = Pipe()
         call = self.stub.FullDuplexCall(requests)
         got = []
-        for size, body in steps:
-            requests.put(self.pb.StreamingOutputCallRequest(
-                response_type=self.pb.COMPRESSABLE, response_parameters=[self.params(size)],
-                payload=self.payload(body)))
-            # The reply must come before the next request is sent.
-            resp = next(call)
-            got.append(len(resp.payload.body))
-        requests.close()
+        try:
+            for size, body in steps:
+                requests.put(self.pb.StreamingOutputCallRequest(
+                    response_type=self.pb.COMPRESSABLE, response_parameters=[self.params(size)],
+                    payload=self.payload(body)))
+                # The reply must come before the next request is sent.
+                resp = next(call)
+                got.append(len(resp.payload.body))
+        finally:
+            requests.close()
         rest = list(call)
         check(got == [s for s, _ in steps], f"response sizes {got}, want {[s for s, _ in steps]}")
         check(rest == [], f"{len(rest)} responses after the half-close, want none")
@@ -249,13 +251,15 @@ class Cases:
     def cancel_after_first_response(self):
         requests = Pipe()
         call = self.stub.FullDuplexCall(requests)
-        requests.put(self.pb.StreamingOutputCallRequest(
-            response_type=self.pb.COMPRESSABLE, response_parameters=[self.params(31415)],
-            payload=self.payload(27182)))
-        resp = next(call)
-        check(len(resp.payload.body) == 31415, f"first response is {len(resp.payload.body)} bytes, want 31415")
-        call.cancel()
-        requests.close()
+        try:
+            requests.put(self.pb.StreamingOutputCallRequest(
+                response_type=self.pb.COMPRESSABLE, response_parameters=[self.params(31415)],
+                payload=self.payload(27182)))
+            resp = next(call)
+            check(len(resp.payload.body) == 31415, f"first response is {len(resp.payload.body)} bytes, want 31415")
+            call.cancel()
+        finally:
+            requests.close()
         check(call.code() == grpc.StatusCode.CANCELLED, f"status {call.code()}, want CANCELLED")
 
     def timeout_on_sleeping_server(self):
