@@ -12,10 +12,11 @@
 //! [`ShutdownSignal`], sends GOAWAY on every connection, ends every live call with UNAVAILABLE
 //! "server shutting down", and returns once every connection is closed or `shutdown_grace` passed.
 
-use std::future::{pending, Future};
+use std::future::{pending, poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -108,9 +109,20 @@ impl ShutdownSignal {
     }
 
     /// Resolves once shutdown has begun (or the server is gone).
+    ///
+    /// Every poll first reads the flag itself: a waiter polled after the signal fired is ready
+    /// at once, even before its wake-up arrives (`watch` wakes its waiters one group after
+    /// another, so one task may see the signal while another's waiter is not yet woken).
     pub async fn wait(&self) {
         let mut rx = self.rx.clone();
-        let _ = rx.wait_for(|down| *down).await;
+        let mut changed = std::pin::pin!(rx.wait_for(|down| *down));
+        poll_fn(|cx| {
+            if self.is_shutting_down() {
+                return Poll::Ready(());
+            }
+            changed.as_mut().poll(cx).map(|_| ())
+        })
+        .await
     }
 }
 
@@ -321,7 +333,7 @@ async fn run_call(
             Ok(found) => found,
             Err(status) => return call.finish(Err(status)),
         };
-        let Some(handler) = service.call(method, &call) else {
+        let Some(mut handler) = service.call(method, &call) else {
             return call.finish(Err(Status::unimplemented(format!(
                 "unknown method {method} for service {}",
                 service.name()
@@ -331,13 +343,21 @@ async fn run_call(
         let outcome = tokio::select! {
             // The handler first: on shutdown it may still say goodbye (health sends NOT_SERVING).
             biased;
-            result = handler => Some(result),
+            result = &mut handler => Some(result),
             cause = call.cancelled() => {
                 debug!(?cause, "client went away; handler stopped");
                 None
             }
             () = sleep_until(deadline) => Some(Err(Status::deadline_exceeded("deadline exceeded"))),
-            () = shared.signal.wait() => Some(Err(Status::unavailable("server shutting down"))),
+            () = shared.signal.wait() => {
+                // The signal may have fired after the handler was polled in this same round (the
+                // task was woken by something else): poll the handler once more, now that the
+                // signal is set, so a handler waiting on it gets its goodbye out.
+                match poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await {
+                    Poll::Ready(result) => Some(result),
+                    Poll::Pending => Some(Err(Status::unavailable("server shutting down"))),
+                }
+            }
         };
         if let Some(result) = outcome {
             call.finish(result);
