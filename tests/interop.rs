@@ -19,6 +19,8 @@ use h2chat::pb::grpc::testing::{
     ResponseParameters, SimpleRequest, SimpleResponse, StreamingOutputCallRequest,
     StreamingOutputCallResponse,
 };
+use tokio::io::AsyncReadExt;
+use tokio::task::JoinHandle;
 use wire::{message, WireClient};
 
 /// Longest a case may run before it is taken to hang (a guard, not an assertion on speed).
@@ -52,12 +54,12 @@ fn stubs_dir() -> &'static Path {
 }
 
 /// Starts the server, runs one case of the interop client against it and fails with the
-/// client's own explanation when the case fails.
+/// client's own explanation when the case fails (or hangs).
 async fn run_case(case: &str) {
     let python = require_tool("python3");
     let stubs = stubs_dir();
     let server = TestServer::default().await;
-    let child = tokio::process::Command::new(python)
+    let mut child = tokio::process::Command::new(python)
         .arg(script())
         .arg(server.target())
         .arg(case)
@@ -68,18 +70,41 @@ async fn run_case(case: &str) {
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run python3: {e}"));
-    let out = tokio::time::timeout(CASE_TIMEOUT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{case}: the interop client did not finish"))
-        .unwrap_or_else(|e| panic!("{case}: waiting for the interop client: {e}"));
-    server.shutdown().await;
-    assert!(
-        out.status.success(),
-        "{case} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = read_all(child.stdout.take());
+    let stderr = read_all(child.stderr.take());
+    let finished = match tokio::time::timeout(CASE_TIMEOUT, child.wait()).await {
+        Ok(status) => {
+            Some(status.unwrap_or_else(|e| panic!("{case}: waiting for the client: {e}")))
+        }
+        Err(_) => {
+            let _ = child.kill().await;
+            None
+        }
+    };
+    let output = format!(
+        "{}{}",
+        stdout.await.unwrap_or_default(),
+        stderr.await.unwrap_or_default()
     );
+    server.shutdown().await;
+    match finished {
+        None => panic!("{case}: the interop client did not finish in {CASE_TIMEOUT:?}:\n{output}"),
+        Some(status) => assert!(status.success(), "{case} failed ({status}):\n{output}"),
+    }
+}
+
+/// Reads a child's output pipe to the end, in its own task.
+fn read_all<R>(pipe: Option<R>) -> JoinHandle<String>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes).await;
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
 }
 
 macro_rules! interop_cases {
