@@ -4,18 +4,22 @@
 //! watcher that reads slowly costs one slot whatever the number of changes: it sees the latest
 //! status, never a queue of old ones. `""` stands for the whole server.
 //!
-//! On graceful shutdown every service turns NOT_SERVING and stays so. Each Watch handler waits
-//! on the server's [`ShutdownSignal`] itself, so that it sends NOT_SERVING before the server
-//! ends its call with UNAVAILABLE: the call driver polls the handler before the signal.
+//! On graceful shutdown every service turns NOT_SERVING and stays so: the handle reads the
+//! server's [`ShutdownSignal`] on every access. Each Watch handler also waits on the signal
+//! itself, so that it sends NOT_SERVING before the server ends its call with UNAVAILABLE (the
+//! call driver polls the handler before acting on the signal).
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::pending;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
 use crate::grpc::{BoxFuture, Call, CallResult, Server, Service, ShutdownSignal, Status};
 use crate::pb::grpc::health::v1::health_check_response::ServingStatus;
-use crate::pb::grpc::health::v1::{HealthCheckRequest, HealthCheckResponse, HealthListResponse};
+use crate::pb::grpc::health::v1::{
+    HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse,
+};
 
 /// The service's fully-qualified name.
 pub const SERVICE_NAME: &str = "grpc.health.v1.Health";
@@ -27,13 +31,13 @@ pub const WHOLE_SERVER: &str = "";
 /// whole, `""`) registered as SERVING; call it after the other services are added. Returns the
 /// handle through which other code changes statuses.
 pub fn install(server: &mut Server) -> HealthHandle {
-    let handle = HealthHandle::new();
+    let handle = HealthHandle::with_shutdown(server.shutdown_signal());
     for name in server.service_names() {
         handle.set_status(name, ServingStatus::Serving);
     }
     handle.set_status(SERVICE_NAME, ServingStatus::Serving);
     handle.set_status(WHOLE_SERVER, ServingStatus::Serving);
-    let service = HealthService::new(handle.clone(), server.shutdown_signal());
+    let service = HealthService::new(handle.clone());
     server.add_service(Arc::new(service));
     handle
 }
@@ -43,6 +47,8 @@ pub fn install(server: &mut Server) -> HealthHandle {
 #[derive(Clone, Debug, Default)]
 pub struct HealthHandle {
     inner: Arc<Mutex<Registry>>,
+    /// When it fires, every service turns NOT_SERVING for good.
+    shutdown: Option<ShutdownSignal>,
 }
 
 #[derive(Debug, Default)]
@@ -55,14 +61,29 @@ struct Registry {
 }
 
 impl HealthHandle {
-    /// A handle with no service registered.
+    /// A handle with no service registered, that changes only when told.
     pub fn new() -> HealthHandle {
         HealthHandle::default()
     }
 
+    /// A handle with no service registered whose services all turn NOT_SERVING, for good, once
+    /// `shutdown` fires.
+    pub fn with_shutdown(shutdown: ShutdownSignal) -> HealthHandle {
+        HealthHandle {
+            shutdown: Some(shutdown),
+            ..HealthHandle::default()
+        }
+    }
+
+    /// The registry, brought up to date with the shutdown signal.
     fn lock(&self) -> MutexGuard<'_, Registry> {
         // Never held across an await, and every update leaves the map consistent.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        let mut registry = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let fired = self.shutdown.as_ref().is_some_and(|s| s.is_shutting_down());
+        if fired && !registry.shut_down {
+            registry.shut_down_all();
+        }
+        registry
     }
 
     /// Registers `service` (if new) with `status` and tells its watchers. Ignored after
@@ -106,17 +127,14 @@ impl HealthHandle {
 
     /// Turns every registered service NOT_SERVING for good (graceful shutdown). Idempotent.
     pub fn shutdown(&self) {
-        let mut registry = self.lock();
-        registry.shut_down = true;
-        for tx in registry.services.values() {
-            tx.send_if_modified(|status| {
-                let serving = *status != ServingStatus::ServiceUnknown;
-                if serving && *status != ServingStatus::NotServing {
-                    *status = ServingStatus::NotServing;
-                    return true;
-                }
-                false
-            });
+        self.lock().shut_down_all();
+    }
+
+    /// Resolves when the shutdown signal fires; never without one.
+    async fn shutdown_fired(&self) {
+        match &self.shutdown {
+            Some(signal) => signal.wait().await,
+            None => pending().await,
         }
     }
 
@@ -136,6 +154,24 @@ impl HealthHandle {
             handle: self.clone(),
             service: service.to_owned(),
             rx,
+        }
+    }
+}
+
+impl Registry {
+    /// Every registered status to NOT_SERVING (names only watched stay SERVICE_UNKNOWN), and no
+    /// change after this.
+    fn shut_down_all(&mut self) {
+        self.shut_down = true;
+        for tx in self.services.values() {
+            tx.send_if_modified(|status| {
+                let registered = *status != ServingStatus::ServiceUnknown;
+                if registered && *status != ServingStatus::NotServing {
+                    *status = ServingStatus::NotServing;
+                    return true;
+                }
+                false
+            });
         }
     }
 }
@@ -166,22 +202,18 @@ impl Drop for Subscription {
 #[derive(Clone, Debug)]
 pub struct HealthService {
     handle: HealthHandle,
-    shutdown: ShutdownSignal,
 }
 
 impl HealthService {
-    /// A service answering from `handle`, which turns everything NOT_SERVING when `shutdown`
-    /// fires.
-    pub fn new(handle: HealthHandle, shutdown: ShutdownSignal) -> HealthService {
-        HealthService { handle, shutdown }
+    /// A service answering from `handle` (give it one made
+    /// [`with_shutdown`](HealthHandle::with_shutdown) for NOT_SERVING on shutdown).
+    pub fn new(handle: HealthHandle) -> HealthService {
+        HealthService { handle }
     }
 
     /// Check: the status of a registered service; NOT_FOUND for any other name.
     async fn check(&self, call: &Call) -> CallResult {
         let req: HealthCheckRequest = call.recv_one().await?;
-        if self.shutdown.is_shutting_down() {
-            self.handle.shutdown();
-        }
         let status = self
             .handle
             .status(&req.service)
@@ -191,11 +223,7 @@ impl HealthService {
 
     /// List: every registered service and its status.
     async fn list(&self, call: &Call) -> CallResult {
-        call.recv_one::<crate::pb::grpc::health::v1::HealthListRequest>()
-            .await?;
-        if self.shutdown.is_shutting_down() {
-            self.handle.shutdown();
-        }
+        call.recv_one::<HealthListRequest>().await?;
         let statuses = self
             .handle
             .statuses()
@@ -225,7 +253,7 @@ impl HealthService {
             tokio::select! {
                 // The signal first: once shutdown begins, no status but NOT_SERVING goes out.
                 biased;
-                () = self.shutdown.wait() => {
+                () = self.handle.shutdown_fired() => {
                     self.handle.shutdown();
                     let status = *rx.borrow_and_update();
                     if sent != Some(status) {
@@ -268,6 +296,17 @@ impl Service for HealthService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shutdown_signal_turns_every_service_not_serving() {
+        let (trigger, signal) = ShutdownSignal::new();
+        let h = HealthHandle::with_shutdown(signal);
+        h.set_status("a", ServingStatus::Serving);
+        let _ = trigger.send(true);
+        assert_eq!(h.status("a"), Some(ServingStatus::NotServing));
+        h.set_status("a", ServingStatus::Serving);
+        assert_eq!(h.status("a"), Some(ServingStatus::NotServing));
+    }
 
     #[test]
     fn shutdown_turns_every_service_not_serving_for_good() {
