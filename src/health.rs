@@ -27,6 +27,10 @@ pub const SERVICE_NAME: &str = "grpc.health.v1.Health";
 /// The name that stands for the whole server.
 pub const WHOLE_SERVER: &str = "";
 
+/// Longest service name Watch accepts (INVALID_ARGUMENT beyond): a watched name is kept for the
+/// life of the call, so it must not be a message-sized string.
+pub const MAX_SERVICE_NAME_BYTES: usize = 1024;
+
 /// Adds the health service to `server`, with every service already added (and the server as a
 /// whole, `""`) registered as SERVING; call it after the other services are added. Returns the
 /// handle through which other code changes statuses.
@@ -238,6 +242,11 @@ impl HealthService {
     /// the call ends UNAVAILABLE.
     async fn watch(&self, call: &Call) -> CallResult {
         let req: HealthCheckRequest = call.recv_one().await?;
+        if req.service.len() > MAX_SERVICE_NAME_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "service name longer than {MAX_SERVICE_NAME_BYTES} bytes"
+            )));
+        }
         let mut subscription = self.handle.subscribe(&req.service);
         self.watch_loop(call, &mut subscription.rx).await
     }

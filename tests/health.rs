@@ -209,6 +209,15 @@ async fn watch_on_an_unknown_service_stays_open() {
     server.shutdown().await;
 }
 
+#[tokio::test]
+async fn watch_refuses_a_message_sized_service_name() {
+    let server = TestServer::default().await;
+    let mut client = WireClient::connect(server.addr).await;
+    let mut call = watch(&mut client, &"x".repeat(health::MAX_SERVICE_NAME_BYTES + 1)).await;
+    assert_eq!(call.finish().await.0.code(), Code::InvalidArgument);
+    server.shutdown().await;
+}
+
 /// A watcher that does not read holds the server to one message in flight (its window is one
 /// message) and, however often the status changes meanwhile, gets only the latest one next.
 #[tokio::test]
