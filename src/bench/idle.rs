@@ -72,13 +72,17 @@ pub async fn run(cfg: IdleConfig) -> Result<Outcome, BenchError> {
     check_open_files(cfg.conns)?;
     let deadline = Instant::now() + cfg.timeout;
     let base = sample_server(cfg.server_pid)?;
+    let self_base = ProcSample::read_self().ok();
 
     let t = Instant::now();
     let channels = connect_all(cfg.addr, cfg.conns, deadline).await?;
     ping_all(&channels, deadline).await?;
     let connect_s = t.elapsed().as_secs_f64();
+    let connect_cpu = cpu_since(base, sample_server(cfg.server_pid)?);
+    let self_connect_cpu = cpu_since(self_base, ProcSample::read_self().ok());
     tokio::time::sleep(cfg.settle).await;
     let connected = sample_server(cfg.server_pid)?;
+    let self_connected = ProcSample::read_self().ok();
 
     let rooms = room_names(cfg.members.div_ceil(cfg.members_per_room));
     let specs = (0..cfg.members)
@@ -91,6 +95,8 @@ pub async fn run(cfg: IdleConfig) -> Result<Outcome, BenchError> {
     let t = Instant::now();
     let calls = join_all(&channels, specs, deadline).await?;
     let join_s = t.elapsed().as_secs_f64();
+    let join_cpu = cpu_since(connected, sample_server(cfg.server_pid)?);
+    let self_join_cpu = cpu_since(self_connected, ProcSample::read_self().ok());
     let readers: Vec<_> = calls
         .into_iter()
         .map(|mut call| {
@@ -121,10 +127,10 @@ pub async fn run(cfg: IdleConfig) -> Result<Outcome, BenchError> {
         .opt_float("kib_per_conn", per(base, connected, cfg.conns))
         .opt_float("kib_per_member", per(connected, joined, cfg.members))
         .opt_float("kib_per_member_all_in", per(base, joined, cfg.members))
-        .opt_float(
-            "server_cpu_s",
-            base.zip(joined).map(|(b, j)| j.cpu_seconds_since(&b)),
-        );
+        .opt_float("server_connect_cpu_s", connect_cpu)
+        .opt_float("server_join_cpu_s", join_cpu)
+        .opt_float("client_connect_cpu_s", self_connect_cpu)
+        .opt_float("client_join_cpu_s", self_join_cpu);
     let summary = summary(&report, &cfg);
     for reader in &readers {
         reader.abort();
@@ -133,28 +139,37 @@ pub async fn run(cfg: IdleConfig) -> Result<Outcome, BenchError> {
     Ok(Outcome { report, summary })
 }
 
+fn cpu_since(before: Option<ProcSample>, after: Option<ProcSample>) -> Option<f64> {
+    before.zip(after).map(|(b, a)| a.cpu_seconds_since(&b))
+}
+
 fn summary(r: &Report, cfg: &IdleConfig) -> String {
     let f = |k: &str| r.number(k);
     let mut s = format!(
         "idle: {} members over {} connection(s), rooms of {}\n\
-         connect {:.2} s, join {:.2} s (together {:.2} s)",
+         connect {:.2} s, join {:.2} s (together {:.2} s); client CPU {:.2} s + {:.2} s",
         cfg.members,
         cfg.conns,
         cfg.members_per_room,
         f("connect_s"),
         f("join_s"),
         f("connect_and_join_s"),
+        f("client_connect_cpu_s"),
+        f("client_join_cpu_s"),
     );
     if cfg.server_pid.is_some() {
         s.push_str(&format!(
             "\nserver RSS: base {:.1} MiB, connected {:.1} MiB, joined {:.1} MiB\n\
-             {:.2} KiB per connection, {:.2} KiB per member, {:.2} KiB per member all in",
+             {:.2} KiB per connection, {:.2} KiB per member, {:.2} KiB per member all in\n\
+             server CPU: connect {:.2} s, join {:.2} s",
             f("server_rss_base_kib") / 1024.0,
             f("server_rss_conns_kib") / 1024.0,
             f("server_rss_joined_kib") / 1024.0,
             f("kib_per_conn"),
             f("kib_per_member"),
             f("kib_per_member_all_in"),
+            f("server_connect_cpu_s"),
+            f("server_join_cpu_s"),
         ));
     }
     s

@@ -1,9 +1,10 @@
 //! Connecting many channels and joining many members at once, bounded in concurrency and in time.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -47,7 +48,15 @@ pub fn room_names(rooms: usize) -> Vec<Arc<str>> {
         .collect()
 }
 
-/// Opens `n` connections to `addr`, [`CONNECT_CONCURRENCY`] at a time.
+/// Loopback source addresses connections are spread over (127.0.0.1 and up).
+///
+/// Linux picks an ephemeral port for each `connect` by scanning for one that is free; with tens of
+/// thousands of connections from one address that scan costs the bench seconds of kernel time.
+/// Each source address has its own ports, so spreading the connections keeps the scans short.
+pub const LOOPBACK_SOURCES: u8 = 64;
+
+/// Opens `n` connections to `addr`, [`CONNECT_CONCURRENCY`] at a time. Connections to an IPv4
+/// loopback server come from [`LOOPBACK_SOURCES`] loopback addresses in turn.
 ///
 /// Errors: any connection that fails, or `deadline` passing first.
 pub async fn connect_all(
@@ -57,17 +66,39 @@ pub async fn connect_all(
 ) -> Result<Vec<Channel>, BenchError> {
     let limit = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let tasks: Vec<JoinHandle<Result<Channel, BenchError>>> = (0..n)
-        .map(|_| {
+        .map(|i| {
             let limit = limit.clone();
             tokio::spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                Channel::connect(addr)
+                connect(addr, i)
                     .await
                     .map_err(|e| BenchError::new(format!("connecting to {addr}: {e}")))
             })
         })
         .collect();
     collect(tasks, deadline, "connecting").await
+}
+
+/// Connection number `i` to `addr` (see [`LOOPBACK_SOURCES`]).
+async fn connect(addr: SocketAddr, i: usize) -> std::io::Result<Channel> {
+    let source = match addr {
+        SocketAddr::V4(v4) if v4.ip().is_loopback() => {
+            let n = (i % usize::from(LOOPBACK_SOURCES)) as u8;
+            Ipv4Addr::new(127, 0, 0, 1 + n)
+        }
+        _ => {
+            return Channel::connect(addr)
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        }
+    };
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source.into(), 0))?;
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Channel::connect_io(stream)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 /// Makes one `Members` call on every channel, [`JOIN_CONCURRENCY`] at a time: once it returns,
