@@ -189,30 +189,54 @@ have_testservice=1
 "$BIN" bench unary-request --out "$OUT/unary.bin" --check "$grpc_addr" 2>"$OUT/unary-check.txt" ||
   have_testservice=0
 [[ -s "$OUT/unary.bin" ]] || "$BIN" bench unary-request --out "$OUT/unary.bin"
-h2load_rps() { # NAME ADDR: one h2load run; prints req/s, or nothing if any request failed
+clk_tck=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# h2load_run NAME ADDR PID: one h2load run; prints "req/s server-µs-per-request server-CPU-share",
+# or nothing if any request failed.
+h2load_run() {
+  local before after
+  before=$(cpu_ticks "$3")
   timeout 300 "${on_load[@]}" h2load -n "$E_N" -c 10 -m 100 -H 'content-type: application/grpc' \
     -H 'te: trailers' -d "$OUT/unary.bin" "http://$2/grpc.testing.TestService/UnaryCall" \
     >"$OUT/$1.h2load.txt" 2>&1 || true
-  grep -q " $E_N succeeded, 0 failed, 0 errored" "$OUT/$1.h2load.txt" &&
-    sed -nE 's/^finished in [^,]*, ([0-9.]+) req\/s.*/\1/p' "$OUT/$1.h2load.txt"
+  after=$(cpu_ticks "$3")
+  grep -q " $E_N succeeded, 0 failed, 0 errored" "$OUT/$1.h2load.txt" || return 0
+  sed -nE 's/^finished in ([0-9.]+)(m?s), ([0-9.]+) req\/s.*/\1 \2 \3/p' "$OUT/$1.h2load.txt" |
+    awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$E_N" '{
+      secs = ($2 == "ms") ? $1 / 1000 : $1; cpu = t / hz
+      printf "%s %.2f %.2f\n", $3, cpu * 1e6 / n, cpu / secs }'
 }
 grpc_runs=() raw_runs=()
 for r in $(seq $E_ROUNDS); do
-  ((have_testservice)) && grpc_runs+=("$(h2load_rps "e-grpc-$r" "$grpc_addr" || true)")
-  raw_runs+=("$(h2load_rps "e-raw-$r" "$raw_addr" || true)")
+  ((have_testservice)) && grpc_runs+=("$(h2load_run "e-grpc-$r" "$grpc_addr" "$grpc_pid")")
+  raw_runs+=("$(h2load_run "e-raw-$r" "$raw_addr" "$raw_pid")")
 done
 stop "$grpc_pid"
 stop "$raw_pid"
-median() { printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
-raw_rps=$(median "${raw_runs[@]}")
+# median COLUMN RUNS...: the median of one column of the runs that succeeded.
+median() {
+  local col=$1
+  shift
+  printf '%s\n' "$@" | awk -v c="$col" 'NF >= 3 { print $c }' | sort -n |
+    awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'
+}
+raw_rps=$(median 1 "${raw_runs[@]}")
+raw_us=$(median 2 "${raw_runs[@]}")
+raw_share=$(median 3 "${raw_runs[@]}")
 e_desc="(e) unary UnaryCall, 10-byte payload, h2load -c 10 -m 100"
 if ((have_testservice)); then
-  grpc_rps=$(median "${grpc_runs[@]}")
+  grpc_rps=$(median 1 "${grpc_runs[@]}")
+  grpc_us=$(median 2 "${grpc_runs[@]}")
+  grpc_share=$(median 3 "${grpc_runs[@]}")
   ratio=$(awk -v g="${grpc_rps:-0}" -v r="${raw_rps:-0}" 'BEGIN { if (r > 0 && g > 0) print 100 * g / r }')
-  row "$e_desc" "req/s vs raw-h2 (median of $E_ROUNDS, A/B)" \
+  row "$e_desc" "req/s vs raw-h2 in the same run (median of $E_ROUNDS, alternating)" \
     "$(fmt "$grpc_rps") vs $(fmt "$raw_rps") = $(fmt "$ratio" 1)%" ">= 80%" "$(check "$ratio" ge 80)"
+  row "$e_desc" "server CPU per request, gRPC vs raw-h2" \
+    "$(fmt "$grpc_us" 2) µs vs $(fmt "$raw_us" 2) µs (server core busy $(fmt "$(awk -v v="${grpc_share:-0}" 'BEGIN { print v * 100 }')")% vs $(fmt "$(awk -v v="${raw_share:-0}" 'BEGIN { print v * 100 }')")%)" \
+    "" ""
 else
-  row "$e_desc" "req/s vs raw-h2" "server has no TestService ($(tr -d '\n' <"$OUT/unary-check.txt" | cut -c1-60)); raw-h2 $(fmt "$raw_rps")" \
+  row "$e_desc" "req/s vs raw-h2" \
+    "no working UnaryCall on the server (see $OUT/unary-check.txt); raw-h2 $(fmt "$raw_rps") req/s" \
     ">= 80%" "n/a"
 fi
 
@@ -231,6 +255,7 @@ Also measured: (a) $(fmt "$(field a deliveries_per_s)") deliveries/s, p50 $(fmt 
 (b) p50 $(fmt "$(field b p50_us)") µs, max $(fmt "$(field b max_us)") µs;
 (c) $(fmt "$(field c deliveries_per_s)") deliveries/s; (d1) $(fmt "$(field d1 kib_per_conn)" 1) KiB per connection;
 (d3) peak server RSS $(fmt "$(field d3 server_peak_rss_kib)") KiB.
+A server core busy well under 100% in (e) means h2load, not the server, set the pace.
 Raw reports: \`$OUT/*.json\`; h2load output: \`$OUT/e-*.h2load.txt\`.
 
 Reproduce: \`benches/run.sh$( ((quick)) && echo " --quick")\` (Linux; root for \`ulimit -n 65536\`; installs nghttp2-client for h2load).
