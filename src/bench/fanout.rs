@@ -9,32 +9,33 @@
 //! - Pacing: a sender never lets its room's posts get more than `window` ahead of the room's
 //!   slowest member (counted by the bench itself, not by the server), so a flat-out run measures
 //!   the server, not the history window. It wakes when its own echo arrives, and looks again at
-//!   least every millisecond. With a rate the senders also keep to their schedule.
+//!   least every millisecond. With a rate the senders also keep to their schedule: post k at
+//!   k / rate seconds, released by a thread with sub-millisecond sleeps (tokio's timer would send
+//!   them in bursts, once per millisecond).
 //! - Nothing is hidden: every gap event, every missed or repeated sequence number and every post
 //!   that did not reach every member is counted; `lost` is `expected - delivered`.
 //! - Bounded: set-up and sending end by `timeout`; members get `drain` after the last post to
 //!   receive the rest, then stop where they are.
 
-use std::future::{poll_fn, Future};
+mod member;
+mod sender;
+
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::event::{read_stamp, scan, stamp_text, Stamp};
-use super::histogram::Histogram;
+use member::{run_member, MemberCtx, MemberStats, RoomProgress, Slot};
+use sender::{run_sender, ticker, SenderCtx};
+
 use super::members::{check_open_files, connect_all, join_all, room_names, JoinSpec};
 use super::proc::ProcSample;
 use super::report::{Report, Value};
 use super::{add_client_cpu, add_server_figures, sample_server, BenchError, Clock, Outcome};
-use crate::grpc::client::{CallReceiver, CallSender};
-use crate::pb::chat::v1::ChatMessage;
 
 /// Default number of a room's posts that may be ahead of its slowest member: half the server's
 /// default history, so a member that keeps up within the window never gets a gap.
@@ -43,11 +44,6 @@ pub const DEFAULT_WINDOW: usize = 500;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default time members have after the last post to receive everything.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
-/// Messages, received together, that may share one reading of the clock (a few microseconds of
-/// work at most).
-const CLOCK_REUSE: u32 = 16;
-/// Longest a sender held by the window waits before it looks at the members again.
-const STALL_RECHECK: Duration = Duration::from_millis(1);
 
 /// What to run. [`FanoutConfig::new`] gives the defaults of the command line.
 #[derive(Clone, Debug)]
@@ -112,211 +108,6 @@ impl FanoutConfig {
             return fail("--conns must be at least 1");
         }
         Ok(())
-    }
-}
-
-/// A counter on its own cache line, so members on different threads do not share one.
-#[repr(align(64))]
-#[derive(Default)]
-struct Slot(AtomicU64);
-
-/// How far a room got: what its senders posted, what each member has accounted for.
-struct RoomProgress {
-    posted: AtomicU64,
-    /// Per member: posts received plus events missed in gaps.
-    accounted: Vec<Slot>,
-}
-
-impl RoomProgress {
-    fn slowest(&self) -> u64 {
-        let each = self.accounted.iter().map(|s| s.0.load(Ordering::Acquire));
-        each.min().unwrap_or(0)
-    }
-}
-
-struct MemberCtx {
-    room: Arc<RoomProgress>,
-    index: usize,
-    /// Posts this member is to receive.
-    expected: u64,
-    /// The sender this member's call belongs to, and how to wake it.
-    own: Option<(u32, Arc<Notify>)>,
-    clock: Clock,
-}
-
-#[derive(Default)]
-struct MemberStats {
-    delivered: u64,
-    gap_events: u64,
-    missed: u64,
-    /// Sequence numbers that skipped or repeated without a gap event.
-    seq_errors: u64,
-    undecodable: u64,
-    latency: Histogram,
-    last_ns: u64,
-    error: Option<String>,
-    stopped: bool,
-}
-
-async fn run_member(
-    mut rx: CallReceiver,
-    ctx: MemberCtx,
-    mut stop: watch::Receiver<bool>,
-) -> (MemberStats, CallReceiver) {
-    let mut stats = MemberStats::default();
-    tokio::select! {
-        biased;
-        () = receive(&mut rx, &ctx, &mut stats) => {}
-        _ = stop.wait_for(|s| *s) => stats.stopped = true,
-    }
-    (stats, rx)
-}
-
-async fn receive(rx: &mut CallReceiver, ctx: &MemberCtx, stats: &mut MemberStats) {
-    let mut next_seq = None;
-    // Reading the clock is a good part of a member's cost per message: messages that were already
-    // received when the previous one was read share its reading, for up to CLOCK_REUSE messages.
-    let mut clock = (0, CLOCK_REUSE);
-    while stats.delivered + stats.missed < ctx.expected {
-        let received = match ready_now(rx.recv_raw()).await {
-            Some(received) => received,
-            None => {
-                clock.1 = CLOCK_REUSE;
-                rx.recv_raw().await
-            }
-        };
-        let payload = match received {
-            Ok(Some(p)) => p,
-            Ok(None) => {
-                stats.error = Some("the server ended the call".into());
-                return;
-            }
-            Err(status) => {
-                stats.error = Some(status.to_string());
-                return;
-            }
-        };
-        let Some(ev) = scan(&payload) else {
-            stats.undecodable += 1;
-            continue;
-        };
-        if ev.is_gap() {
-            stats.gap_events += 1;
-            stats.missed += ev.missed();
-            next_seq = Some(ev.gap_to + 1);
-        } else {
-            if next_seq.is_some_and(|n| n != ev.seq) {
-                stats.seq_errors += 1;
-            }
-            next_seq = Some(ev.seq + 1);
-            let Some(stamp) = ev.is_message().then(|| read_stamp(ev.text)).flatten() else {
-                continue;
-            };
-            if clock.1 >= CLOCK_REUSE {
-                clock = (ctx.clock.now_ns(), 0);
-            }
-            clock.1 += 1;
-            let now = clock.0;
-            stats.latency.record(now.saturating_sub(stamp.sent_ns));
-            stats.delivered += 1;
-            stats.last_ns = now;
-            if let Some((id, notify)) = &ctx.own {
-                if *id == stamp.sender {
-                    notify.notify_one();
-                }
-            }
-        }
-        let accounted = stats.delivered + stats.missed;
-        if let Some(slot) = ctx.room.accounted.get(ctx.index) {
-            slot.0.store(accounted, Ordering::Release);
-        }
-    }
-}
-
-/// The output of `fut` if it is ready without waiting; `None` if it would wait.
-async fn ready_now<F: Future>(fut: F) -> Option<F::Output> {
-    let mut fut = pin!(fut);
-    poll_fn(|cx| match fut.as_mut().poll(cx) {
-        Poll::Ready(out) => Poll::Ready(Some(out)),
-        Poll::Pending => Poll::Ready(None),
-    })
-    .await
-}
-
-struct SenderCtx {
-    room: Arc<RoomProgress>,
-    id: u32,
-    notify: Arc<Notify>,
-    clock: Clock,
-}
-
-#[derive(Default)]
-struct SenderStats {
-    posted: u64,
-    /// Times the window held the sender back.
-    stalls: u64,
-    error: Option<String>,
-}
-
-async fn run_sender(
-    mut tx: CallSender,
-    ctx: SenderCtx,
-    cfg: Arc<FanoutConfig>,
-    start: Instant,
-    mut stop: watch::Receiver<bool>,
-) -> (SenderStats, CallSender) {
-    let mut stats = SenderStats::default();
-    tokio::select! {
-        biased;
-        () = send(&mut tx, &ctx, &cfg, start, &mut stats) => {}
-        _ = stop.wait_for(|s| *s) => {}
-    }
-    (stats, tx)
-}
-
-async fn send(
-    tx: &mut CallSender,
-    ctx: &SenderCtx,
-    cfg: &FanoutConfig,
-    start: Instant,
-    stats: &mut SenderStats,
-) {
-    let window = cfg.window as u64;
-    let mut slowest = 0;
-    for k in 0..cfg.messages {
-        if let Some(rate) = cfg.rate {
-            tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / rate)).await;
-        }
-        let mut stalled = false;
-        loop {
-            let posted = ctx.room.posted.load(Ordering::Acquire);
-            if posted < slowest + window {
-                break;
-            }
-            slowest = ctx.room.slowest();
-            if posted < slowest + window {
-                break;
-            }
-            if !stalled {
-                stats.stalls += 1;
-                stalled = true;
-            }
-            let _ = tokio::time::timeout(STALL_RECHECK, ctx.notify.notified()).await;
-        }
-        ctx.room.posted.fetch_add(1, Ordering::AcqRel);
-        let stamp = Stamp {
-            sent_ns: ctx.clock.now_ns(),
-            sender: ctx.id,
-        };
-        let post = ChatMessage {
-            text: stamp_text(stamp, cfg.size),
-            ..Default::default()
-        };
-        if let Err(status) = tx.send(&post).await {
-            stats.error = Some(status.to_string());
-            return;
-        }
-        stats.posted += 1;
     }
 }
 
@@ -390,11 +181,18 @@ pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
     let self_before = ProcSample::read_self().ok();
     let start = Instant::now();
     let start_ns = clock.now_ns();
+    let ticks = match cfg.rate {
+        Some(rate) => Some(
+            ticker(rate, cfg.messages as u64)
+                .map_err(|e| BenchError::new(format!("starting the ticker thread: {e}")))?,
+        ),
+        None => None,
+    };
     let senders: Vec<_> = senders
         .into_iter()
         .map(|(tx, ctx)| {
             let stop = stop_rx.clone();
-            tokio::spawn(run_sender(tx, ctx, cfg.clone(), start, stop))
+            tokio::spawn(run_sender(tx, ctx, cfg.clone(), ticks.clone(), stop))
         })
         .collect();
     let senders = wait_all(senders, deadline, &stop_tx).await?;
