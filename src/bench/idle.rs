@@ -2,7 +2,8 @@
 //! memory per member, and how long joining takes.
 //!
 //! Steps, each measured on the server's `/proc` after `settle`: nothing yet (base); `conns`
-//! connections open, each having made one `Members` call so the server has surely set it up;
+//! connections open, each having made one `Members` call so the server has surely set it up
+//! ([`connect_all`]);
 //! `members` members joined over those connections (member `i` on connection `i % conns`, rooms of
 //! `members_per_room`). Every member keeps reading the join events of its room, as a real client
 //! would, so none of them lags behind.
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::members::{check_open_files, connect_all, join_all, ping_all, room_names, JoinSpec};
+use super::members::{check_open_files, connect_all, join_all, room_names, JoinSpec};
 use super::proc::ProcSample;
 use super::report::Report;
 use super::{sample_server, BenchError, Outcome};
@@ -76,7 +77,6 @@ pub async fn run(cfg: IdleConfig) -> Result<Outcome, BenchError> {
 
     let t = Instant::now();
     let channels = connect_all(cfg.addr, cfg.conns, deadline).await?;
-    ping_all(&channels, deadline).await?;
     let connect_s = t.elapsed().as_secs_f64();
     let connect_cpu = cpu_since(base, sample_server(cfg.server_pid)?);
     let self_connect_cpu = cpu_since(self_base, ProcSample::read_self().ok());

@@ -16,9 +16,10 @@ use crate::pb::chat::v1::{ChatMessage, MembersRequest, MembersResponse};
 
 /// The path of the chat method.
 pub const CHAT_PATH: &str = "/chat.v1.ChatService/Chat";
-/// The path of the method [`ping_all`] calls.
+/// The path of the method [`connect_all`] calls once on each connection.
 pub const MEMBERS_PATH: &str = "/chat.v1.ChatService/Members";
-/// Connections being set up at once (stays under the server's listen backlog).
+/// Connections being set up at once: well under the server's listen backlog (1024 with tokio), so
+/// the kernel never falls back to SYN cookies and resets connections the server had no room for.
 pub const CONNECT_CONCURRENCY: usize = 256;
 /// Joins in flight at once.
 pub const JOIN_CONCURRENCY: usize = 1024;
@@ -55,8 +56,10 @@ pub fn room_names(rooms: usize) -> Vec<Arc<str>> {
 /// Each source address has its own ports, so spreading the connections keeps the scans short.
 pub const LOOPBACK_SOURCES: u8 = 64;
 
-/// Opens `n` connections to `addr`, [`CONNECT_CONCURRENCY`] at a time. Connections to an IPv4
-/// loopback server come from [`LOOPBACK_SOURCES`] loopback addresses in turn.
+/// Opens `n` connections to `addr`, [`CONNECT_CONCURRENCY`] at a time, each counted as set up
+/// only once the server answered one `Members` call on it (a TCP connect completes in the kernel
+/// before the server has accepted anything). Connections to an IPv4 loopback server come from
+/// [`LOOPBACK_SOURCES`] loopback addresses in turn.
 ///
 /// Errors: any connection that fails, or `deadline` passing first.
 pub async fn connect_all(
@@ -70,9 +73,15 @@ pub async fn connect_all(
             let limit = limit.clone();
             tokio::spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                connect(addr, i)
+                let channel = connect(addr, i)
                     .await
-                    .map_err(|e| BenchError::new(format!("connecting to {addr}: {e}")))
+                    .map_err(|e| BenchError::new(format!("connecting to {addr}: {e}")))?;
+                let req = MembersRequest::default();
+                channel
+                    .unary::<_, MembersResponse>(MEMBERS_PATH, &req, CallOptions::default())
+                    .await
+                    .map_err(|e| BenchError::new(format!("first call on a connection: {e}")))?;
+                Ok(channel)
             })
         })
         .collect();
@@ -99,31 +108,6 @@ async fn connect(addr: SocketAddr, i: usize) -> std::io::Result<Channel> {
     Channel::connect_io(stream)
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))
-}
-
-/// Makes one `Members` call on every channel, [`JOIN_CONCURRENCY`] at a time: once it returns,
-/// the server has accepted and set up every connection.
-///
-/// Errors: a call that fails, or `deadline` passing first.
-pub async fn ping_all(channels: &[Channel], deadline: Instant) -> Result<(), BenchError> {
-    let limit = Arc::new(Semaphore::new(JOIN_CONCURRENCY));
-    let tasks = channels
-        .iter()
-        .map(|channel| {
-            let (channel, limit) = (channel.clone(), limit.clone());
-            tokio::spawn(async move {
-                let _permit = limit.acquire_owned().await;
-                let req = MembersRequest::default();
-                channel
-                    .unary::<_, MembersResponse>(MEMBERS_PATH, &req, CallOptions::default())
-                    .await
-                    .map(drop)
-                    .map_err(|e| BenchError::new(format!("Members call: {e}")))
-            })
-        })
-        .collect();
-    collect(tasks, deadline, "setting up connections").await?;
-    Ok(())
 }
 
 /// One member to join.
