@@ -53,6 +53,7 @@ fi
 
 cargo build --release --quiet
 BIN=target/release/h2chat
+load_before=$(cut -d' ' -f1 /proc/loadavg)
 
 pids=()
 cleanup() {
@@ -229,10 +230,15 @@ if ((have_testservice)); then
   grpc_us=$(median 2 "${grpc_runs[@]}")
   grpc_share=$(median 3 "${grpc_runs[@]}")
   ratio=$(awk -v g="${grpc_rps:-0}" -v r="${raw_rps:-0}" 'BEGIN { if (r > 0 && g > 0) print 100 * g / r }')
+  # When the baseline's core was not busy, h2load set the pace and the req/s ratio flatters the
+  # gRPC layer: CPU per request is then the figure to read.
+  e_met=$(check "$ratio" ge 80)
+  awk -v s="${raw_share:-0}" 'BEGIN { exit !(s < 0.9) }' && e_met="$e_met (h2load-bound: read CPU per request)"
   row "$e_desc" "req/s vs raw-h2 in the same run (median of $E_ROUNDS, alternating)" \
-    "$(fmt "$grpc_rps") vs $(fmt "$raw_rps") = $(fmt "$ratio" 1)%" ">= 80%" "$(check "$ratio" ge 80)"
+    "$(fmt "$grpc_rps") vs $(fmt "$raw_rps") = $(fmt "$ratio" 1)%" ">= 80%" "$e_met"
+  cpu_ratio=$(awk -v g="${grpc_us:-0}" -v r="${raw_us:-0}" 'BEGIN { if (r > 0 && g > 0) print 100 * r / g }')
   row "$e_desc" "server CPU per request, gRPC vs raw-h2" \
-    "$(fmt "$grpc_us" 2) µs vs $(fmt "$raw_us" 2) µs (server core busy $(fmt "$(awk -v v="${grpc_share:-0}" 'BEGIN { print v * 100 }')")% vs $(fmt "$(awk -v v="${raw_share:-0}" 'BEGIN { print v * 100 }')")%)" \
+    "$(fmt "$grpc_us" 2) µs vs $(fmt "$raw_us" 2) µs: raw-h2 needs $(fmt "$cpu_ratio" 1)% of ours (server core busy $(fmt "$(awk -v v="${grpc_share:-0}" 'BEGIN { print v * 100 }')")% vs $(fmt "$(awk -v v="${raw_share:-0}" 'BEGIN { print v * 100 }')")%)" \
     "" ""
 else
   row "$e_desc" "req/s vs raw-h2" \
@@ -245,7 +251,9 @@ cat <<EOF
 ## Benchmarks
 
 $( ((quick)) && echo "**Quick run (reduced scale): these figures only show that the scenarios run.**" )
-$(date -u +%Y-%m-%d), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $pinning.
+$(date -u +%Y-%m-%d), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $pinning;
+load average $load_before just before the run (well above 0: other work shared the cores, and the
+latency figures suffer first).
 
 | Scenario | Figure | Measured | Target | |
 |---|---|---|---|---|
