@@ -337,5 +337,11 @@ fn summary(r: &Report, cfg: &FanoutConfig, conns: usize) -> String {
     if let Some(Value::Str(e)) = r.get("first_error") {
         s.push_str(&format!("\nerrors: {} (first: {e})", f("call_errors")));
     }
+    if f("members_stopped") > 0.0 {
+        s.push_str(&format!(
+            "\n{} member(s) stopped by --timeout/--drain before receiving everything",
+            f("members_stopped")
+        ));
+    }
     s
 }
