@@ -10,10 +10,13 @@
 //! - [`chat`]: `chat.v1.ChatService`, the call side of rooms (join, post, deliver, leave).
 //! - [`pb`]: the protobuf types generated from `proto/`, and the encoded descriptor set.
 //! - [`reflection`]: gRPC server reflection (v1 and v1alpha) over that descriptor set.
+//! - [`bench`]: `h2chat bench` — load generators measuring the server from outside, and the raw-h2
+//!   baseline server.
 
 #![warn(missing_docs, unreachable_pub, clippy::all)]
 
 pub mod app;
+pub mod bench;
 pub mod chat;
 pub mod grpc;
 pub mod health;

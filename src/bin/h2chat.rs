@@ -1,4 +1,7 @@
-//! The `h2chat` command: `h2chat serve` runs the server.
+//! The `h2chat` command: `h2chat serve` runs the server; `h2chat bench …` measures one.
+
+#[path = "h2chat/bench.rs"]
+mod bench;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -28,6 +31,8 @@ struct Cli {
 enum Command {
     /// Run the gRPC server (chat, reflection and the other services).
     Serve(ServeArgs),
+    /// Measure a running server: fan-out, idle members, and the raw-h2 unary baseline.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -197,6 +202,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {
