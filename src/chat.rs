@@ -146,6 +146,8 @@ impl ChatService {
         }
         let mut bucket = TokenBucket::new(self.config.max_post_rate, self.config.post_burst);
         let mut inbound_open = true;
+        let shutdown = self.shutdown.wait();
+        tokio::pin!(shutdown);
         loop {
             if !call.has_queued() {
                 if let Some(batch) = member.next_batch() {
@@ -160,7 +162,7 @@ impl ChatService {
                     Some(msg) => self.post(member, msg)?,
                     None => inbound_open = false,
                 },
-                () = self.shutdown.wait() => return Err(Status::unavailable("server shutting down")),
+                () = &mut shutdown => return Err(Status::unavailable("server shutting down")),
             }
         }
     }
