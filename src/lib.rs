@@ -6,12 +6,20 @@
 //! - [`app`]: the shipped server: every service on one server, one config struct.
 //! - [`room`]: chat rooms — a ring of encoded events per room, members as cursors into it.
 //! - [`chat`]: `chat.v1.ChatService`, the call side of rooms (join, post, deliver, leave).
+//! - [`logring`]: the server's own log — a tracing layer into a bounded ring, watchers as cursors.
+//! - [`logwatch`]: `h2chat.logs.v1.LogWatcher`, the call side of that log.
+//! - [`tailfile`]: following a file like `tail -F` into that log.
+//! - [`echo`]: `h2chat.echo.v1.Chat`, a bidirectional echo.
 //! - [`pb`]: the protobuf types generated from `proto/`, and the encoded descriptor set.
 
 #![warn(missing_docs, unreachable_pub, clippy::all)]
 
 pub mod app;
 pub mod chat;
+pub mod echo;
 pub mod grpc;
+pub mod logring;
+pub mod logwatch;
 pub mod pb;
 pub mod room;
+pub mod tailfile;
