@@ -1,6 +1,8 @@
 //! The `h2chat` command: `h2chat serve` runs the server.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,7 +11,12 @@ use h2chat::app::{self, AppConfig};
 use h2chat::chat::{self, ChatConfig};
 use h2chat::grpc::codec::DEFAULT_MAX_MESSAGE_BYTES;
 use h2chat::grpc::server::{self as srv, ServerConfig};
+use h2chat::logring::{self, LogRing};
+use h2chat::logwatch::LogsConfig;
 use h2chat::room::{self, RoomLimits};
+use h2chat::tailfile;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -91,10 +98,21 @@ struct ServeArgs {
     /// Posts a member may make in a burst before the rate applies.
     #[arg(long, default_value_t = chat::DEFAULT_POST_BURST)]
     post_burst: f64,
+    /// Log entries the server keeps for LogWatcher.WatchLogs.
+    #[arg(long, default_value_t = logring::DEFAULT_LOG_HISTORY)]
+    log_history: usize,
+    /// A file to follow like `tail -F` into the log (one entry per line; a leading level word
+    /// such as ERROR sets the level).
+    #[arg(long)]
+    watch_file: Option<PathBuf>,
+    /// Milliseconds between two looks at the watch file.
+    #[arg(long, default_value_t = tailfile::DEFAULT_POLL_INTERVAL.as_millis() as u64)]
+    watch_poll_ms: u64,
 }
 
 impl ServeArgs {
-    fn config(&self) -> AppConfig {
+    /// The configuration, with `ring` as the log the server records into and watchers read.
+    fn config(&self, ring: LogRing) -> AppConfig {
         let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
         AppConfig {
             server: ServerConfig {
@@ -123,16 +141,25 @@ impl ServeArgs {
                 post_burst: self.post_burst,
                 max_joins_per_connection: self.max_joins_per_connection,
             },
+            logs: LogsConfig {
+                ring,
+                watch_file: self.watch_file.clone(),
+                poll_interval: Duration::from_millis(self.watch_poll_ms.max(1)),
+            },
         }
     }
 }
 
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+/// Logs to stderr and into `ring`, both filtered by `RUST_LOG` (default `info`).
+fn init_logging(ring: &LogRing) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(ring.layer())
         .init();
 }
 
@@ -159,11 +186,12 @@ async fn shutdown_signal() {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    init_logging();
+    let ring = LogRing::new(args.log_history);
+    init_logging(&ring);
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
-    let server = app::build(args.config());
+    let server = app::build(args.config(ring));
     tracing::info!(addr = %listener.local_addr()?, services = ?server.service_names(), "listening");
     server.serve(listener, shutdown_signal()).await?;
     Ok(())
