@@ -4,6 +4,7 @@ use crate::chat::{ChatConfig, ChatService};
 use crate::echo::EchoService;
 use crate::grpc::{Server, ServerConfig};
 use crate::logwatch::{LogWatcherService, LogsConfig};
+use crate::reflection::Reflection;
 
 /// Everything `h2chat serve` can be told.
 #[derive(Clone, Debug, Default)]
@@ -24,5 +25,10 @@ pub fn build(config: AppConfig) -> Server {
     server.add_service(ChatService::new(config.chat, shutdown.clone()));
     server.add_service(LogWatcherService::new(config.logs, shutdown.clone()));
     server.add_service(EchoService::new());
+
+    // Reflection last: it lists every service added before it.
+    for service in Reflection::new(server.service_names()).services() {
+        server.add_service(service);
+    }
     server
 }

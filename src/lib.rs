@@ -11,6 +11,7 @@
 //! - [`tailfile`]: following a file like `tail -F` into that log.
 //! - [`echo`]: `h2chat.echo.v1.Chat`, a bidirectional echo.
 //! - [`pb`]: the protobuf types generated from `proto/`, and the encoded descriptor set.
+//! - [`reflection`]: gRPC server reflection (v1 and v1alpha) over that descriptor set.
 
 #![warn(missing_docs, unreachable_pub, clippy::all)]
 
@@ -21,5 +22,6 @@ pub mod grpc;
 pub mod logring;
 pub mod logwatch;
 pub mod pb;
+pub mod reflection;
 pub mod room;
 pub mod tailfile;

@@ -68,6 +68,12 @@ struct ServeArgs {
     /// Cap on any call's duration in seconds (on top of the client's deadline); 0 = none.
     #[arg(long, default_value_t = 0.0)]
     max_call_duration: f64,
+    /// Seconds between keepalive PINGs on each connection (0 = off).
+    #[arg(long, default_value_t = srv::DEFAULT_KEEPALIVE_INTERVAL.as_secs_f64())]
+    keepalive_interval: f64,
+    /// Seconds a keepalive PING may go unanswered before the connection is closed.
+    #[arg(long, default_value_t = srv::DEFAULT_KEEPALIVE_TIMEOUT.as_secs_f64())]
+    keepalive_timeout: f64,
     /// Events each room keeps.
     #[arg(long, default_value_t = room::DEFAULT_HISTORY_EVENTS)]
     history: usize,
@@ -126,6 +132,9 @@ impl ServeArgs {
                 shutdown_grace: secs(self.shutdown_grace),
                 max_call_duration: (self.max_call_duration > 0.0)
                     .then(|| secs(self.max_call_duration)),
+                keepalive_interval: (self.keepalive_interval > 0.0)
+                    .then(|| secs(self.keepalive_interval)),
+                keepalive_timeout: secs(self.keepalive_timeout),
             },
             chat: ChatConfig {
                 rooms: RoomLimits {

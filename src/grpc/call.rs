@@ -132,6 +132,8 @@ struct Inner {
     state: CallState,
     body: RecvStream,
     decoder: Decoder,
+    /// Bytes taken from h2 whose flow-control capacity is not yet given back to the client.
+    unreleased: usize,
     recv_done: bool,
     respond: SendResponse<Bytes>,
     stream: Option<SendStream<Bytes>>,
@@ -158,6 +160,7 @@ impl Call {
                 state,
                 body,
                 decoder,
+                unreleased: 0,
                 recv_done,
                 respond,
                 stream: None,
@@ -314,6 +317,13 @@ impl Call {
         poll_fn(|cx| self.lock().poll_flush(cx, id)).await
     }
 
+    /// Keeps taking received bytes from h2 while the handler does something else (see
+    /// `Inner::poll_drain`). The server polls this beside the handler; it never completes.
+    pub(crate) async fn drain_received(&self) {
+        let id = self.info.stream_id;
+        poll_fn(|cx| self.lock().poll_drain(cx, id)).await
+    }
+
     /// Resolves when the client resets the stream or the connection is lost. Use it beside any
     /// wait that does not involve the call, so that a cancel is noticed while idle.
     pub async fn cancelled(&self) -> CloseCause {
@@ -336,13 +346,20 @@ impl Inner {
     ) -> Poll<Result<Option<codec::Frame>, Status>> {
         loop {
             match self.decoder.next_frame() {
-                Ok(Some(frame)) => return Poll::Ready(Ok(Some(frame))),
+                Ok(Some(frame)) => {
+                    // The message is consumed: its bytes may now be sent again by the client.
+                    self.release(codec::PREFIX_BYTES + frame.payload.len());
+                    return Poll::Ready(Ok(Some(frame)));
+                }
                 Ok(None) => {}
                 Err(e) => {
                     debug!(stream_id, error = %e, "bad request framing");
                     return Poll::Ready(Err(e.to_status()));
                 }
             }
+            // The handler waits for a message that is not whole yet: what is buffered is part of
+            // it, so let the client send the rest (a message may be larger than the window).
+            self.release(self.unreleased);
             if self.recv_done {
                 return Poll::Ready(match self.decoder.finish() {
                     Ok(()) => Ok(None),
@@ -352,22 +369,57 @@ impl Inner {
                     }
                 });
             }
-            match self.body.poll_data(cx) {
+            match self.poll_pull(cx, stream_id) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(chunk))) => {
-                    self.decoder.push(&chunk);
-                    // The bytes now sit in the decoder, whose size the message limit bounds.
-                    let _ = self.body.flow_control().release_capacity(chunk.len());
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    self.state.recv_reset(stream_id, Some(&e));
-                    return Poll::Ready(Err(Status::cancelled(format!("request stream: {e}"))));
-                }
-                Poll::Ready(None) => {
-                    self.recv_done = true;
-                    self.state.recv_end_stream(stream_id);
-                }
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(status)) => return Poll::Ready(Err(status)),
             }
+        }
+    }
+
+    /// Moves one received chunk from h2 into the decoder, without releasing its flow-control
+    /// capacity (that happens as messages are consumed). `Ready(Ok)` when a chunk or the end of
+    /// the stream arrived.
+    fn poll_pull(&mut self, cx: &mut Context<'_>, stream_id: u32) -> Poll<Result<(), Status>> {
+        match self.body.poll_data(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.decoder.push(&chunk);
+                self.unreleased += chunk.len();
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.recv_done = true;
+                self.state.recv_reset(stream_id, Some(&e));
+                Poll::Ready(Err(Status::cancelled(format!("request stream: {e}"))))
+            }
+            Poll::Ready(None) => {
+                self.recv_done = true;
+                self.state.recv_end_stream(stream_id);
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
+    /// Takes whatever h2 has received into the decoder's one contiguous buffer, while the handler
+    /// is busy elsewhere. h2 keeps a record per received DATA frame, and closes the connection
+    /// (ENHANCE_YOUR_CALM) when too many small ones wait unread; moving them here costs only
+    /// their bytes, which the client's flow-control window bounds since nothing is released
+    /// until it is consumed. Never completes.
+    fn poll_drain(&mut self, cx: &mut Context<'_>, stream_id: u32) -> Poll<()> {
+        while !self.recv_done && !self.decoder.is_failed() {
+            if self.poll_pull(cx, stream_id).is_pending() {
+                break;
+            }
+        }
+        Poll::Pending
+    }
+
+    fn release(&mut self, bytes: usize) {
+        let n = bytes.min(self.unreleased);
+        if n > 0 {
+            self.unreleased -= n;
+            let _ = self.body.flow_control().release_capacity(n);
         }
     }
 

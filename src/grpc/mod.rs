@@ -2,9 +2,11 @@
 //! crate.
 //!
 //! Data flows one way: socket → h2 connection ([`server`]) → call ([`call`]) → message decoder
-//! ([`codec`]) → router ([`router`]) → service.
+//! ([`codec`]) → router ([`router`]) → service. The client side ([`client`]) reuses the same
+//! framing, status, metadata, deadline and compression code.
 
 pub mod call;
+pub mod client;
 pub mod codec;
 pub mod compression;
 pub mod metadata;
@@ -14,6 +16,7 @@ pub mod status;
 pub mod timeout;
 
 pub use call::{Call, CallState, CloseCause};
+pub use client::{CallOptions, Channel, ClientCall, ClientError};
 pub use router::{BoxFuture, CallResult, Router, Service};
 pub use server::{Server, ServerConfig, ShutdownSignal};
 pub use status::{Code, Status};

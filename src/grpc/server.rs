@@ -49,6 +49,10 @@ pub const DEFAULT_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 25_000;
 /// Default time a new connection has to complete the HTTP/2 preface.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time between keepalive PINGs on a connection.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// Default time a PING may go unanswered before the connection is closed.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time graceful shutdown waits for connections to close.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -79,6 +83,10 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Optional cap on any call's duration, applied on top of the client's `grpc-timeout`.
     pub max_call_duration: Option<Duration>,
+    /// Time between keepalive PINGs; `None` turns keepalive off.
+    pub keepalive_interval: Option<Duration>,
+    /// Time a keepalive PING may go unanswered before the connection is closed.
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +101,8 @@ impl Default for ServerConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_call_duration: None,
+            keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
         }
     }
 }
@@ -308,6 +318,9 @@ async fn serve_connection<T>(
     let handlers = Arc::new(Semaphore::new(cfg.max_concurrent_streams as usize));
     let connection_id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
     let mut draining = false;
+    let mut keepalive = conn
+        .ping_pong()
+        .map(|p| Keepalive::new(p, cfg.keepalive_interval));
     loop {
         let next = tokio::select! {
             next = conn.accept() => next,
@@ -316,6 +329,13 @@ async fn serve_connection<T>(
                 conn.graceful_shutdown();
                 draining = true;
                 continue;
+            }
+            alive = keep_alive(&mut keepalive, cfg.keepalive_timeout) => {
+                if alive {
+                    continue;
+                }
+                debug!("peer did not answer a keepalive PING; closing the connection");
+                break;
             }
         };
         match next {
@@ -335,6 +355,40 @@ async fn serve_connection<T>(
         }
     }
     debug!("connection closed");
+}
+
+/// PING-based liveness of one connection: a peer that vanished without closing its socket is found
+/// within `keepalive_interval + keepalive_timeout`, and all its calls end.
+struct Keepalive {
+    ping_pong: h2::PingPong,
+    interval: Option<Duration>,
+}
+
+impl Keepalive {
+    fn new(ping_pong: h2::PingPong, interval: Option<Duration>) -> Keepalive {
+        Keepalive {
+            ping_pong,
+            interval,
+        }
+    }
+}
+
+/// Waits one keepalive interval, pings, and waits for the pong: `true` if it came in time.
+/// Never resolves when keepalive is off.
+async fn keep_alive(keepalive: &mut Option<Keepalive>, timeout: Duration) -> bool {
+    let Some(Keepalive {
+        ping_pong,
+        interval: Some(interval),
+    }) = keepalive.as_mut()
+    else {
+        return pending().await;
+    };
+    tokio::time::sleep(*interval).await;
+    if ping_pong.send_ping(h2::Ping::opaque()).is_err() {
+        return false;
+    }
+    let pong = std::future::poll_fn(|cx| ping_pong.poll_pong(cx));
+    matches!(tokio::time::timeout(timeout, pong).await, Ok(Ok(_)))
 }
 
 /// Refuses a request that is not gRPC with a bare HTTP status.
@@ -407,6 +461,7 @@ async fn run_call(
                 None
             }
             () = sleep_until(deadline) => Some(Err(Status::deadline_exceeded("deadline exceeded"))),
+            () = call.drain_received() => None,
             () = shared.signal.wait() => Some(Err(Status::unavailable("server shutting down"))),
         };
         if let Some(result) = outcome {

@@ -8,6 +8,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod chat;
+pub mod process;
+
 /// A server running in this test's runtime.
 pub struct TestServer {
     /// Where it listens.
@@ -26,7 +29,11 @@ impl TestServer {
         let task = tokio::spawn(server.serve(listener, async {
             let _ = rx.await;
         }));
-        TestServer { addr, stop: Some(tx), task: Some(task) }
+        TestServer {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
     }
 
     /// Starts the server with default limits.
