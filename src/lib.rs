@@ -12,6 +12,8 @@
 //! - [`echo`]: `h2chat.echo.v1.Chat`, a bidirectional echo.
 //! - [`pb`]: the protobuf types generated from `proto/`, and the encoded descriptor set.
 //! - [`reflection`]: gRPC server reflection (v1 and v1alpha) over that descriptor set.
+//! - [`schema`]: the served methods from that descriptor set, and their messages as JSON.
+//! - [`stdio`]: `h2chat stdio`, the server as a JSON-lines node driven through the gRPC client.
 
 #![warn(missing_docs, unreachable_pub, clippy::all)]
 
@@ -24,4 +26,6 @@ pub mod logwatch;
 pub mod pb;
 pub mod reflection;
 pub mod room;
+pub mod schema;
+pub mod stdio;
 pub mod tailfile;

@@ -1,4 +1,5 @@
-//! The `h2chat` command: `h2chat serve` runs the server.
+//! The `h2chat` command: `h2chat serve` runs the server; `h2chat stdio` runs it as a JSON-lines
+//! node on stdin/stdout.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use h2chat::grpc::server::{self as srv, ServerConfig};
 use h2chat::logring::{self, LogRing};
 use h2chat::logwatch::LogsConfig;
 use h2chat::room::{self, RoomLimits};
+use h2chat::stdio::{self, StdioConfig};
 use h2chat::tailfile;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -34,6 +36,29 @@ struct Cli {
 enum Command {
     /// Run the gRPC server (chat, reflection and the other services).
     Serve(ServeArgs),
+    /// Run the same server as a JSON-lines node: requests on stdin, replies on stdout, logs on
+    /// stderr.
+    Stdio(StdioArgs),
+}
+
+#[derive(Args)]
+struct StdioArgs {
+    /// Log entries the server keeps for LogWatcher.WatchLogs.
+    #[arg(long, default_value_t = logring::DEFAULT_LOG_HISTORY)]
+    log_history: usize,
+    /// A file to follow like `tail -F` into the log (one entry per line; a leading level word
+    /// such as ERROR sets the level).
+    #[arg(long)]
+    watch_file: Option<PathBuf>,
+    /// Milliseconds between two looks at the watch file.
+    #[arg(long, default_value_t = tailfile::DEFAULT_POLL_INTERVAL.as_millis() as u64)]
+    watch_poll_ms: u64,
+    /// Seconds running calls may go on once stdin has ended.
+    #[arg(long, default_value_t = stdio::DEFAULT_DRAIN_TIMEOUT.as_secs_f64())]
+    drain_timeout: f64,
+    /// Longest input line in bytes.
+    #[arg(long, default_value_t = stdio::DEFAULT_MAX_LINE_BYTES)]
+    max_line_bytes: usize,
 }
 
 #[derive(Args)]
@@ -206,6 +231,25 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+async fn run_stdio(args: StdioArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let ring = LogRing::new(args.log_history);
+    init_logging(&ring);
+    let config = StdioConfig {
+        app: AppConfig {
+            logs: LogsConfig {
+                ring,
+                watch_file: args.watch_file,
+                poll_interval: Duration::from_millis(args.watch_poll_ms.max(1)),
+            },
+            ..AppConfig::default()
+        },
+        drain_timeout: Duration::from_secs_f64(args.drain_timeout.max(0.0)),
+        max_line_bytes: args.max_line_bytes,
+    };
+    stdio::run(config, tokio::io::stdin(), tokio::io::stdout()).await?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -218,6 +262,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Stdio(args) => run_stdio(args).await,
         }
     });
     match result {
