@@ -400,6 +400,6 @@ mod tests {
         assert_eq!(entry.level, "WARN");
         assert_eq!(entry.msg, "slow down peer=p n=3");
         assert_eq!(entry.seq, 1);
-        assert!(entry.target.contains("logwatch"));
+        assert_eq!(entry.target, module_path!());
     }
 }
