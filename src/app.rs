@@ -1,10 +1,13 @@
 //! The h2chat server as shipped: every service on one [`Server`], configured from one struct.
 
+use std::sync::Arc;
+
 use crate::chat::{ChatConfig, ChatService};
 use crate::echo::EchoService;
 use crate::grpc::{Server, ServerConfig};
 use crate::logwatch::{LogWatcherService, LogsConfig};
 use crate::reflection::Reflection;
+use crate::{health, interop};
 
 /// Everything `h2chat serve` can be told.
 #[derive(Clone, Debug, Default)]
@@ -25,10 +28,14 @@ pub fn build(config: AppConfig) -> Server {
     server.add_service(ChatService::new(config.chat, shutdown.clone()));
     server.add_service(LogWatcherService::new(config.logs, shutdown.clone()));
     server.add_service(EchoService::new());
-
-    // Reflection last: it lists every service added before it.
-    for service in Reflection::new(server.service_names()).services() {
+    server.add_service(Arc::new(interop::InteropService::new()));
+    // Reflection lists every service: those above and health, added next.
+    let mut served = server.service_names();
+    served.push(health::SERVICE_NAME);
+    for service in Reflection::new(served).services() {
         server.add_service(service);
     }
+    // Health last: it registers every service added before it as SERVING.
+    health::install(&mut server);
     server
 }

@@ -118,6 +118,8 @@ pub struct CallInfo {
     pub request_encoding: Encoding,
     /// The best encoding the client accepts for responses (`grpc-accept-encoding`), if any.
     pub accepted_encoding: Option<Encoding>,
+    /// Every encoding the client lists in `grpc-accept-encoding` that this server supports.
+    pub accepted_encodings: Vec<Encoding>,
     /// Largest request message, before and after decompression.
     pub max_message_bytes: usize,
 }
@@ -143,6 +145,8 @@ struct Inner {
     response_encoding: Option<Encoding>,
     /// The part of the current response frame that h2 has not taken yet.
     pending: Bytes,
+    /// The compressed flag of the last request message handed to the handler.
+    last_compressed: bool,
 }
 
 impl Call {
@@ -168,6 +172,7 @@ impl Call {
                 trailers: Metadata::new(),
                 response_encoding: None,
                 pending: Bytes::new(),
+                last_compressed: false,
             }),
         }
     }
@@ -203,11 +208,16 @@ impl Call {
         f(&mut self.lock().trailers)
     }
 
-    /// Compresses response messages with `encoding` if the client accepts it (else sends them
-    /// uncompressed, as the spec requires). Must be called before the headers are sent.
+    /// Compresses response messages with `encoding` if the client lists it in
+    /// `grpc-accept-encoding` (else sends them uncompressed, as the spec requires). Ignored once
+    /// the headers are sent: `grpc-encoding` travels in them.
     pub fn compress_responses(&self, encoding: Encoding) {
-        let accepted = self.info.accepted_encoding.is_some() && encoding != Encoding::Identity;
-        self.lock().response_encoding = accepted.then_some(encoding);
+        let accepted =
+            encoding != Encoding::Identity && self.info.accepted_encodings.contains(&encoding);
+        let mut inner = self.lock();
+        if inner.stream.is_none() {
+            inner.response_encoding = accepted.then_some(encoding);
+        }
     }
 
     /// Whether response messages are being compressed.
@@ -222,6 +232,7 @@ impl Call {
     pub async fn recv_raw(&self) -> Result<Option<Bytes>, Status> {
         let frame = poll_fn(|cx| self.lock().poll_recv_frame(cx, self.info.stream_id)).await?;
         let Some(frame) = frame else { return Ok(None) };
+        self.lock().last_compressed = frame.compressed;
         if !frame.compressed {
             return Ok(Some(frame.payload));
         }
@@ -234,6 +245,13 @@ impl Call {
             .request_encoding
             .decompress(frame.payload, self.info.max_message_bytes)
             .map(Some)
+    }
+
+    /// Whether the last request message returned by [`recv_raw`](Call::recv_raw),
+    /// [`recv`](Call::recv) or [`recv_one`](Call::recv_one) arrived with the compressed flag set
+    /// (compression is per message: a stream with a `grpc-encoding` may mix both).
+    pub fn last_request_compressed(&self) -> bool {
+        self.lock().last_compressed
     }
 
     /// The next request message, decoded as `M`. A payload that is not an `M` is INTERNAL.
