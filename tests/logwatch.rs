@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::process::ServerProcess;
-use common::{require_tool, TestServer};
+use common::{require_tool, TempFile, TestServer};
 use h2chat::app::AppConfig;
 use h2chat::grpc::{CallOptions, Channel, ClientCall, Code};
 use h2chat::logring::LogRing;
@@ -81,25 +80,6 @@ async fn server_with_ring(ring: &LogRing) -> TestServer {
         ..AppConfig::default()
     })
     .await
-}
-
-/// A fresh file in the temp dir with these lines, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn with_lines(name: &str, lines: &[&str]) -> TempFile {
-        let path = std::env::temp_dir().join(format!("h2chat-{}-{name}", std::process::id()));
-        let mut text = lines.join("\n");
-        text.push('\n');
-        std::fs::write(&path, text).expect("write temp file");
-        TempFile(path)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// Runs grpcurl (which learns the schema by reflection) and returns its stdout.

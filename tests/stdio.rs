@@ -1,9 +1,11 @@
 //! `h2chat stdio` as a harness drives it: the built binary, JSON lines on its stdin and stdout.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use common::TempFile;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -133,25 +135,6 @@ fn assert_error(body: &Value, code: i64) {
         body["text"].as_str().is_some_and(|t| !t.is_empty()),
         "{body}"
     );
-}
-
-/// A file in the temp dir with these lines, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn with_lines(name: &str, lines: &[&str]) -> TempFile {
-        let path = std::env::temp_dir().join(format!("h2chat-{}-{name}", std::process::id()));
-        let mut text = lines.join("\n");
-        text.push('\n');
-        std::fs::write(&path, text).expect("write temp file");
-        TempFile(path)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 #[tokio::test]
