@@ -16,10 +16,13 @@
 //! - [`reflection`]: gRPC server reflection (v1 and v1alpha) over that descriptor set.
 //! - [`schema`]: the served methods from that descriptor set, and their messages as JSON.
 //! - [`stdio`]: `h2chat stdio`, the server as a JSON-lines node driven through the gRPC client.
+//! - [`bench`]: `h2chat bench` — load generators measuring the server from outside, and the raw-h2
+//!   baseline server.
 
 #![warn(missing_docs, unreachable_pub, clippy::all)]
 
 pub mod app;
+pub mod bench;
 pub mod chat;
 pub mod echo;
 pub mod grpc;

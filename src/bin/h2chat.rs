@@ -1,5 +1,8 @@
 //! The `h2chat` command: `h2chat serve` runs the server; `h2chat stdio` runs it as a JSON-lines
-//! node on stdin/stdout.
+//! node on stdin/stdout; `h2chat bench …` measures one.
+
+#[path = "h2chat/bench.rs"]
+mod bench;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -36,6 +39,8 @@ struct Cli {
 enum Command {
     /// Run the gRPC server (chat, reflection and the other services).
     Serve(ServeArgs),
+    /// Measure a running server: fan-out, idle members, and the raw-h2 unary baseline.
+    Bench(bench::BenchArgs),
     /// Run the same server as a JSON-lines node: requests on stdin, replies on stdout, logs on
     /// stderr.
     Stdio(StdioArgs),
@@ -189,8 +194,8 @@ impl ServeArgs {
     }
 }
 
-/// Logs to stderr and into `ring`, both filtered by `RUST_LOG` (default `info`).
-fn init_logging(ring: &LogRing) {
+/// Logs to stderr and, if given, into `ring`, both filtered by `RUST_LOG` (default `info`).
+fn init_logging(ring: Option<&LogRing>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -198,7 +203,7 @@ fn init_logging(ring: &LogRing) {
     tracing_subscriber::registry()
         .with(filter)
         .with(stderr)
-        .with(ring.layer())
+        .with(ring.map(LogRing::layer))
         .init();
 }
 
@@ -226,7 +231,7 @@ async fn shutdown_signal() {
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ring = LogRing::new(args.log_history);
-    init_logging(&ring);
+    init_logging(Some(&ring));
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
@@ -238,7 +243,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
 
 async fn run_stdio(args: StdioArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ring = LogRing::new(args.log_history);
-    init_logging(&ring);
+    init_logging(Some(&ring));
     let config = StdioConfig {
         app: AppConfig {
             logs: LogsConfig {
@@ -268,6 +273,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Stdio(args) => run_stdio(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {
