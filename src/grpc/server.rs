@@ -61,6 +61,9 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time graceful shutdown waits for connections to close.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Least time between two warnings that the connection limit is reached.
+const CONNECTION_LIMIT_WARN_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Source of [`CallInfo::connection_id`].
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -214,10 +217,22 @@ impl Server {
         listener: TcpListener,
         signal: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        let connections = Arc::new(Semaphore::new(self.config.max_connections));
+        let max_connections = self.config.max_connections;
+        let connections = Arc::new(Semaphore::new(max_connections));
         let (shared, stopper) = self.start();
         tokio::pin!(signal);
+        let mut limit_warned_at: Option<Instant> = None;
         loop {
+            if connections.available_permits() == 0
+                && limit_warned_at.is_none_or(|at| at.elapsed() >= CONNECTION_LIMIT_WARN_INTERVAL)
+            {
+                // An operator may want a higher limit: new clients now wait in the backlog.
+                warn!(
+                    max_connections,
+                    "connection limit reached; new clients wait until a connection closes"
+                );
+                limit_warned_at = Some(Instant::now());
+            }
             let permit = tokio::select! {
                 p = connections.clone().acquire_owned() => p,
                 () = &mut signal => break,

@@ -160,7 +160,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
             print(&outcome);
         }
         BenchCommand::RawH2Server(a) => {
-            super::init_logging();
+            super::init_logging(None);
             let listener = tokio::net::TcpListener::bind(a.addr)
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
