@@ -383,7 +383,7 @@ async fn serve_connection<T>(
         .map(|p| Keepalive::new(p, cfg.keepalive_interval));
     loop {
         let next = tokio::select! {
-            next = YieldFirst::new(poll_fn(|cx| conn.poll_accept(cx))) => next,
+            next = poll_fn(|cx| conn.poll_accept(cx)) => next,
             () = shared.signal.wait(), if !draining => {
                 // GOAWAY now; keep driving the connection until its calls end.
                 conn.graceful_shutdown();
@@ -415,41 +415,6 @@ async fn serve_connection<T>(
         }
     }
     debug!("connection closed");
-}
-
-/// Polls its future only every second time it is woken, yielding to the scheduler in between.
-///
-/// The connection task drives every write of the connection. Each call's task that hands h2 a
-/// frame wakes it, and tokio runs a task woken that way right after the waker (its LIFO slot):
-/// without this, a message fanned out to 100 calls on one connection would cost 100 writes. With
-/// it, the connection task first lets the tasks already queued run, then writes what they all
-/// queued in one go.
-struct YieldFirst<F> {
-    inner: F,
-    yielded: bool,
-}
-
-impl<F> YieldFirst<F> {
-    fn new(inner: F) -> YieldFirst<F> {
-        YieldFirst {
-            inner,
-            yielded: false,
-        }
-    }
-}
-
-impl<F: Future + Unpin> Future for YieldFirst<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
-        if !self.yielded {
-            self.yielded = true;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        self.yielded = false;
-        std::pin::Pin::new(&mut self.inner).poll(cx)
-    }
 }
 
 /// PING-based liveness of one connection: a peer that vanished without closing its socket is found
