@@ -113,37 +113,48 @@ impl ChatService {
     }
 
     async fn chat(&self, call: &Call) -> CallResult {
-        let Some(first) = call.recv::<ChatMessage>().await? else {
-            return Err(Status::invalid_argument(
-                "the first message must join: room_id and sender_id are required",
-            ));
+        // The join message lives only in this block: the member's task keeps what it needs, and
+        // its size is per-member memory for as long as the member stays.
+        let mut joined = {
+            let Some(first) = call.recv::<ChatMessage>().await? else {
+                return Err(Status::invalid_argument(
+                    "the first message must join: room_id and sender_id are required",
+                ));
+            };
+            self.join(call, first)?
         };
+        // However this ends — returned, or stopped by the server on cancel, deadline or
+        // shutdown — dropping `joined` posts the leave with the reason the call's state tells.
+        self.run_member(call, &mut joined.member).await
+    }
+
+    /// Validates the join message, joins, sends the response headers and posts the join's text.
+    fn join<'a>(&'a self, call: &'a Call, first: ChatMessage) -> Result<Membership<'a>, Status> {
         self.check_id("room_id", &first.room_id)?;
         self.check_id("sender_id", &first.sender_id)?;
         self.check_text(&first.text)?;
-        let _slot = self.join_slot(call.info().connection_id)?;
+        let slot = self.join_slot(call.info().connection_id)?;
         let start = match first.resume_after_seq {
             Some(seq) => StartAt::After(seq),
             None => StartAt::RecentHistory,
         };
         let member = self.rooms.join(&first.room_id, &first.sender_id, start)?;
         debug!(room = %first.room_id, member = %first.sender_id, cursor = member.cursor(), "joined");
-        let mut joined = Membership {
+        let joined = Membership {
             member,
             call,
             shutdown: &self.shutdown,
+            _slot: slot,
         };
-        // However this ends — returned, or stopped by the server on cancel, deadline or
-        // shutdown — dropping `joined` posts the leave with the reason the call's state tells.
-        self.run_member(call, &mut joined.member, first).await
+        call.send_headers()?;
+        if !first.text.is_empty() {
+            joined.member.post(&first.text);
+        }
+        Ok(joined)
     }
 
     /// The member's loop: post what the client sends, deliver what the room has.
-    async fn run_member(&self, call: &Call, member: &mut Member, first: ChatMessage) -> CallResult {
-        call.send_headers()?;
-        if !first.text.is_empty() {
-            member.post(&first.text);
-        }
+    async fn run_member(&self, call: &Call, member: &mut Member) -> CallResult {
         let mut bucket = TokenBucket::new(self.config.max_post_rate, self.config.post_burst);
         let mut inbound_open = true;
         // Shutdown needs no branch here: the server stops this handler with UNAVAILABLE, and the
@@ -235,6 +246,7 @@ struct Membership<'a> {
     member: Member,
     call: &'a Call,
     shutdown: &'a ShutdownSignal,
+    _slot: JoinSlot<'a>,
 }
 
 impl Drop for Membership<'_> {
@@ -273,7 +285,8 @@ impl Drop for JoinSlot<'_> {
 /// stream is not read, so the client's HTTP/2 window fills and it slows down. Nothing is dropped.
 async fn next_post(call: &Call, bucket: &mut TokenBucket) -> Result<Option<ChatMessage>, Status> {
     if let Some(wait) = bucket.wait() {
-        tokio::time::sleep(wait).await;
+        // Boxed: only a member over its rate needs a timer, and a timer is large.
+        Box::pin(tokio::time::sleep(wait)).await;
     }
     let msg = call.recv::<ChatMessage>().await?;
     if msg.is_some() {

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, Response};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
 use super::codec::{self, Decoder};
@@ -128,6 +129,8 @@ pub struct CallInfo {
 pub struct Call {
     info: CallInfo,
     inner: Mutex<Inner>,
+    /// The call's place among the connection's running handlers; released with the call.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 struct Inner {
@@ -151,7 +154,12 @@ struct Inner {
 
 impl Call {
     /// A call over an accepted h2 stream.
-    pub(crate) fn new(info: CallInfo, body: RecvStream, respond: SendResponse<Bytes>) -> Call {
+    pub(crate) fn new(
+        info: CallInfo,
+        body: RecvStream,
+        respond: SendResponse<Bytes>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Call {
         let mut state = CallState::Open;
         let recv_done = body.is_end_stream();
         if recv_done {
@@ -160,6 +168,7 @@ impl Call {
         let decoder = Decoder::new(info.max_message_bytes);
         Call {
             info,
+            permit,
             inner: Mutex::new(Inner {
                 state,
                 body,
@@ -175,6 +184,11 @@ impl Call {
                 last_compressed: false,
             }),
         }
+    }
+
+    /// Whether the call got a place among the connection's running handlers.
+    pub(crate) fn has_permit(&self) -> bool {
+        self.permit.is_some()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

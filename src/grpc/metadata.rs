@@ -48,7 +48,9 @@ fn valid_name(name: &str) -> bool {
 /// Application metadata of one direction of a call.
 #[derive(Clone, Debug, Default)]
 pub struct Metadata {
-    headers: HeaderMap,
+    /// Boxed and absent when empty: most calls carry no metadata, and every call holds three of
+    /// these (received, headers to send, trailers to send) for as long as it lives.
+    headers: Option<Box<HeaderMap>>,
 }
 
 impl Metadata {
@@ -65,17 +67,26 @@ impl Metadata {
                 out.append(name.clone(), value.clone());
             }
         }
-        Metadata { headers: out }
+        Metadata {
+            headers: (!out.is_empty()).then(|| Box::new(out)),
+        }
+    }
+
+    fn map_mut(&mut self) -> &mut HeaderMap {
+        self.headers.get_or_insert_with(Box::default)
     }
 
     /// The first ASCII value for `name`, if any and if it is visible ASCII.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+        self.headers
+            .as_ref()?
+            .get(name)
+            .and_then(|v| v.to_str().ok())
     }
 
     /// The first binary value for a `-bin` name, base64-decoded (padded or not).
     pub fn get_bin(&self, name: &str) -> Option<Vec<u8>> {
-        let v = self.headers.get(name)?;
+        let v = self.headers.as_ref()?.get(name)?;
         LENIENT_B64.decode(v.as_bytes()).ok()
     }
 
@@ -85,7 +96,7 @@ impl Metadata {
         let name = checked_name(name, false)?;
         let value = HeaderValue::from_str(value)
             .map_err(|_| Status::internal(format!("metadata value for {name} is not ASCII")))?;
-        self.headers.append(name, value);
+        self.map_mut().append(name, value);
         Ok(())
     }
 
@@ -95,33 +106,34 @@ impl Metadata {
         let encoded = STANDARD_NO_PAD.encode(value);
         // Base64 output is always a valid header value.
         if let Ok(v) = HeaderValue::from_str(&encoded) {
-            self.headers.append(name, v);
+            self.map_mut().append(name, v);
         }
         Ok(())
     }
 
     /// Copies a received entry as it came (for echoing metadata back).
     pub fn copy_from(&mut self, other: &Metadata, name: &str) {
-        if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
-            for v in other.headers.get_all(&n) {
-                self.headers.append(n.clone(), v.clone());
-            }
+        let (Ok(n), Some(from)) = (HeaderName::from_bytes(name.as_bytes()), &other.headers) else {
+            return;
+        };
+        for v in from.get_all(&n) {
+            self.map_mut().append(n.clone(), v.clone());
         }
     }
 
     /// Whether there is no entry.
     pub fn is_empty(&self) -> bool {
-        self.headers.is_empty()
+        self.headers.as_ref().is_none_or(|h| h.is_empty())
     }
 
     /// All entries, as header name and raw value.
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        self.headers.iter()
+        self.headers.iter().flat_map(|h| h.iter())
     }
 
     /// Adds every entry to `headers` (for sending).
     pub fn add_to(&self, headers: &mut HeaderMap) {
-        for (name, value) in &self.headers {
+        for (name, value) in self.headers.iter().flat_map(|h| h.iter()) {
             headers.append(name.clone(), value.clone());
         }
     }

@@ -401,11 +401,10 @@ async fn serve_connection<T>(
         match next {
             Some(Ok((request, respond))) => {
                 let permit = handlers.clone().try_acquire_owned().ok();
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let conn = (connection_id, peer);
-                    run_call(&shared, request, respond, conn, permit).await;
-                });
+                let conn = (connection_id, peer);
+                if let Some(task) = start_call(shared.clone(), request, respond, conn, permit) {
+                    tokio::spawn(task);
+                }
             }
             Some(Err(e)) => {
                 debug!(error = %e, "connection error");
@@ -458,91 +457,117 @@ fn refuse_http(respond: &mut SendResponse<Bytes>, status: StatusCode) {
     let _ = respond.send_response(response, true);
 }
 
-async fn run_call(
+/// The task of one call, or `None` when the request was refused outright.
+///
+/// The setup is synchronous and the returned future holds only the call: the request's headers
+/// are gone before the long wait starts. A task lives as long as its call (a chat member's, for
+/// hours), so its size is per-member memory.
+fn start_call(
+    shared: Arc<Shared>,
+    request: Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+    conn: (u64, SocketAddr),
+    permit: Option<OwnedSemaphorePermit>,
+) -> Option<impl Future<Output = ()> + Send + 'static> {
+    let stream_id: u32 = respond.stream_id().as_u32();
+    let span = tracing::debug_span!("call", stream_id, method = %request.uri().path());
+    let call = span.in_scope(|| accept_call(&shared, request, respond, conn, permit))?;
+    Some(async move { drive_call(&shared, &call).instrument(span).await })
+}
+
+/// Refuses what cannot become a call (with an HTTP status or a Trailers-Only gRPC status);
+/// otherwise returns the call, ready for its handler.
+fn accept_call(
     shared: &Shared,
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     (connection_id, peer): (u64, SocketAddr),
     permit: Option<OwnedSemaphorePermit>,
-) {
+) -> Option<Call> {
     let stream_id: u32 = respond.stream_id().as_u32();
-    let path = request.uri().path().to_owned();
-    let span = tracing::debug_span!("call", stream_id, method = %path);
-    async move {
-        if request.method() != Method::POST {
-            debug!(method = %request.method(), "refused: not POST");
-            return refuse_http(&mut respond, StatusCode::METHOD_NOT_ALLOWED);
-        }
-        let grpc_content = request
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/grpc"));
-        if !grpc_content {
-            debug!("refused: content-type is not application/grpc");
-            return refuse_http(&mut respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        }
-        let (parts, body) = request.into_parts();
-        let (info, early) = call_info(
-            &shared.config,
-            &parts.headers,
-            path,
-            stream_id,
-            (connection_id, peer),
-        );
-        let call = Call::new(info, body, respond);
-        if let Some(status) = early {
-            debug!(%status, "refused before the handler");
-            return call.finish(Err(status));
-        }
-        if permit.is_none() {
-            return call.finish(Err(Status::resource_exhausted(format!(
-                "too many running calls on this connection (max {})",
-                shared.config.max_concurrent_streams
-            ))));
-        }
-        let (service, method) = match shared.router.route(&call.info().path) {
-            Ok(found) => found,
-            Err(status) => return call.finish(Err(status)),
-        };
-        let Some(mut handler) = service.call(method, &call) else {
-            return call.finish(Err(Status::unimplemented(format!(
-                "unknown method {method} for service {}",
-                service.name()
-            ))));
-        };
-        let deadline = call.info().deadline;
-        let outcome = tokio::select! {
-            // The handler first: on shutdown it may still say goodbye (health sends NOT_SERVING).
-            biased;
-            result = &mut handler => Some(result),
-            cause = call.watch_peer() => {
-                debug!(?cause, "client went away; handler stopped");
-                None
-            }
-            () = sleep_until(deadline) => Some(Err(Status::deadline_exceeded("deadline exceeded"))),
-            () = shared.signal.wait() => {
-                // The signal may have fired after the handler was polled in this same round (the
-                // task was woken by something else): poll the handler once more, now that the
-                // signal is set, so a handler waiting on it gets its goodbye out.
-                match poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await {
-                    Poll::Ready(result) => Some(result),
-                    Poll::Pending => Some(Err(Status::unavailable("server shutting down"))),
-                }
-            }
-        };
-        if let Some(result) = outcome {
-            call.finish(result);
-        }
+    if request.method() != Method::POST {
+        debug!(method = %request.method(), "refused: not POST");
+        refuse_http(&mut respond, StatusCode::METHOD_NOT_ALLOWED);
+        return None;
     }
-    .instrument(span)
-    .await
+    let grpc_content = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if !grpc_content {
+        debug!("refused: content-type is not application/grpc");
+        refuse_http(&mut respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        return None;
+    }
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let (info, early) = call_info(
+        &shared.config,
+        &parts.headers,
+        path,
+        stream_id,
+        (connection_id, peer),
+    );
+    let call = Call::new(info, body, respond, permit);
+    if let Some(status) = early {
+        debug!(%status, "refused before the handler");
+        call.finish(Err(status));
+        return None;
+    }
+    if !call.has_permit() {
+        call.finish(Err(Status::resource_exhausted(format!(
+            "too many running calls on this connection (max {})",
+            shared.config.max_concurrent_streams
+        ))));
+        return None;
+    }
+    Some(call)
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => pending().await,
+/// Runs the call's handler until it returns, the client goes away, the deadline passes or the
+/// server shuts down; then ends the call.
+async fn drive_call(shared: &Shared, call: &Call) {
+    let (service, method) = match shared.router.route(&call.info().path) {
+        Ok(found) => found,
+        Err(status) => return call.finish(Err(status)),
+    };
+    let Some(mut handler) = service.call(method, call) else {
+        return call.finish(Err(Status::unimplemented(format!(
+            "unknown method {method} for service {}",
+            service.name()
+        ))));
+    };
+    // Boxed, and only when there is a deadline: a timer is large, and most calls have none.
+    let mut deadline = call
+        .info()
+        .deadline
+        .map(|at| Box::pin(tokio::time::sleep_until(at.into())));
+    let expired = poll_fn(|cx| match deadline.as_mut() {
+        Some(sleep) => sleep.as_mut().poll(cx),
+        None => Poll::Pending,
+    });
+    let outcome = tokio::select! {
+        // The handler first: on shutdown it may still say goodbye (health sends NOT_SERVING).
+        biased;
+        result = &mut handler => Some(result),
+        cause = call.watch_peer() => {
+            debug!(?cause, "client went away; handler stopped");
+            None
+        }
+        () = expired => Some(Err(Status::deadline_exceeded("deadline exceeded"))),
+        () = shared.signal.wait() => {
+            // The signal may have fired after the handler was polled in this same round (the
+            // task was woken by something else): poll the handler once more, now that the
+            // signal is set, so a handler waiting on it gets its goodbye out.
+            match poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await {
+                Poll::Ready(result) => Some(result),
+                Poll::Pending => Some(Err(Status::unavailable("server shutting down"))),
+            }
+        }
+    };
+    if let Some(result) = outcome {
+        call.finish(result);
     }
 }
 
