@@ -117,7 +117,6 @@ pub struct Member {
     cursor: u64,
     head: watch::Receiver<u64>,
     reason: LeaveReason,
-    scratch: Vec<Bytes>,
 }
 
 impl Rooms {
@@ -204,7 +203,6 @@ impl Rooms {
             cursor,
             head,
             reason: LeaveReason::Disconnected,
-            scratch: Vec::new(),
         })
     }
 
@@ -367,56 +365,52 @@ impl Member {
     /// about [`MAX_BATCH_BYTES`]), preceded by a gap event if the cursor fell behind the ring.
     /// Advances the cursor. `None` when the member is up to date.
     pub fn next_batch(&mut self) -> Option<Bytes> {
-        let mut gap = None;
-        {
-            let st = self.room.lock();
-            if self.cursor < st.first_seq {
-                gap = Some((self.cursor, st.first_seq - 1));
-                self.cursor = st.first_seq;
+        let st = self.room.lock();
+        let gap = (self.cursor < st.first_seq).then(|| (self.cursor, st.first_seq - 1));
+        self.cursor = self.cursor.max(st.first_seq);
+        let start = usize::try_from(self.cursor - st.first_seq).unwrap_or(usize::MAX);
+        // How many events fit in one batch (at least one, however large).
+        let mut size = 0;
+        let mut count = 0;
+        for frame in st.ring.range(start.min(st.ring.len())..) {
+            if count > 0 && size + frame.len() > MAX_BATCH_BYTES {
+                break;
             }
-            let mut offset = usize::try_from(self.cursor - st.first_seq).unwrap_or(usize::MAX);
-            let mut size = 0;
-            while let Some(frame) = st.ring.get(offset) {
-                if size > 0 && size + frame.len() > MAX_BATCH_BYTES {
-                    break;
-                }
-                size += frame.len();
-                self.scratch.push(frame.clone());
-                offset += 1;
-            }
-            self.cursor += self.scratch.len() as u64;
+            size += frame.len();
+            count += 1;
         }
-        let gap_frame = gap.map(|(from, to)| {
-            encode_message(&ChatMessage {
-                room_id: self.room.id.to_string(),
-                text: format!("missed {} events ({from}..={to})", to - from + 1),
-                sent_at: Some(prost_types::Timestamp::from(SystemTime::now())),
-                kind: EventKind::Gap as i32,
-                gap_from: from,
-                gap_to: to,
-                ..Default::default()
-            })
-        });
-        // One frame goes out as the shared buffer itself; several are joined into one.
-        let batch = match (gap_frame, self.scratch.len()) {
-            (None, 0) => None,
-            (Some(g), 0) => Some(g),
-            (None, 1) => self.scratch.pop(),
-            (gap_frame, _) => {
-                let total = gap_frame.as_ref().map_or(0, Bytes::len)
-                    + self.scratch.iter().map(Bytes::len).sum::<usize>();
-                let mut buf = BytesMut::with_capacity(total);
-                if let Some(g) = gap_frame {
-                    buf.extend_from_slice(&g);
+        let events = st.ring.range(start.min(st.ring.len())..).take(count);
+        self.cursor += count as u64;
+        let Some((from, to)) = gap else {
+            // One event goes out as the shared frame itself. Several are copied into one buffer
+            // right here: a copy of a small frame costs less than taking and dropping a share of
+            // it, and the batch leaves as one DATA frame.
+            return match count {
+                0 => None,
+                1 => events.cloned().next(),
+                _ => {
+                    let mut buf = BytesMut::with_capacity(size);
+                    events.for_each(|f| buf.extend_from_slice(f));
+                    Some(buf.freeze())
                 }
-                for f in &self.scratch {
-                    buf.extend_from_slice(f);
-                }
-                Some(buf.freeze())
-            }
+            };
         };
-        self.scratch.clear();
-        batch
+        let mut buf = BytesMut::with_capacity(size);
+        events.for_each(|f| buf.extend_from_slice(f));
+        drop(st);
+        let gap_frame = encode_message(&ChatMessage {
+            room_id: self.room.id.to_string(),
+            text: format!("missed {} events ({from}..={to})", to - from + 1),
+            sent_at: Some(prost_types::Timestamp::from(SystemTime::now())),
+            kind: EventKind::Gap as i32,
+            gap_from: from,
+            gap_to: to,
+            ..Default::default()
+        });
+        let mut out = BytesMut::with_capacity(gap_frame.len() + buf.len());
+        out.extend_from_slice(&gap_frame);
+        out.extend_from_slice(&buf);
+        Some(out.freeze())
     }
 
     /// Resolves when events newer than the cursor may exist.
