@@ -387,7 +387,10 @@ impl Member {
             // it, and the batch leaves as one DATA frame.
             return match count {
                 0 => None,
-                1 => events.cloned().next(),
+                1 => {
+                    let mut events = events;
+                    events.next().cloned()
+                }
                 _ => {
                     let mut buf = BytesMut::with_capacity(size);
                     events.for_each(|f| buf.extend_from_slice(f));
