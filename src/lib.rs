@@ -8,6 +8,10 @@
 //! - [`chat`]: `chat.v1.ChatService`, the call side of rooms (join, post, deliver, leave).
 //! - [`pb`]: the protobuf types generated from `proto/`, and the encoded descriptor set.
 //! - [`reflection`]: gRPC server reflection (v1 and v1alpha) over that descriptor set.
+//! - [`session`]: the client side of a room: join, post, resume after a lost connection.
+//! - [`render`]: how events and session notices look, as text or JSON.
+//! - [`terminal`]: `h2chat chat` — mode choice, the interactive line-editing front end, exit codes.
+//! - [`script`]: `h2chat chat` when standard input is not a terminal.
 
 #![warn(missing_docs, unreachable_pub, clippy::all)]
 
@@ -16,4 +20,8 @@ pub mod chat;
 pub mod grpc;
 pub mod pb;
 pub mod reflection;
+pub mod render;
 pub mod room;
+pub mod script;
+pub mod session;
+pub mod terminal;

@@ -1,16 +1,18 @@
-//! The `h2chat` command: `h2chat serve` runs the server.
+//! The `h2chat` command: `h2chat serve` runs the server, `h2chat chat` is the chat client.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use h2chat::app::{self, AppConfig};
 use h2chat::chat::{self, ChatConfig};
 use h2chat::grpc::codec::DEFAULT_MAX_MESSAGE_BYTES;
 use h2chat::grpc::server::{self as srv, ServerConfig};
+use h2chat::render::Format;
 use h2chat::room::{self, RoomLimits};
+use h2chat::terminal::{self, ChatOptions};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -28,6 +30,35 @@ struct Cli {
 enum Command {
     /// Run the gRPC server (chat, reflection and the other services).
     Serve(ServeArgs),
+    /// Chat in a room: interactive in a terminal, else one message per input line.
+    ///
+    /// Exit codes: 0 left normally; 1 local failure; 2 bad usage; 3 server unreachable; 4 name
+    /// taken; 5 invalid room, name or text; 6 join refused otherwise; 130 stopped by a signal.
+    Chat(ChatArgs),
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    /// Server address, host:port.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// Room to join.
+    #[arg(long)]
+    room: String,
+    /// Name to chat as; asked for if missing (scripted: the first input line).
+    #[arg(long)]
+    name: Option<String>,
+    /// How room events are printed.
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    format: FormatArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    /// `[14:40:12] alice: hi`, `* bob joined`.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Args)]
@@ -180,6 +211,25 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Runs the chat client; the runtime is shut down without waiting for a pending read of stdin.
+fn chat(runtime: tokio::runtime::Runtime, args: ChatArgs) -> ExitCode {
+    if std::env::var_os("RUST_LOG").is_some() {
+        init_logging();
+    }
+    let options = ChatOptions {
+        addr: args.addr,
+        room: args.room,
+        name: args.name,
+        format: match args.format {
+            FormatArg::Text => Format::Text,
+            FormatArg::Json => Format::Json,
+        },
+    };
+    let code = runtime.block_on(terminal::run(options));
+    runtime.shutdown_background();
+    ExitCode::from(code)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -189,11 +239,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve(args) => serve(args).await,
-        }
-    });
+    let result = match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Chat(args) => return chat(runtime, args),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
