@@ -1,8 +1,11 @@
 //! The h2chat server as shipped: every service on one [`Server`], configured from one struct.
 
+use std::sync::Arc;
+
 use crate::chat::{ChatConfig, ChatService};
 use crate::grpc::{Server, ServerConfig};
 use crate::reflection::Reflection;
+use crate::{health, interop};
 
 /// Everything `h2chat serve` can be told.
 #[derive(Clone, Debug, Default)]
@@ -18,10 +21,14 @@ pub fn build(config: AppConfig) -> Server {
     let mut server = Server::new(config.server);
     let shutdown = server.shutdown_signal();
     server.add_service(ChatService::new(config.chat, shutdown));
-
-    // Reflection last: it lists every service added before it.
-    for service in Reflection::new(server.service_names()).services() {
+    server.add_service(Arc::new(interop::InteropService::new()));
+    // Reflection lists every service: those above and health, added next.
+    let mut served = server.service_names();
+    served.push(health::SERVICE_NAME);
+    for service in Reflection::new(served).services() {
         server.add_service(service);
     }
+    // Health last: it registers every service added before it as SERVING.
+    health::install(&mut server);
     server
 }

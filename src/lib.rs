@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`grpc`]: the gRPC layer on h2 — framing, status, metadata, deadlines, compression, calls,
 //!   routing, the server. Knows nothing of chat.
+//! - [`interop`]: `grpc.testing.TestService`, the service gRPC's interop clients test against.
+//! - [`health`]: `grpc.health.v1.Health`, and the handle that sets each service's status.
 //! - [`app`]: the shipped server: every service on one server, one config struct.
 //! - [`room`]: chat rooms — a ring of encoded events per room, members as cursors into it.
 //! - [`chat`]: `chat.v1.ChatService`, the call side of rooms (join, post, deliver, leave).
@@ -18,6 +20,8 @@
 pub mod app;
 pub mod chat;
 pub mod grpc;
+pub mod health;
+pub mod interop;
 pub mod pb;
 pub mod reflection;
 pub mod render;

@@ -26,12 +26,26 @@ use tokio::sync::{mpsc, oneshot};
 const SERVICE: &str = "test.Echo";
 
 /// What the echo service tells the test about calls it runs.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 enum Event {
     /// A `Hang` call is running.
     Started,
     /// A `Hang` call saw its client go away.
     Gone(CloseCause),
+    /// A `Burst` call has handed all its messages to h2.
+    Sent,
+    /// A `Count` call waits for the test's go before reading.
+    Waiting(oneshot::Sender<()>),
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Event) -> bool {
+        match (self, other) {
+            (Event::Started, Event::Started) | (Event::Sent, Event::Sent) => true,
+            (Event::Gone(a), Event::Gone(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 /// Methods:
@@ -41,6 +55,8 @@ enum Event {
 ///   0..n, then status `code` (0 = OK).
 /// - `Bidi(stream Any) -> stream Any`: answers each message before reading the next.
 /// - `Hang(..)`: reports `Started`, waits for the client to go away, reports `Gone`.
+/// - `Burst(Duration{seconds: n}) -> stream Duration`: n messages, then reports `Sent`.
+/// - `Count(stream Any) -> Duration`: waits for the test's go, then counts the messages.
 ///
 /// Every method echoes `x-echo-initial` in its headers and `x-echo-trailing-bin` in its trailers.
 struct Echo {
@@ -59,6 +75,8 @@ impl Service for Echo {
             "ServerStream" => Box::pin(server_stream(call)),
             "Bidi" => Box::pin(bidi(call)),
             "Hang" => Box::pin(self.hang(call)),
+            "Burst" => Box::pin(self.burst(call)),
+            "Count" => Box::pin(self.count(call)),
             _ => return None,
         })
     }
@@ -109,6 +127,30 @@ async fn bidi(call: &Call) -> CallResult {
 }
 
 impl Echo {
+    async fn burst(&self, call: &Call) -> CallResult {
+        let req: PbDuration = call.recv_one().await?;
+        for i in 0..req.seconds {
+            call.send(&PbDuration {
+                seconds: i,
+                nanos: 0,
+            })
+            .await?;
+        }
+        let _ = self.events.send(Event::Sent);
+        Ok(())
+    }
+
+    async fn count(&self, call: &Call) -> CallResult {
+        let (go_tx, go) = oneshot::channel();
+        let _ = self.events.send(Event::Waiting(go_tx));
+        let _ = go.await;
+        let mut seconds = 0;
+        while call.recv::<Any>().await?.is_some() {
+            seconds += 1;
+        }
+        call.send(&PbDuration { seconds, nanos: 0 }).await
+    }
+
     async fn hang(&self, call: &Call) -> CallResult {
         let _ = self.events.send(Event::Started);
         let cause = call.cancelled().await;
@@ -280,6 +322,61 @@ async fn server_streaming_delivers_every_message_in_order() {
         call.trailers().and_then(|t| t.get("x-sent")),
         Some(n.as_str())
     );
+}
+
+#[tokio::test]
+async fn a_client_reading_late_still_gets_every_small_message() {
+    // Each message is its own DATA frame of a few bytes, which h2 charges against a budget until
+    // the application reads it. Here the client reads only once the server has sent them all.
+    let mut server = EchoServer::start().await;
+    let ch = server.channel().await;
+    let mut call = ch
+        .start(&path("Burst"), CallOptions::default())
+        .await
+        .expect("start");
+    let n = 50_000;
+    call.send_last(&PbDuration {
+        seconds: n,
+        nanos: 0,
+    })
+    .await
+    .expect("send");
+    assert_eq!(server.next_event().await, Some(Event::Sent));
+    // A round trip on the same connection, so that the burst has most likely arrived.
+    let _: Any = ch
+        .unary(&path("Unary"), &any("x", "y"), CallOptions::default())
+        .await
+        .expect("unary");
+    for i in 0..n {
+        let msg: Option<PbDuration> = call.recv().await.expect("recv");
+        assert_eq!(msg.map(|m| m.seconds), Some(i));
+    }
+    assert_eq!(call.recv::<PbDuration>().await, Ok(None));
+}
+
+/// h2 closes a connection (ENHANCE_YOUR_CALM) when too many small DATA frames wait unread in it;
+/// the server moves them out of h2 while the handler is busy, without opening the window.
+#[tokio::test]
+async fn a_handler_reading_late_still_gets_every_small_message() {
+    let mut server = EchoServer::start().await;
+    let ch = server.channel().await;
+    let mut call = ch
+        .start(&path("Count"), CallOptions::default())
+        .await
+        .expect("start");
+    let n = 50_000u32;
+    for i in 0..n {
+        call.send(&any("", i.to_be_bytes())).await.expect("send");
+    }
+    call.close_send().expect("close");
+    // The handler reads only now.
+    let Some(Event::Waiting(go)) = server.next_event().await else {
+        panic!("Count did not start");
+    };
+    let _ = go.send(());
+    let count: Option<PbDuration> = call.recv().await.expect("recv");
+    assert_eq!(count.map(|c| c.seconds), Some(i64::from(n)));
+    assert_eq!(call.recv::<PbDuration>().await, Ok(None));
 }
 
 #[tokio::test]
@@ -560,6 +657,26 @@ async fn cancel_resets_the_stream_and_reports_cancelled() {
     assert_eq!(err.map(|s| s.code()), Some(Code::Cancelled));
     let err = call.send(&any("x", "y")).await.err();
     assert_eq!(err.map(|s| s.code()), Some(Code::Cancelled));
+}
+
+#[tokio::test]
+async fn a_cancel_from_the_sending_half_ends_the_receiving_half() {
+    let mut server = EchoServer::start().await;
+    let ch = server.channel().await;
+    let call = ch
+        .start(&path("Hang"), CallOptions::default())
+        .await
+        .expect("start");
+    assert_eq!(server.next_event().await, Some(Event::Started));
+    let (mut tx, mut rx) = call.split();
+    let receiver = tokio::spawn(async move { rx.recv::<Any>().await });
+    tx.cancel();
+    let got = receiver.await.ok().map(|r| r.map_err(|s| s.code()));
+    assert_eq!(got, Some(Err(Code::Cancelled)));
+    assert_eq!(
+        server.next_event().await,
+        Some(Event::Gone(CloseCause::Reset(Reason::CANCEL)))
+    );
 }
 
 #[tokio::test]

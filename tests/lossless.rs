@@ -300,7 +300,7 @@ async fn sender_over_the_post_rate_is_slowed_not_cut_off_and_loses_nothing() {
     // The server stamped the posts as it accepted them: after the burst of 5, no faster than
     // 20 per second. This is a lower bound the limiter guarantees, however loaded the machine.
     let at = |m: &ChatMessage| {
-        let t = m.sent_at.clone().unwrap_or_default();
+        let t = m.sent_at.unwrap_or_default();
         t.seconds as f64 + f64::from(t.nanos) / 1e9
     };
     let spread = at(posts[24]) - at(posts[4]);

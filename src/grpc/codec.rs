@@ -113,6 +113,11 @@ impl Decoder {
         }
     }
 
+    /// Whether the decoder has failed (it then ignores further input).
+    pub fn is_failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
     /// Bytes pushed but not yet returned as messages.
     pub fn buffered(&self) -> usize {
         self.buf.len()

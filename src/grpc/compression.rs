@@ -43,9 +43,15 @@ impl Encoding {
         }
     }
 
+    /// Every supported encoding a peer lists in its `grpc-accept-encoding`, in its order;
+    /// unknown names are skipped.
+    pub fn listed_in(accept: &str) -> Vec<Encoding> {
+        accept.split(',').filter_map(Encoding::from_name).collect()
+    }
+
     /// The best compressing encoding a peer lists in its `grpc-accept-encoding`, if any.
     pub fn preferred_from_accept(accept: &str) -> Option<Encoding> {
-        let listed: Vec<Encoding> = accept.split(',').filter_map(Encoding::from_name).collect();
+        let listed = Encoding::listed_in(accept);
         [Encoding::Gzip, Encoding::Deflate]
             .into_iter()
             .find(|e| listed.contains(e))

@@ -12,11 +12,12 @@
 //! [`ShutdownSignal`], sends GOAWAY on every connection, ends every live call with UNAVAILABLE
 //! "server shutting down", and returns once every connection is closed or `shutdown_grace` passed.
 
-use std::future::{pending, Future};
+use std::future::{pending, poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -49,6 +50,10 @@ pub const DEFAULT_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 25_000;
 /// Default time a new connection has to complete the HTTP/2 preface.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default budget h2 may spend on bookkeeping for received small DATA frames on one connection
+/// before it closes the connection with ENHANCE_YOUR_CALM: 16 MiB, about 65,000 small frames
+/// waiting for their call's task at once (h2's own default is half the connection window).
+pub const DEFAULT_SMALL_FRAME_BUDGET_BYTES: usize = 16 << 20;
 /// Default time between keepalive PINGs on a connection.
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// Default time a PING may go unanswered before the connection is closed.
@@ -80,6 +85,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Optional cap on any call's duration, applied on top of the client's `grpc-timeout`.
     pub max_call_duration: Option<Duration>,
+    /// h2's budget for received small DATA frames per connection (see
+    /// [`DEFAULT_SMALL_FRAME_BUDGET_BYTES`]).
+    pub small_frame_budget_bytes: usize,
     /// Time between keepalive PINGs; `None` turns keepalive off.
     pub keepalive_interval: Option<Duration>,
     /// Time a keepalive PING may go unanswered before the connection is closed.
@@ -98,6 +106,7 @@ impl Default for ServerConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_call_duration: None,
+            small_frame_budget_bytes: DEFAULT_SMALL_FRAME_BUDGET_BYTES,
             keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
         }
@@ -123,9 +132,20 @@ impl ShutdownSignal {
     }
 
     /// Resolves once shutdown has begun (or the server is gone).
+    ///
+    /// Every poll first reads the flag itself: a waiter polled after the signal fired is ready
+    /// at once, even before its wake-up arrives (`watch` wakes its waiters one group after
+    /// another, so one task may see the signal while another's waiter is not yet woken).
     pub async fn wait(&self) {
         let mut rx = self.rx.clone();
-        let _ = rx.wait_for(|down| *down).await;
+        let mut changed = std::pin::pin!(rx.wait_for(|down| *down));
+        poll_fn(|cx| {
+            if self.is_shutting_down() {
+                return Poll::Ready(());
+            }
+            changed.as_mut().poll(cx).map(|_| ())
+        })
+        .await
     }
 }
 
@@ -283,6 +303,7 @@ async fn serve_connection<T>(
         .max_header_list_size(cfg.max_header_list_bytes)
         .max_pending_accept_reset_streams(cfg.max_pending_accept_reset_streams)
         .max_local_error_reset_streams(Some(cfg.max_local_error_reset_streams))
+        .data_frame_budget(cfg.small_frame_budget_bytes)
         // Generous windows: a fast client is not held to 64 KiB per round trip. Per-call memory
         // stays bounded because received bytes are only taken while the decoder needs them.
         .initial_window_size(1 << 20)
@@ -430,7 +451,7 @@ async fn run_call(
             Ok(found) => found,
             Err(status) => return call.finish(Err(status)),
         };
-        let Some(handler) = service.call(method, &call) else {
+        let Some(mut handler) = service.call(method, &call) else {
             return call.finish(Err(Status::unimplemented(format!(
                 "unknown method {method} for service {}",
                 service.name()
@@ -440,13 +461,22 @@ async fn run_call(
         let outcome = tokio::select! {
             // The handler first: on shutdown it may still say goodbye (health sends NOT_SERVING).
             biased;
-            result = handler => Some(result),
+            result = &mut handler => Some(result),
             cause = call.cancelled() => {
                 debug!(?cause, "client went away; handler stopped");
                 None
             }
             () = sleep_until(deadline) => Some(Err(Status::deadline_exceeded("deadline exceeded"))),
-            () = shared.signal.wait() => Some(Err(Status::unavailable("server shutting down"))),
+            () = call.drain_received() => None,
+            () = shared.signal.wait() => {
+                // The signal may have fired after the handler was polled in this same round (the
+                // task was woken by something else): poll the handler once more, now that the
+                // signal is set, so a handler waiting on it gets its goodbye out.
+                match poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await {
+                    Poll::Ready(result) => Some(result),
+                    Poll::Pending => Some(Err(Status::unavailable("server shutting down"))),
+                }
+            }
         };
         if let Some(result) = outcome {
             call.finish(result);
@@ -499,10 +529,15 @@ fn call_info(
             }
         },
     };
-    let accepted_encoding = headers
-        .get("grpc-accept-encoding")
-        .and_then(|v| v.to_str().ok())
-        .and_then(Encoding::preferred_from_accept);
+    // The list may also arrive split over several header lines.
+    let accept = headers
+        .get_all("grpc-accept-encoding")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let accepted_encoding = Encoding::preferred_from_accept(&accept);
+    let accepted_encodings = Encoding::listed_in(&accept);
     let info = CallInfo {
         path,
         stream_id,
@@ -512,6 +547,7 @@ fn call_info(
         deadline,
         request_encoding,
         accepted_encoding,
+        accepted_encodings,
         max_message_bytes: config.max_message_bytes,
     };
     (info, early)
