@@ -611,6 +611,10 @@ impl Runner {
             self.in_flight.clear();
             self.report(Update::PostsUnconfirmed(n)).await;
         } else {
+            debug!(
+                posts = self.in_flight.len(),
+                "sending again what the lost connection lost"
+            );
             while let Some(text) = self.in_flight.pop_back() {
                 self.unsent.push_front(text);
             }

@@ -1,0 +1,103 @@
+//! `h2chat chat` through a TCP proxy that cuts its connection: it reconnects, resumes after the
+//! last event it showed, and its output holds every event once, in order.
+
+mod common;
+
+use common::chat::{self, kind, reason};
+use common::cli::ChatProcess;
+use common::proxy::Proxy;
+use common::TestServer;
+use h2chat::grpc::client::Channel;
+use h2chat::pb::chat::v1::{EventKind, LeaveReason};
+
+/// The texts of `sender`'s messages in `out`, in order.
+fn texts_from<'a>(out: &'a [String], sender: &str) -> Vec<&'a str> {
+    let marker = format!("] {sender}: ");
+    out.iter()
+        .filter_map(|l| l.split_once(&marker).map(|(_, text)| text))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_connection_resumes_with_every_message_once_in_order() {
+    let server = TestServer::default().await;
+    let proxy = Proxy::start(server.addr).await;
+    let mut reader = ChatProcess::start(&proxy.addr.to_string(), "resume", Some("reader"), &[]);
+    reader.expect_out(|l| l == "* reader joined").await;
+
+    let ch = Channel::connect(server.addr).await.expect("connect");
+    let mut writer = chat::join(&ch, "resume", "writer").await;
+    // Past the server's post burst, so posting goes on at the post rate while the cut happens.
+    let n = 400;
+    let posting = tokio::spawn(async move {
+        for i in 1..=n {
+            writer
+                .send(&chat::post(&format!("m{i:04}")))
+                .await
+                .expect("post");
+        }
+        writer
+    });
+
+    reader.expect_out(|l| l.ends_with("] writer: m0050")).await;
+    proxy.cut();
+    reader.expect_err(|l| l.contains("reconnecting…")).await;
+    reader.expect_err(|l| l.contains("reconnected")).await;
+    proxy.accepted(2).await;
+
+    let _writer = posting.await.expect("posting task");
+    let last = format!("] writer: m{n:04}");
+    reader.expect_out(|l| l.ends_with(&last)).await;
+    reader.close_stdin();
+    let done = reader.finish().await;
+    assert_eq!(done.code, Some(0), "{:#?}", done.err);
+
+    let expected: Vec<String> = (1..=n).map(|i| format!("m{i:04}")).collect();
+    assert_eq!(texts_from(&done.out, "writer"), expected);
+    // The writer joined once, and the reader showed that once too.
+    let writer_joins = done.out.iter().filter(|l| *l == "* writer joined").count();
+    assert_eq!(writer_joins, 1, "{:#?}", done.out);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_lost_with_the_connection_are_sent_again_once_and_in_order() {
+    let server = TestServer::default().await;
+    let proxy = Proxy::start(server.addr).await;
+    let ch = Channel::connect(server.addr).await.expect("connect");
+    let mut observer = chat::join(&ch, "posts", "observer").await;
+    let mut poster = ChatProcess::start(&proxy.addr.to_string(), "posts", Some("poster"), &[]);
+    poster.expect_out(|l| l == "* poster joined").await;
+
+    for i in 1..=10 {
+        poster.send(&format!("p{i:02}")).await;
+    }
+    poster.expect_out(|l| l.ends_with("] poster: p10")).await;
+    // The connection fails silently: what the client sends now is lost on the way.
+    proxy.black_hole();
+    for i in 11..=30 {
+        poster.send(&format!("p{i:02}")).await;
+    }
+    // At least 10 bytes a post (prefix and message) for the first 20: several posts left the
+    // client and never reached the server. Then the connection breaks for good.
+    proxy.dropped_from_clients(20 * 10).await;
+    proxy.cut();
+    poster.close_stdin();
+    let done = poster.finish().await;
+    assert_eq!(done.code, Some(0), "{:#?}", done.err);
+
+    let expected: Vec<String> = (1..=30).map(|i| format!("p{i:02}")).collect();
+    assert_eq!(texts_from(&done.out, "poster"), expected);
+    // The room itself got each post once, in order, before the poster left for good.
+    let mut seen = Vec::new();
+    loop {
+        let m = chat::next_where(&mut observer, |m| m.sender_id == "poster").await;
+        match kind(&m) {
+            EventKind::Message => seen.push(m.text),
+            EventKind::Left if reason(&m) == LeaveReason::Left => break,
+            _ => {}
+        }
+    }
+    assert_eq!(seen, expected);
+    server.shutdown().await;
+}
