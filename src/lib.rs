@@ -11,6 +11,7 @@
 //! - [`pb`]: the protobuf types generated from `proto/`, and the encoded descriptor set.
 //! - [`reflection`]: gRPC server reflection (v1 and v1alpha) over that descriptor set.
 //! - [`session`]: the client side of a room: join, post, resume after a lost connection.
+//! - `link`: one joined `Chat` call on a connection of its own, for [`session`].
 //! - [`render`]: how events and session notices look, as text or JSON.
 //! - [`terminal`]: `h2chat chat` — mode choice, the interactive line-editing front end, exit codes.
 //! - [`script`]: `h2chat chat` when standard input is not a terminal.
@@ -22,6 +23,7 @@ pub mod chat;
 pub mod grpc;
 pub mod health;
 pub mod interop;
+mod link;
 pub mod pb;
 pub mod reflection;
 pub mod render;

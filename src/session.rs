@@ -25,20 +25,17 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::{sleep, timeout, Instant, Sleep};
+use tokio::time::{sleep, Instant, Sleep};
 use tracing::debug;
 
-use crate::chat::JOINED_SEQ_METADATA;
-use crate::grpc::client::{CallOptions, CallReceiver, CallSender, Channel};
+use crate::grpc::client::{CallSender, Channel};
 use crate::grpc::{Code, Status};
-use crate::pb::chat::v1::{ChatMessage, EventKind, MembersRequest, MembersResponse};
+use crate::link::{members, Attempt, Link, MembersFuture};
+use crate::pb::chat::v1::{ChatMessage, EventKind};
 
 /// Default first delay before reconnecting.
 pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
@@ -53,17 +50,10 @@ pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Posts accepted and not yet echoed, at most; beyond it the session stops taking posts, so a
 /// fast writer is slowed down to what the server accepts.
 pub const MAX_POSTS_PENDING: usize = 256;
-/// Longest wait, when leaving, for the connection to close.
-const LEAVE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Updates queued for a front end that is busy writing.
 const UPDATE_QUEUE: usize = 256;
 /// Posts queued from a front end.
 const POST_QUEUE: usize = 64;
-
-/// The path of `chat.v1.ChatService/Chat`.
-const CHAT_PATH: &str = "/chat.v1.ChatService/Chat";
-/// The path of `chat.v1.ChatService/Members`.
-const MEMBERS_PATH: &str = "/chat.v1.ChatService/Members";
 
 /// Where and as whom to chat, and how hard to try.
 #[derive(Clone, Debug)]
@@ -189,7 +179,7 @@ impl Session {
     pub async fn join(
         config: SessionConfig,
     ) -> Result<(Session, mpsc::Sender<String>), SessionError> {
-        let link = match Link::open(&config, None).await {
+        let link = match open(&config, None).await {
             Ok(link) => link,
             Err(Attempt::Connect(reason)) => {
                 return Err(SessionError::Connect {
@@ -199,6 +189,7 @@ impl Session {
             }
             Err(Attempt::Join(status)) => return Err(join_error(status)),
         };
+        let probe_after = config.probe_after;
         let (post_tx, post_rx) = mpsc::channel(POST_QUEUE);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (update_tx, update_rx) = mpsc::channel(UPDATE_QUEUE);
@@ -212,7 +203,7 @@ impl Session {
             unsent: VecDeque::new(),
             in_flight: VecDeque::new(),
         };
-        let task = tokio::spawn(runner.run(link));
+        let task = tokio::spawn(runner.run(Joined::new(link, probe_after)));
         let session = Session {
             control: control_tx,
             updates: update_rx,
@@ -251,6 +242,17 @@ impl Session {
     }
 }
 
+/// Connects and joins as `config` says, resuming after `resume` if given.
+async fn open(config: &SessionConfig, resume: Option<u64>) -> Result<Link, Attempt> {
+    let join = ChatMessage {
+        room_id: config.room.clone(),
+        sender_id: config.name.clone(),
+        resume_after_seq: resume,
+        ..Default::default()
+    };
+    Link::open(&config.addr, &join, config.connect_timeout).await
+}
+
 /// The error for a refused first join.
 fn join_error(status: Status) -> SessionError {
     match status.code() {
@@ -260,184 +262,44 @@ fn join_error(status: Status) -> SessionError {
     }
 }
 
-/// Why an attempt to connect and join failed.
-enum Attempt {
-    /// No connection: the reason in a few words.
-    Connect(String),
-    /// Connected, but the join was refused (or the connection failed during it).
-    Join(Status),
-}
-
 type SendFuture = Pin<Box<dyn Future<Output = (CallSender, Result<(), Status>)> + Send>>;
-type ProbeFuture = Pin<Box<dyn Future<Output = Result<MembersResponse, Status>> + Send>>;
 
-/// One joined call on one connection.
-struct Link {
-    channel: Channel,
-    rx: CallReceiver,
-    /// The sending half, while no send is in progress (and none failed).
-    tx: Option<CallSender>,
+/// A joined call and what the session keeps about it.
+struct Joined {
+    link: Link,
     /// The send in progress: owns the sending half until it is done.
     sending: Option<SendFuture>,
-    /// The sequence number of this call's join event (from the `chat-joined-seq` header).
-    joined_seq: u64,
     /// The join event (or a gap past it) has been delivered: what was in flight before this call
     /// is known lost, and new posts may go out.
     caught_up: bool,
     /// A gap was delivered on this call before it caught up.
     gap_before_catch_up: bool,
+    /// Fires after a silence on the call.
     idle: Pin<Box<Sleep>>,
-    probe: Option<ProbeFuture>,
-    /// Resolves when the connection's transport is dropped (the connection has closed).
-    closed: oneshot::Receiver<()>,
+    /// The `Members` call probing the connection after a silence.
+    probe: Option<MembersFuture>,
 }
 
-impl Link {
-    /// Connects and joins, resuming after `resume` if given; all within the connect timeout.
-    async fn open(config: &SessionConfig, resume: Option<u64>) -> Result<Link, Attempt> {
-        match timeout(config.connect_timeout, Link::open_now(config, resume)).await {
-            Ok(result) => result,
-            Err(_) => Err(Attempt::Connect("timed out".into())),
-        }
-    }
-
-    async fn open_now(config: &SessionConfig, resume: Option<u64>) -> Result<Link, Attempt> {
-        let socket = TcpStream::connect(&config.addr)
-            .await
-            .map_err(|e| Attempt::Connect(describe_io(&e)))?;
-        let _ = socket.set_nodelay(true);
-        let (closed_tx, closed) = oneshot::channel();
-        let transport = Transport {
-            socket,
-            _closed: closed_tx,
-        };
-        let channel = Channel::connect_io(transport)
-            .await
-            .map_err(|e| Attempt::Connect(e.to_string()))?;
-        let mut call = channel
-            .start(CHAT_PATH, CallOptions::default())
-            .await
-            .map_err(Attempt::Join)?;
-        let join = ChatMessage {
-            room_id: config.room.clone(),
-            sender_id: config.name.clone(),
-            resume_after_seq: resume,
-            ..Default::default()
-        };
-        // A refused join shows up as the call's status when the headers are awaited.
-        let _ = call.send(&join).await;
-        let headers = call.headers().await.map_err(Attempt::Join)?;
-        let joined_seq = headers
-            .get(JOINED_SEQ_METADATA)
-            .and_then(|v| v.parse::<u64>().ok())
-            .ok_or_else(|| {
-                Attempt::Join(Status::internal(format!(
-                    "the server did not say where the join is ({JOINED_SEQ_METADATA} missing)"
-                )))
-            })?;
-        let (tx, rx) = call.split();
-        Ok(Link {
-            channel,
-            rx,
-            tx: Some(tx),
+impl Joined {
+    fn new(link: Link, probe_after: Duration) -> Joined {
+        Joined {
+            link,
             sending: None,
-            joined_seq,
             caught_up: false,
             gap_before_catch_up: false,
-            idle: Box::pin(sleep(config.probe_after)),
+            idle: Box::pin(sleep(probe_after)),
             probe: None,
-            closed,
-        })
-    }
-
-    /// Cancels the call and waits (briefly) until the connection has closed, so the cancellation
-    /// reached the server.
-    async fn close(mut self) {
-        self.rx.cancel();
-        let Link {
-            channel,
-            rx,
-            tx,
-            sending,
-            probe,
-            closed,
-            ..
-        } = self;
-        // h2 closes the connection once nothing refers to it any more.
-        drop((channel, rx, tx, sending, probe));
-        let _ = timeout(LEAVE_FLUSH_TIMEOUT, closed).await;
-    }
-}
-
-/// A TCP socket that reports being dropped: h2 drops its transport when the connection ends.
-struct Transport {
-    socket: TcpStream,
-    _closed: oneshot::Sender<()>,
-}
-
-impl AsyncRead for Transport {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.socket).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Transport {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.socket).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.socket).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.socket).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.socket).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.socket.is_write_vectored()
-    }
-}
-
-/// An I/O error in a few lowercase words: `connection refused`, not
-/// `Connection refused (os error 111)`.
-fn describe_io(e: &std::io::Error) -> String {
-    use std::io::ErrorKind;
-    let words = match e.kind() {
-        ErrorKind::ConnectionRefused => "connection refused",
-        ErrorKind::ConnectionReset => "connection reset",
-        ErrorKind::TimedOut => "timed out",
-        ErrorKind::AddrNotAvailable => "address not available",
-        _ => {
-            let text = e.to_string();
-            let text = text.split(" (os error").next().unwrap_or_default();
-            let mut chars = text.chars();
-            return match chars.next() {
-                Some(first) => first.to_lowercase().chain(chars).collect(),
-                None => "unknown error".into(),
-            };
         }
-    };
-    words.into()
+    }
+
+    /// Leaves: drops what holds the call or the connection, then closes the link.
+    async fn close(self) {
+        drop((self.sending, self.probe));
+        self.link.close().await;
+    }
 }
 
-/// How driving one link ended.
+/// How driving one joined ended.
 enum LinkEnd {
     /// Leave: asked to, every post echoed after the sender was dropped, or nobody listens.
     Leave,
@@ -463,20 +325,20 @@ struct Runner {
 }
 
 impl Runner {
-    async fn run(mut self, mut link: Link) -> Result<(), SessionError> {
+    async fn run(mut self, mut joined: Joined) -> Result<(), SessionError> {
         loop {
-            match self.drive(&mut link).await {
+            match self.drive(&mut joined).await {
                 LinkEnd::Leave => {
-                    link.close().await;
+                    joined.close().await;
                     return Ok(());
                 }
                 LinkEnd::Lost(status) => {
-                    drop(link);
+                    drop(joined);
                     if status.code() == Code::InvalidArgument {
                         return Err(SessionError::Invalid(status));
                     }
                     match self.reconnect(status).await? {
-                        Some(next) => link = next,
+                        Some(next) => joined = next,
                         None => return Ok(()),
                     }
                 }
@@ -503,57 +365,58 @@ impl Runner {
     }
 
     /// Runs one joined call until it ends.
-    async fn drive(&mut self, link: &mut Link) -> LinkEnd {
+    async fn drive(&mut self, joined: &mut Joined) -> LinkEnd {
         loop {
-            if link.caught_up && link.sending.is_none() && !self.unsent.is_empty() {
-                if let (Some(mut tx), Some(text)) = (link.tx.take(), self.unsent.pop_front()) {
+            if joined.caught_up && joined.sending.is_none() && !self.unsent.is_empty() {
+                if let (Some(mut tx), Some(text)) = (joined.link.tx.take(), self.unsent.pop_front())
+                {
                     let post = ChatMessage {
                         text: text.clone(),
                         ..Default::default()
                     };
                     self.in_flight.push_back(text);
-                    link.sending = Some(Box::pin(async move {
+                    joined.sending = Some(Box::pin(async move {
                         let sent = tx.send(&post).await;
                         (tx, sent)
                     }));
                 }
             }
             // The room's history up to the join is shown before leaving, even with nothing to post.
-            if self.finished() && link.caught_up {
+            if self.finished() && joined.caught_up {
                 return LinkEnd::Leave;
             }
             let takes_posts = self.takes_posts();
             tokio::select! {
-                event = link.rx.recv::<ChatMessage>() => match event {
+                event = joined.link.rx.recv::<ChatMessage>() => match event {
                     Ok(Some(event)) => {
                         let deadline = Instant::now() + self.config.probe_after;
-                        link.idle.as_mut().reset(deadline);
-                        if !self.on_event(link, event).await {
+                        joined.idle.as_mut().reset(deadline);
+                        if !self.on_event(joined, event).await {
                             return LinkEnd::Leave;
                         }
                     }
                     Ok(None) => return LinkEnd::Lost(Status::unavailable("the server ended the chat")),
                     Err(status) => return LinkEnd::Lost(status),
                 },
-                (tx, sent) = poll_some(&mut link.sending) => {
-                    link.sending = None;
+                (tx, sent) = poll_some(&mut joined.sending) => {
+                    joined.sending = None;
                     // After a failed send the receiving half reports how the call ended.
                     if sent.is_ok() {
-                        link.tx = Some(tx);
+                        joined.link.tx = Some(tx);
                     }
                 }
                 post = recv_some(&mut self.posts), if takes_posts => self.take_post(post),
                 control = self.control.recv() => match control {
-                    Some(Control::Who) => self.who(Some(&link.channel)).await,
+                    Some(Control::Who) => self.who(Some(&joined.link.channel)).await,
                     Some(Control::Leave) | None => return LinkEnd::Leave,
                 },
-                () = link.idle.as_mut(), if link.probe.is_none() => {
-                    link.probe = Some(members(&link.channel, &self.config));
+                () = joined.idle.as_mut(), if joined.probe.is_none() => {
+                    joined.probe = Some(members(&joined.link.channel, &self.config.room, self.config.probe_timeout));
                 }
-                probed = poll_some(&mut link.probe) => {
-                    link.probe = None;
+                probed = poll_some(&mut joined.probe) => {
+                    joined.probe = None;
                     let deadline = Instant::now() + self.config.probe_after;
-                    link.idle.as_mut().reset(deadline);
+                    joined.idle.as_mut().reset(deadline);
                     if let Err(status) = probed {
                         if matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded) {
                             return LinkEnd::Lost(status);
@@ -565,13 +428,13 @@ impl Runner {
     }
 
     /// Handles one event from the call; `false` when nobody listens any more.
-    async fn on_event(&mut self, link: &mut Link, event: ChatMessage) -> bool {
+    async fn on_event(&mut self, joined: &mut Joined, event: ChatMessage) -> bool {
         let kind = EventKind::try_from(event.kind).ok();
         if kind == Some(EventKind::Gap) {
-            if !link.caught_up {
-                link.gap_before_catch_up = true;
-                if event.gap_to >= link.joined_seq {
-                    self.catch_up(link).await;
+            if !joined.caught_up {
+                joined.gap_before_catch_up = true;
+                if event.gap_to >= joined.link.joined_seq {
+                    self.catch_up(joined).await;
                 }
             }
             self.last_seq = self.last_seq.max(event.gap_to);
@@ -591,22 +454,22 @@ impl Runner {
                 debug!(seq = event.seq, "echo of a post not in flight");
             }
         }
-        let catching_up = !link.caught_up && event.seq >= link.joined_seq;
+        let catching_up = !joined.caught_up && event.seq >= joined.link.joined_seq;
         let shown = self.report(Update::Event(event)).await;
         if catching_up {
-            self.catch_up(link).await;
+            self.catch_up(joined).await;
         }
         shown
     }
 
     /// The call has delivered its own join: whatever is still in flight was sent on an earlier
     /// call and never reached the room, unless a gap hid the answer.
-    async fn catch_up(&mut self, link: &mut Link) {
-        link.caught_up = true;
+    async fn catch_up(&mut self, joined: &mut Joined) {
+        joined.caught_up = true;
         if self.in_flight.is_empty() {
             return;
         }
-        if link.gap_before_catch_up {
+        if joined.gap_before_catch_up {
             let n = self.in_flight.len();
             self.in_flight.clear();
             self.report(Update::PostsUnconfirmed(n)).await;
@@ -633,7 +496,7 @@ impl Runner {
             self.report(Update::Members(Err(err))).await;
             return;
         };
-        let answer = members(channel, &self.config);
+        let answer = members(channel, &self.config.room, self.config.probe_timeout);
         let updates = self.updates.clone();
         tokio::spawn(async move {
             let members = answer.await.map(|m| m.member_ids);
@@ -643,7 +506,7 @@ impl Runner {
 
     /// Reconnects after `error`, with backoff. `None` when the session should end instead (asked
     /// to leave, or finished, while disconnected).
-    async fn reconnect(&mut self, error: Status) -> Result<Option<Link>, SessionError> {
+    async fn reconnect(&mut self, error: Status) -> Result<Option<Joined>, SessionError> {
         let mut delay = self.config.backoff_initial;
         let mut error = error.message().to_string();
         loop {
@@ -668,7 +531,7 @@ impl Runner {
             }
             let resume = (self.last_seq > 0).then_some(self.last_seq);
             let config = self.config.clone();
-            let attempt = Link::open(&config, resume);
+            let attempt = open(&config, resume);
             tokio::pin!(attempt);
             let attempt = loop {
                 tokio::select! {
@@ -680,19 +543,20 @@ impl Runner {
                 }
             };
             match attempt {
-                Ok(mut link) => {
+                Ok(link) => {
+                    let mut joined = Joined::new(link, self.config.probe_after);
                     if !self.report(Update::Reconnected).await {
                         return Ok(None);
                     }
-                    if resume.is_some_and(|seq| link.joined_seq <= seq) {
+                    if resume.is_some_and(|seq| joined.link.joined_seq <= seq) {
                         // Numbers went backwards: a new room on a restarted server. Nothing from
                         // before can be resumed or confirmed.
-                        self.last_seq = link.joined_seq;
-                        self.own_after = link.joined_seq;
+                        self.last_seq = joined.link.joined_seq;
+                        self.own_after = joined.link.joined_seq;
                         self.report(Update::RoomRestarted).await;
-                        self.catch_up(&mut link).await;
+                        self.catch_up(&mut joined).await;
                     }
-                    return Ok(Some(link));
+                    return Ok(Some(joined));
                 }
                 Err(Attempt::Join(status)) if status.code() == Code::InvalidArgument => {
                     return Err(SessionError::Invalid(status));
@@ -703,19 +567,6 @@ impl Runner {
             delay = (delay * 2).min(self.config.backoff_max);
         }
     }
-}
-
-/// A `Members` call for the session's room.
-fn members(channel: &Channel, config: &SessionConfig) -> ProbeFuture {
-    let channel = channel.clone();
-    let request = MembersRequest {
-        room_id: config.room.clone(),
-    };
-    let options = CallOptions {
-        timeout: Some(config.probe_timeout),
-        ..Default::default()
-    };
-    Box::pin(async move { channel.unary(MEMBERS_PATH, &request, options).await })
 }
 
 /// Polls the future in `slot`; pending forever when there is none.
@@ -731,18 +582,5 @@ async fn recv_some<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn io_errors_read_as_a_few_words() {
-        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        assert_eq!(describe_io(&refused), "connection refused");
-        let other = std::io::Error::other("Something Odd");
-        assert_eq!(describe_io(&other), "something Odd");
     }
 }
