@@ -31,6 +31,7 @@ use rustyline::{
     ExternalPrinter, KeyCode, KeyEvent, Modifiers, Movement, RepeatCount,
 };
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 use crate::chat::DEFAULT_MAX_TEXT_BYTES;
 use crate::render::{self, Format};
@@ -330,7 +331,8 @@ async fn on_line(line: &str, session: &Session, posts: &mpsc::Sender<String>, sc
                             text.len()
                         ))
                         .await;
-                } else if posts.try_send(text.to_string()).is_err() {
+                } else if let Err(TrySendError::Full(_)) = posts.try_send(text.to_string()) {
+                    // Only a paste of hundreds of lines gets here; typing never does.
                     screen
                         .print(
                             "! not sent: too many messages are waiting for the server".to_string(),

@@ -10,6 +10,7 @@ use std::time::Instant;
 use common::chat::{self, kind, reason, PATIENCE};
 use common::proxy::Proxy;
 use common::TestServer;
+use h2chat::app::AppConfig;
 use h2chat::grpc::client::{Channel, ClientCall};
 use h2chat::pb::chat::v1::{EventKind, LeaveReason};
 use portable_pty::{native_pty_system, Child, CommandBuilder, MasterPty, PtySize};
@@ -311,5 +312,28 @@ async fn a_lost_connection_says_reconnecting_then_reconnected_and_misses_nothing
     assert_eq!(screen.matches("while you were out").count(), 1, "{screen}");
     carol.type_keys("/quit\r");
     assert_eq!(carol.exit_code(), 0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_the_server_refuses_ends_the_session_with_exit_5() {
+    let mut config = AppConfig::default();
+    config.chat.max_text_bytes = 8;
+    let server = TestServer::start(config).await;
+    let mut carol = Tty::spawn(&[
+        "--addr",
+        &server.target(),
+        "--room",
+        "short",
+        "--name",
+        "carol",
+    ]);
+    carol.wait_for("the prompt", |s| {
+        s.contents().contains("* carol joined") && cursor_row(s) == ">"
+    });
+    carol.type_keys("far too long for this server\r");
+    carol.wait_text("text is 28 bytes; the limit is 8");
+    // The editor was still reading when the session ended: the terminal is given back anyway.
+    assert_eq!(carol.exit_code(), 5);
     server.shutdown().await;
 }
