@@ -46,8 +46,19 @@ pub fn notice_line(update: &Update) -> Option<String> {
             format!("members ({}): {}", names.len(), names.join(", "))
         }
         Update::Members(Err(status)) => format!("! /who failed: {}", status.message()),
-        Update::Reconnecting { error, retry_in } => format!(
-            "! reconnecting… ({}; next try in {})",
+        Update::Reconnecting {
+            attempt: 1,
+            error,
+            retry_in,
+        } => format!(
+            "! connection lost ({}); reconnecting… (in {})",
+            clean(error),
+            seconds(*retry_in)
+        ),
+        Update::Reconnecting {
+            error, retry_in, ..
+        } => format!(
+            "! still reconnecting… ({}; next try in {})",
             clean(error),
             seconds(*retry_in)
         ),
@@ -267,6 +278,34 @@ mod tests {
         assert_eq!(v["text"], "hi");
         assert_eq!(v["sent_at"], "2023-11-14T22:13:20.005Z");
         assert!(v.get("leave_reason").is_none() && v.get("gap_from").is_none());
+    }
+
+    #[test]
+    fn notices_say_what_the_session_does() {
+        let lost = |attempt| Update::Reconnecting {
+            attempt,
+            error: "connection reset".into(),
+            retry_in: Duration::from_millis(200),
+        };
+        assert_eq!(
+            notice_line(&lost(1)).as_deref(),
+            Some("! connection lost (connection reset); reconnecting… (in 0.2s)")
+        );
+        assert_eq!(
+            notice_line(&lost(2)).as_deref(),
+            Some("! still reconnecting… (connection reset; next try in 0.2s)")
+        );
+        assert_eq!(
+            notice_line(&Update::Reconnected).as_deref(),
+            Some("! reconnected")
+        );
+        let members = Update::Members(Ok(vec!["dave".into(), "carol".into()]));
+        assert_eq!(
+            notice_line(&members).as_deref(),
+            Some("members (2): dave, carol")
+        );
+        let event = Update::Event(event(EventKind::Joined, "bob", ""));
+        assert_eq!(notice_line(&event), None);
     }
 
     #[test]

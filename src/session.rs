@@ -100,9 +100,11 @@ pub enum Update {
     Event(ChatMessage),
     /// The answer to [`Session::who`]: the room's members in join order.
     Members(Result<Vec<String>, Status>),
-    /// The connection is lost (or an attempt to restore it failed); the next attempt is in
-    /// `retry_in`.
+    /// The connection is lost (`attempt` 1) or an attempt to restore it failed; the next attempt
+    /// is in `retry_in`.
     Reconnecting {
+        /// Which attempt comes next, from 1.
+        attempt: u32,
         /// What went wrong.
         error: String,
         /// Delay before the next attempt.
@@ -509,9 +511,16 @@ impl Runner {
     async fn reconnect(&mut self, error: Status) -> Result<Option<Joined>, SessionError> {
         let mut delay = self.config.backoff_initial;
         let mut error = error.message().to_string();
+        let mut attempt = 0u32;
         loop {
+            attempt = attempt.saturating_add(1);
             let retry_in = delay;
-            if !self.report(Update::Reconnecting { error, retry_in }).await {
+            let update = Update::Reconnecting {
+                attempt,
+                error,
+                retry_in,
+            };
+            if !self.report(update).await {
                 return Ok(None);
             }
             let wake = Instant::now() + delay;

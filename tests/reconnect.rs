@@ -101,3 +101,39 @@ async fn posts_lost_with_the_connection_are_sent_again_once_and_in_order() {
     assert_eq!(seen, expected);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_is_rejoined_and_the_restart_is_said() {
+    let first = TestServer::default().await;
+    let proxy = Proxy::start(first.addr).await;
+    let mut reader = ChatProcess::start(&proxy.addr.to_string(), "restart", Some("reader"), &[]);
+    reader.expect_out(|l| l == "* reader joined").await;
+    {
+        let ch = Channel::connect(first.addr).await.expect("connect");
+        let mut writer = chat::join(&ch, "restart", "writer").await;
+        writer.send(&chat::post("before")).await.expect("post");
+        reader.expect_out(|l| l.ends_with("] writer: before")).await;
+    }
+    first.shutdown().await;
+    reader.expect_err(|l| l.contains("connection lost")).await;
+    // The old server is gone: attempts fail until the new one is there.
+    reader
+        .expect_err(|l| l.contains("still reconnecting…"))
+        .await;
+
+    let second = TestServer::default().await;
+    proxy.set_upstream(second.addr);
+    reader.expect_err(|l| l.contains("reconnected")).await;
+    reader
+        .expect_err(|l| l.contains("history started over"))
+        .await;
+    let ch = Channel::connect(second.addr).await.expect("connect");
+    let mut writer = chat::join(&ch, "restart", "writer").await;
+    writer.send(&chat::post("after")).await.expect("post");
+    // Numbered from 1 again, yet shown: the client started counting over with the room.
+    reader.expect_out(|l| l.ends_with("] writer: after")).await;
+    reader.close_stdin();
+    let done = reader.finish().await;
+    assert_eq!(done.code, Some(0), "{:#?}", done.err);
+    second.shutdown().await;
+}

@@ -15,10 +15,12 @@ use tokio::task::JoinHandle;
 /// - [`black_hole`](Proxy::black_hole) makes every connection open at the time drop what it
 ///   carries, both ways, as a network that fails silently (the sockets stay open);
 ///
-/// New connections are forwarded normally either way.
+/// New connections are forwarded normally either way, to the upstream of the time
+/// ([`set_upstream`](Proxy::set_upstream)).
 pub struct Proxy {
     /// Where clients connect.
     pub addr: SocketAddr,
+    upstream: watch::Sender<SocketAddr>,
     cuts: watch::Sender<u64>,
     holes: watch::Sender<u64>,
     accepted: watch::Receiver<u64>,
@@ -42,6 +44,7 @@ impl Proxy {
         let (holes, hole_rx) = watch::channel(0u64);
         let (accepted_tx, accepted) = watch::channel(0u64);
         let (dropped_tx, dropped_from_clients) = watch::channel(0u64);
+        let (upstream_tx, upstream_rx) = watch::channel(upstream);
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 accepted_tx.send_modify(|n| *n += 1);
@@ -52,6 +55,7 @@ impl Proxy {
                 signals.cuts.mark_unchanged();
                 signals.holes.mark_unchanged();
                 let dropped = dropped_tx.clone();
+                let upstream = *upstream_rx.borrow();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(upstream).await else {
                         return;
@@ -70,12 +74,18 @@ impl Proxy {
         });
         Proxy {
             addr,
+            upstream: upstream_tx,
             cuts,
             holes,
             accepted,
             dropped_from_clients,
             task,
         }
+    }
+
+    /// Forwards new connections to `upstream` from now on.
+    pub fn set_upstream(&self, upstream: SocketAddr) {
+        self.upstream.send_replace(upstream);
     }
 
     /// Closes every connection open now.
