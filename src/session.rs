@@ -7,12 +7,14 @@
 //! - Events are shown once each. The session remembers the highest sequence number it reported and
 //!   rejoins with `resume_after_seq` set to it, so the server sends exactly what was missed (or a
 //!   gap event for what fell out of the room's history meanwhile); anything at or below it is
-//!   dropped, should it come again.
+//!   dropped, should it come again. If the room's numbers went backwards on rejoining (the server
+//!   restarted), counting starts over ([`Update::RoomRestarted`]).
 //! - A lost connection is retried with exponential backoff ([`SessionConfig::backoff_initial`] up
 //!   to [`SessionConfig::backoff_max`]), forever, until the session is told to leave. A connection
 //!   that goes silent is probed with a `Members` call after [`SessionConfig::probe_after`].
 //! - Posts are acknowledged by their echo: the server delivers a member's own posts back to it in
-//!   order. A post is *in flight* from the moment it is handed to a call until its echo arrives.
+//!   order. They are told from earlier posts under the same name in the history by the join's
+//!   `chat-joined-seq` header: the session's own are its name's messages numbered above it. A post is *in flight* from the moment it is handed to a call until its echo arrives.
 //!   After a reconnect, posts still in flight once the new join event has been delivered never
 //!   reached the room (their echo would have come before it), and are sent again, in order, before
 //!   anything newer: each post reaches the room once. Only if the resumed stream itself had a gap
@@ -301,8 +303,8 @@ impl Joined {
     }
 }
 
-/// How driving one joined ended.
-enum LinkEnd {
+/// How driving one joined call ended.
+enum CallEnd {
     /// Leave: asked to, every post echoed after the sender was dropped, or nobody listens.
     Leave,
     /// The call or connection failed with this status.
@@ -330,11 +332,11 @@ impl Runner {
     async fn run(mut self, mut joined: Joined) -> Result<(), SessionError> {
         loop {
             match self.drive(&mut joined).await {
-                LinkEnd::Leave => {
+                CallEnd::Leave => {
                     joined.close().await;
                     return Ok(());
                 }
-                LinkEnd::Lost(status) => {
+                CallEnd::Lost(status) => {
                     drop(joined);
                     if status.code() == Code::InvalidArgument {
                         return Err(SessionError::Invalid(status));
@@ -367,7 +369,7 @@ impl Runner {
     }
 
     /// Runs one joined call until it ends.
-    async fn drive(&mut self, joined: &mut Joined) -> LinkEnd {
+    async fn drive(&mut self, joined: &mut Joined) -> CallEnd {
         loop {
             if joined.caught_up && joined.sending.is_none() && !self.unsent.is_empty() {
                 if let (Some(mut tx), Some(text)) = (joined.link.tx.take(), self.unsent.pop_front())
@@ -385,7 +387,7 @@ impl Runner {
             }
             // The room's history up to the join is shown before leaving, even with nothing to post.
             if self.finished() && joined.caught_up {
-                return LinkEnd::Leave;
+                return CallEnd::Leave;
             }
             let takes_posts = self.takes_posts();
             tokio::select! {
@@ -394,11 +396,13 @@ impl Runner {
                         let deadline = Instant::now() + self.config.probe_after;
                         joined.idle.as_mut().reset(deadline);
                         if !self.on_event(joined, event).await {
-                            return LinkEnd::Leave;
+                            return CallEnd::Leave;
                         }
                     }
-                    Ok(None) => return LinkEnd::Lost(Status::unavailable("the server ended the chat")),
-                    Err(status) => return LinkEnd::Lost(status),
+                    Ok(None) => {
+                        return CallEnd::Lost(Status::unavailable("the server ended the chat"));
+                    }
+                    Err(status) => return CallEnd::Lost(status),
                 },
                 (tx, sent) = poll_some(&mut joined.sending) => {
                     joined.sending = None;
@@ -410,10 +414,11 @@ impl Runner {
                 post = recv_some(&mut self.posts), if takes_posts => self.take_post(post),
                 control = self.control.recv() => match control {
                     Some(Control::Who) => self.who(Some(&joined.link.channel)).await,
-                    Some(Control::Leave) | None => return LinkEnd::Leave,
+                    Some(Control::Leave) | None => return CallEnd::Leave,
                 },
                 () = joined.idle.as_mut(), if joined.probe.is_none() => {
-                    joined.probe = Some(members(&joined.link.channel, &self.config.room, self.config.probe_timeout));
+                    let (room, within) = (&self.config.room, self.config.probe_timeout);
+                    joined.probe = Some(members(&joined.link.channel, room, within));
                 }
                 probed = poll_some(&mut joined.probe) => {
                     joined.probe = None;
@@ -421,7 +426,7 @@ impl Runner {
                     joined.idle.as_mut().reset(deadline);
                     if let Err(status) = probed {
                         if matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded) {
-                            return LinkEnd::Lost(status);
+                            return CallEnd::Lost(status);
                         }
                     }
                 }
@@ -540,18 +545,18 @@ impl Runner {
             }
             let resume = (self.last_seq > 0).then_some(self.last_seq);
             let config = self.config.clone();
-            let attempt = open(&config, resume);
-            tokio::pin!(attempt);
-            let attempt = loop {
+            let opening = open(&config, resume);
+            tokio::pin!(opening);
+            let opened = loop {
                 tokio::select! {
-                    attempt = &mut attempt => break attempt,
+                    opened = &mut opening => break opened,
                     control = self.control.recv() => match control {
                         Some(Control::Who) => self.who(None).await,
                         Some(Control::Leave) | None => return Ok(None),
                     },
                 }
             };
-            match attempt {
+            match opened {
                 Ok(link) => {
                     let mut joined = Joined::new(link, self.config.probe_after);
                     if !self.report(Update::Reconnected).await {
