@@ -1,7 +1,7 @@
 //! `h2chat chat`: the chat client in a terminal, or driven by a script.
 //!
-//! [`run`] picks the mode: interactive when stdin and stdout are both terminals, else scripted
-//! ([`script`](crate::script)). Both run a [`Session`], which reconnects and resumes by itself.
+//! [`run`] picks the mode: interactive when stdin and stdout are both terminals the line editor
+//! can drive, else scripted ([`script`](crate::script)). Both run a [`Session`], which reconnects and resumes by itself.
 //!
 //! Interactive mode edits the input line with `rustyline`. Incoming lines are printed through its
 //! external printer, which clears the prompt line, prints, and redraws the prompt with what was
@@ -119,6 +119,11 @@ async fn interactive(options: ChatOptions) -> u8 {
             return EXIT_FAILURE;
         }
     };
+    // Terminals the line editor cannot drive (TERM=dumb) get the line-by-line mode.
+    let printer = match editor.create_external_printer() {
+        Ok(printer) => printer,
+        Err(_) => return crate::script::run(options).await,
+    };
     let name = match options.name.clone() {
         Some(name) => name,
         None => {
@@ -143,15 +148,6 @@ async fn interactive(options: ChatOptions) -> u8 {
         Err(e) => {
             eprintln!("h2chat: {e}");
             return exit_code(&e);
-        }
-    };
-    let printer = match editor.create_external_printer() {
-        Ok(printer) => printer,
-        Err(e) => {
-            session.leave();
-            let _ = session.end().await;
-            eprintln!("h2chat: cannot print to the terminal: {e}");
-            return EXIT_FAILURE;
         }
     };
     let (input_tx, mut input) = mpsc::unbounded_channel();
