@@ -1,14 +1,19 @@
-//! `h2chat chat` through a TCP proxy that cuts its connection: it reconnects, resumes after the
-//! last event it showed, and its output holds every event once, in order.
+//! `h2chat chat` (and the session under it) through a TCP proxy that cuts or silences its
+//! connection, or a server that restarts: it reconnects, resumes after the last event it showed,
+//! shows every event once, in order, and posts each line once.
 
 mod common;
+
+use std::time::Duration;
 
 use common::chat::{self, kind, reason};
 use common::cli::ChatProcess;
 use common::proxy::Proxy;
 use common::TestServer;
+use h2chat::app::AppConfig;
 use h2chat::grpc::client::Channel;
 use h2chat::pb::chat::v1::{EventKind, LeaveReason};
+use h2chat::session::{Session, SessionConfig, Update};
 
 /// The texts of `sender`'s messages in `out`, in order.
 fn texts_from<'a>(out: &'a [String], sender: &str) -> Vec<&'a str> {
@@ -136,4 +141,46 @@ async fn a_restarted_server_is_rejoined_and_the_restart_is_said() {
     let done = reader.finish().await;
     assert_eq!(done.code, Some(0), "{:#?}", done.err);
     second.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_gone_silent_is_found_by_the_probe_and_replaced() {
+    // The server finds the dead peer by its keepalive; the client by its probe.
+    let mut app = AppConfig::default();
+    app.server.keepalive_interval = Some(Duration::from_millis(200));
+    app.server.keepalive_timeout = Duration::from_millis(400);
+    let server = TestServer::start(app).await;
+    let proxy = Proxy::start(server.addr).await;
+    let mut config = SessionConfig::new(proxy.addr.to_string(), "silent", "sam");
+    config.probe_after = Duration::from_millis(200);
+    config.probe_timeout = Duration::from_millis(400);
+    let (mut session, posts) = Session::join(config).await.expect("join");
+    let joined = |u: &Update| matches!(u, Update::Event(e) if e.sender_id == "sam");
+    next_update(&mut session, joined).await;
+
+    proxy.black_hole();
+    next_update(&mut session, |u| matches!(u, Update::Reconnecting { .. })).await;
+    next_update(&mut session, |u| *u == Update::Reconnected).await;
+    posts.send("still here".into()).await.expect("post");
+    next_update(
+        &mut session,
+        |u| matches!(u, Update::Event(e) if e.text == "still here"),
+    )
+    .await;
+    drop(posts);
+    while session.next().await.is_some() {}
+    session.end().await.expect("left cleanly");
+    server.shutdown().await;
+}
+
+/// The next update satisfying `want`, within [`chat::PATIENCE`].
+async fn next_update(session: &mut Session, want: impl Fn(&Update) -> bool) -> Update {
+    loop {
+        match tokio::time::timeout(chat::PATIENCE, session.next()).await {
+            Ok(Some(update)) if want(&update) => return update,
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("session ended while an update was expected"),
+            Err(_) => panic!("no such update within {:?}", chat::PATIENCE),
+        }
+    }
 }
