@@ -159,7 +159,12 @@ async fn a_connection_gone_silent_is_found_by_the_probe_and_replaced() {
     next_update(&mut session, joined).await;
 
     proxy.black_hole();
-    next_update(&mut session, |u| matches!(u, Update::Reconnecting { .. })).await;
+    let lost = next_update(&mut session, |u| matches!(u, Update::Reconnecting { .. })).await;
+    // Nothing closed: the probe's deadline is what found the connection dead.
+    assert!(
+        matches!(&lost, Update::Reconnecting { error, .. } if error.contains("deadline")),
+        "{lost:?}"
+    );
     next_update(&mut session, |u| *u == Update::Reconnected).await;
     posts.send("still here".into()).await.expect("post");
     next_update(

@@ -13,7 +13,8 @@ use tokio::task::JoinHandle;
 ///
 /// - [`cut`](Proxy::cut) closes every connection open at the time (both sides);
 /// - [`black_hole`](Proxy::black_hole) makes every connection open at the time drop what it
-///   carries, both ways, as a network that fails silently (the sockets stay open);
+///   carries, both ways, as a network that fails silently: the sockets stay open, and neither
+///   side hears of the other closing;
 ///
 /// New connections are forwarded normally either way, to the upstream of the time
 /// ([`set_upstream`](Proxy::set_upstream)).
@@ -137,6 +138,8 @@ async fn pump(
     loop {
         let n = tokio::select! {
             read = from.read(&mut buf) => match read {
+                // A silent network does not pass a close on either: only a cut ends it.
+                Ok(0) | Err(_) if swallowing => std::future::pending().await,
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             },
