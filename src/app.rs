@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use crate::chat::{ChatConfig, ChatService};
+use crate::echo::EchoService;
 use crate::grpc::{Server, ServerConfig};
+use crate::logwatch::{LogWatcherService, LogsConfig};
 use crate::reflection::Reflection;
 use crate::{health, interop};
 
@@ -14,13 +16,18 @@ pub struct AppConfig {
     pub server: ServerConfig,
     /// Chat limits.
     pub chat: ChatConfig,
+    /// The log watcher: its ring and the file it follows.
+    pub logs: LogsConfig,
 }
 
-/// A server with every h2chat service added, ready to [`Server::serve`].
+/// A server with every h2chat service added, ready to [`Server::serve`]. With a watch file set,
+/// call it inside a Tokio runtime: following the file starts here.
 pub fn build(config: AppConfig) -> Server {
     let mut server = Server::new(config.server);
     let shutdown = server.shutdown_signal();
-    server.add_service(ChatService::new(config.chat, shutdown));
+    server.add_service(ChatService::new(config.chat, shutdown.clone()));
+    server.add_service(LogWatcherService::new(config.logs, shutdown.clone()));
+    server.add_service(EchoService::new());
     server.add_service(Arc::new(interop::InteropService::new()));
     // Reflection lists every service: those above and health, added next.
     let mut served = server.service_names();

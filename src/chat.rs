@@ -152,6 +152,8 @@ impl ChatService {
         }
         let mut bucket = TokenBucket::new(self.config.max_post_rate, self.config.post_burst);
         let mut inbound_open = true;
+        // Shutdown needs no branch here: the server stops this handler with UNAVAILABLE, and the
+        // leave event then says the server is shutting down.
         loop {
             if !call.has_queued() {
                 if let Some(batch) = member.next_batch() {
@@ -159,6 +161,7 @@ impl ChatService {
                 }
             }
             let sending = call.has_queued();
+            // Unbiased on purpose: neither the member's own posts nor its deliveries may starve.
             tokio::select! {
                 sent = call.flush(), if sending => sent?,
                 () = member.changed(), if !sending => {}
@@ -166,7 +169,6 @@ impl ChatService {
                     Some(msg) => self.post(member, msg)?,
                     None => inbound_open = false,
                 },
-                () = self.shutdown.wait() => return Err(Status::unavailable("server shutting down")),
             }
         }
     }

@@ -311,7 +311,7 @@ mod tests {
         let (trigger, signal) = ShutdownSignal::new();
         let h = HealthHandle::with_shutdown(signal);
         h.set_status("a", ServingStatus::Serving);
-        let _ = trigger.send(true);
+        trigger.fire();
         assert_eq!(h.status("a"), Some(ServingStatus::NotServing));
         h.set_status("a", ServingStatus::Serving);
         assert_eq!(h.status("a"), Some(ServingStatus::NotServing));

@@ -8,8 +8,16 @@
 //! - [`app`]: the shipped server: every service on one server, one config struct.
 //! - [`room`]: chat rooms — a ring of encoded events per room, members as cursors into it.
 //! - [`chat`]: `chat.v1.ChatService`, the call side of rooms (join, post, deliver, leave).
+//! - [`logring`]: the server's own log — a tracing layer into a bounded ring, watchers as cursors.
+//! - [`logwatch`]: `h2chat.logs.v1.LogWatcher`, the call side of that log.
+//! - [`tailfile`]: following a file like `tail -F` into that log.
+//! - [`echo`]: `h2chat.echo.v1.Chat`, a bidirectional echo.
 //! - [`pb`]: the protobuf types generated from `proto/`, and the encoded descriptor set.
 //! - [`reflection`]: gRPC server reflection (v1 and v1alpha) over that descriptor set.
+//! - [`schema`]: the served methods from that descriptor set, and their messages as JSON.
+//! - [`stdio`]: `h2chat stdio`, the server as a JSON-lines node driven through the gRPC client.
+//! - [`bench`]: `h2chat bench` — load generators measuring the server from outside, and the raw-h2
+//!   baseline server.
 //! - [`session`]: the client side of a room: join, post, resume after a lost connection.
 //! - `link`: one joined `Chat` call on a connection of its own, for [`session`].
 //! - [`render`]: how events and session notices look, as text or JSON.
@@ -19,15 +27,22 @@
 #![warn(missing_docs, unreachable_pub, clippy::all)]
 
 pub mod app;
+pub mod bench;
 pub mod chat;
+pub mod echo;
 pub mod grpc;
 pub mod health;
 pub mod interop;
 mod link;
+pub mod logring;
+pub mod logwatch;
 pub mod pb;
 pub mod reflection;
 pub mod render;
 pub mod room;
+pub mod schema;
 pub mod script;
 pub mod session;
+pub mod stdio;
+pub mod tailfile;
 pub mod terminal;

@@ -13,6 +13,20 @@ pub mod chat {
     }
 }
 
+/// `h2chat.*`: the log watcher and the echo service.
+pub mod h2chat {
+    pub mod logs {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/h2chat.logs.v1.rs"));
+        }
+    }
+    pub mod echo {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/h2chat.echo.v1.rs"));
+        }
+    }
+}
+
 /// `grpc.*`: reflection, health and the interop test service.
 pub mod grpc {
     pub mod reflection {

@@ -1,7 +1,13 @@
-//! The `h2chat` command: `h2chat serve` runs the server, `h2chat chat` is the chat client.
+//! The `h2chat` command: `h2chat serve` runs the server; `h2chat chat` is the chat client;
+//! `h2chat stdio` runs the server as a JSON-lines node on stdin/stdout; `h2chat bench …` measures
+//! one.
+
+#[path = "h2chat/bench.rs"]
+mod bench;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,9 +16,15 @@ use h2chat::app::{self, AppConfig};
 use h2chat::chat::{self, ChatConfig};
 use h2chat::grpc::codec::DEFAULT_MAX_MESSAGE_BYTES;
 use h2chat::grpc::server::{self as srv, ServerConfig};
+use h2chat::logring::{self, LogRing};
+use h2chat::logwatch::LogsConfig;
 use h2chat::render::Format;
 use h2chat::room::{self, RoomLimits};
+use h2chat::stdio::{self, StdioConfig};
+use h2chat::tailfile;
 use h2chat::terminal::{self, ChatOptions};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -30,6 +42,11 @@ struct Cli {
 enum Command {
     /// Run the gRPC server (chat, reflection and the other services).
     Serve(ServeArgs),
+    /// Measure a running server: fan-out, idle members, and the raw-h2 unary baseline.
+    Bench(bench::BenchArgs),
+    /// Run the same server as a JSON-lines node: requests on stdin, replies on stdout, logs on
+    /// stderr.
+    Stdio(StdioArgs),
     /// Chat in a room: interactive in a terminal, else one message per input line.
     ///
     /// Exit codes: 0 left normally; 1 local failure; 2 bad usage; 3 server unreachable; 4 name
@@ -59,6 +76,26 @@ enum FormatArg {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+#[derive(Args)]
+struct StdioArgs {
+    /// Log entries the server keeps for LogWatcher.WatchLogs.
+    #[arg(long, default_value_t = logring::DEFAULT_LOG_HISTORY)]
+    log_history: usize,
+    /// A file to follow like `tail -F` into the log (one entry per line; a leading level word
+    /// such as ERROR sets the level).
+    #[arg(long)]
+    watch_file: Option<PathBuf>,
+    /// Milliseconds between two looks at the watch file.
+    #[arg(long, default_value_t = tailfile::DEFAULT_POLL_INTERVAL.as_millis() as u64)]
+    watch_poll_ms: u64,
+    /// Seconds running calls may go on once stdin has ended.
+    #[arg(long, default_value_t = stdio::DEFAULT_DRAIN_TIMEOUT.as_secs_f64())]
+    drain_timeout: f64,
+    /// Longest input line in bytes.
+    #[arg(long, default_value_t = stdio::DEFAULT_MAX_LINE_BYTES)]
+    max_line_bytes: usize,
 }
 
 #[derive(Args)]
@@ -133,10 +170,21 @@ struct ServeArgs {
     /// Posts a member may make in a burst before the rate applies.
     #[arg(long, default_value_t = chat::DEFAULT_POST_BURST)]
     post_burst: f64,
+    /// Log entries the server keeps for LogWatcher.WatchLogs.
+    #[arg(long, default_value_t = logring::DEFAULT_LOG_HISTORY)]
+    log_history: usize,
+    /// A file to follow like `tail -F` into the log (one entry per line; a leading level word
+    /// such as ERROR sets the level).
+    #[arg(long)]
+    watch_file: Option<PathBuf>,
+    /// Milliseconds between two looks at the watch file.
+    #[arg(long, default_value_t = tailfile::DEFAULT_POLL_INTERVAL.as_millis() as u64)]
+    watch_poll_ms: u64,
 }
 
 impl ServeArgs {
-    fn config(&self) -> AppConfig {
+    /// The configuration, with `ring` as the log the server records into and watchers read.
+    fn config(&self, ring: LogRing) -> AppConfig {
         let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
         AppConfig {
             server: ServerConfig {
@@ -169,17 +217,25 @@ impl ServeArgs {
                 post_burst: self.post_burst,
                 max_joins_per_connection: self.max_joins_per_connection,
             },
+            logs: LogsConfig {
+                ring,
+                watch_file: self.watch_file.clone(),
+                poll_interval: Duration::from_millis(self.watch_poll_ms.max(1)),
+            },
         }
     }
 }
 
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+/// Logs to stderr and, if given, into `ring`, both filtered by `RUST_LOG` (default `info`).
+fn init_logging(ring: Option<&LogRing>) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(std::io::stderr().is_terminal());
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(ring.map(LogRing::layer))
         .init();
 }
 
@@ -206,11 +262,12 @@ async fn shutdown_signal() {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    init_logging();
+    let ring = LogRing::new(args.log_history);
+    init_logging(Some(&ring));
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
-    let server = app::build(args.config());
+    let server = app::build(args.config(ring));
     tracing::info!(addr = %listener.local_addr()?, services = ?server.service_names(), "listening");
     server.serve(listener, shutdown_signal()).await?;
     Ok(())
@@ -219,7 +276,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
 /// Runs the chat client; the runtime is shut down without waiting for a pending read of stdin.
 fn chat(runtime: tokio::runtime::Runtime, args: ChatArgs) -> ExitCode {
     if std::env::var_os("RUST_LOG").is_some() {
-        init_logging();
+        init_logging(None);
     }
     let options = ChatOptions {
         addr: args.addr,
@@ -235,6 +292,25 @@ fn chat(runtime: tokio::runtime::Runtime, args: ChatArgs) -> ExitCode {
     ExitCode::from(code)
 }
 
+async fn run_stdio(args: StdioArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let ring = LogRing::new(args.log_history);
+    init_logging(Some(&ring));
+    let config = StdioConfig {
+        app: AppConfig {
+            logs: LogsConfig {
+                ring,
+                watch_file: args.watch_file,
+                poll_interval: Duration::from_millis(args.watch_poll_ms.max(1)),
+            },
+            ..AppConfig::default()
+        },
+        drain_timeout: Duration::from_secs_f64(args.drain_timeout.max(0.0)),
+        max_line_bytes: args.max_line_bytes,
+    };
+    stdio::run(config, tokio::io::stdin(), tokio::io::stdout()).await?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -246,6 +322,8 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Stdio(args) => runtime.block_on(run_stdio(args)),
+        Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::Chat(args) => return chat(runtime, args),
     };
     match result {

@@ -335,11 +335,17 @@ impl Call {
         poll_fn(|cx| self.lock().poll_flush(cx, id)).await
     }
 
-    /// Keeps taking received bytes from h2 while the handler does something else (see
-    /// `Inner::poll_drain`). The server polls this beside the handler; it never completes.
-    pub(crate) async fn drain_received(&self) {
+    /// What the server polls beside the handler, under one lock: keeps taking received bytes out
+    /// of h2 while the handler does something else (see `Inner::poll_drain`), and resolves when
+    /// the client resets the stream or the connection is lost.
+    pub(crate) async fn watch_peer(&self) -> CloseCause {
         let id = self.info.stream_id;
-        poll_fn(|cx| self.lock().poll_drain(cx, id)).await
+        poll_fn(|cx| {
+            let mut inner = self.lock();
+            let _ = inner.poll_drain(cx, id);
+            inner.poll_gone(cx, id)
+        })
+        .await
     }
 
     /// Resolves when the client resets the stream or the connection is lost. Use it beside any

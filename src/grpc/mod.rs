@@ -18,5 +18,5 @@ pub mod timeout;
 pub use call::{Call, CallState, CloseCause};
 pub use client::{CallOptions, Channel, ClientCall, ClientError};
 pub use router::{BoxFuture, CallResult, Router, Service};
-pub use server::{Server, ServerConfig, ShutdownSignal};
+pub use server::{Server, ServerConfig, ShutdownSignal, ShutdownTrigger};
 pub use status::{Code, Status};

@@ -15,7 +15,7 @@
 use std::future::{pending, poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ use h2::RecvStream;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::call::{Call, CallInfo};
@@ -60,6 +60,9 @@ pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time graceful shutdown waits for connections to close.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Least time between two warnings that the connection limit is reached.
+const CONNECTION_LIMIT_WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Source of [`CallInfo::connection_id`].
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
@@ -114,36 +117,75 @@ impl Default for ServerConfig {
 }
 
 /// Tells services that the server is shutting down. Cheap to clone.
+///
+/// Every call polls it beside its handler on every wake-up, so a poll costs one atomic load: the
+/// waiter registers with the notifier once, not on every poll.
 #[derive(Clone, Debug)]
 pub struct ShutdownSignal {
-    rx: watch::Receiver<bool>,
+    inner: Arc<SignalState>,
+}
+
+#[derive(Debug, Default)]
+struct SignalState {
+    fired: AtomicBool,
+    notify: Notify,
+}
+
+/// Fires a [`ShutdownSignal`].
+#[derive(Debug)]
+pub struct ShutdownTrigger {
+    inner: Arc<SignalState>,
+}
+
+impl ShutdownTrigger {
+    /// Starts shutdown: every clone of the signal reads `true` and every waiter wakes.
+    pub fn fire(&self) {
+        self.inner.fired.store(true, Ordering::SeqCst);
+        self.inner.notify.notify_waiters();
+    }
 }
 
 impl ShutdownSignal {
-    /// A signal that fires when `true` is sent on the paired sender.
-    pub fn new() -> (watch::Sender<bool>, ShutdownSignal) {
-        let (tx, rx) = watch::channel(false);
-        (tx, ShutdownSignal { rx })
+    /// A signal and the trigger that fires it.
+    pub fn new() -> (ShutdownTrigger, ShutdownSignal) {
+        let inner = Arc::new(SignalState::default());
+        (
+            ShutdownTrigger {
+                inner: inner.clone(),
+            },
+            ShutdownSignal { inner },
+        )
     }
 
     /// Whether shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
-        *self.rx.borrow()
+        self.inner.fired.load(Ordering::SeqCst)
     }
 
-    /// Resolves once shutdown has begun (or the server is gone).
+    /// Resolves once shutdown has begun.
     ///
-    /// Every poll first reads the flag itself: a waiter polled after the signal fired is ready
-    /// at once, even before its wake-up arrives (`watch` wakes its waiters one group after
-    /// another, so one task may see the signal while another's waiter is not yet woken).
+    /// Every poll first reads the flag itself, so a waiter polled after the signal fired is ready
+    /// at once, even before its own wake-up arrives.
     pub async fn wait(&self) {
-        let mut rx = self.rx.clone();
-        let mut changed = std::pin::pin!(rx.wait_for(|down| *down));
+        let notified = self.inner.notify.notified();
+        tokio::pin!(notified);
+        let mut registered: Option<std::task::Waker> = None;
         poll_fn(|cx| {
             if self.is_shutting_down() {
                 return Poll::Ready(());
             }
-            changed.as_mut().poll(cx).map(|_| ())
+            let stale = registered.as_ref().is_none_or(|w| !w.will_wake(cx.waker()));
+            if stale {
+                if notified.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+                registered = Some(cx.waker().clone());
+                // Fired between the first check and the registration: not missed.
+                if self.is_shutting_down() {
+                    return Poll::Ready(());
+                }
+            }
+            Poll::Pending
         })
         .await
     }
@@ -153,7 +195,7 @@ impl ShutdownSignal {
 pub struct Server {
     config: Arc<ServerConfig>,
     router: Router,
-    trigger: watch::Sender<bool>,
+    trigger: ShutdownTrigger,
     signal: ShutdownSignal,
 }
 
@@ -214,10 +256,22 @@ impl Server {
         listener: TcpListener,
         signal: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        let connections = Arc::new(Semaphore::new(self.config.max_connections));
+        let max_connections = self.config.max_connections;
+        let connections = Arc::new(Semaphore::new(max_connections));
         let (shared, stopper) = self.start();
         tokio::pin!(signal);
+        let mut limit_warned_at: Option<Instant> = None;
         loop {
+            if connections.available_permits() == 0
+                && limit_warned_at.is_none_or(|at| at.elapsed() >= CONNECTION_LIMIT_WARN_INTERVAL)
+            {
+                // An operator may want a higher limit: new clients now wait in the backlog.
+                warn!(
+                    max_connections,
+                    "connection limit reached; new clients wait until a connection closes"
+                );
+                limit_warned_at = Some(Instant::now());
+            }
             let permit = tokio::select! {
                 p = connections.clone().acquire_owned() => p,
                 () = &mut signal => break,
@@ -270,7 +324,7 @@ impl Server {
 
 /// Runs graceful shutdown once the caller has dropped its own [`Shared`].
 struct Stopper {
-    trigger: watch::Sender<bool>,
+    trigger: ShutdownTrigger,
     alive: mpsc::Receiver<()>,
     grace: Duration,
 }
@@ -278,7 +332,7 @@ struct Stopper {
 impl Stopper {
     /// Fires the shutdown signal, then waits for every task to end, at most `grace`.
     async fn stop(mut self) {
-        let _ = self.trigger.send(true);
+        self.trigger.fire();
         if tokio::time::timeout(self.grace, self.alive.recv())
             .await
             .is_err()
@@ -329,7 +383,7 @@ async fn serve_connection<T>(
         .map(|p| Keepalive::new(p, cfg.keepalive_interval));
     loop {
         let next = tokio::select! {
-            next = conn.accept() => next,
+            next = poll_fn(|cx| conn.poll_accept(cx)) => next,
             () = shared.signal.wait(), if !draining => {
                 // GOAWAY now; keep driving the connection until its calls end.
                 conn.graceful_shutdown();
@@ -462,12 +516,11 @@ async fn run_call(
             // The handler first: on shutdown it may still say goodbye (health sends NOT_SERVING).
             biased;
             result = &mut handler => Some(result),
-            cause = call.cancelled() => {
+            cause = call.watch_peer() => {
                 debug!(?cause, "client went away; handler stopped");
                 None
             }
             () = sleep_until(deadline) => Some(Err(Status::deadline_exceeded("deadline exceeded"))),
-            () = call.drain_received() => None,
             () = shared.signal.wait() => {
                 // The signal may have fired after the handler was polled in this same round (the
                 // task was woken by something else): poll the handler once more, now that the

@@ -71,3 +71,23 @@ pub fn require_tool(name: &str) -> std::path::PathBuf {
     }
     panic!("{name} is not on PATH: run the README's test command, which installs it");
 }
+
+/// A file in the temp dir holding these lines, removed on drop.
+pub struct TempFile(pub std::path::PathBuf);
+
+impl TempFile {
+    /// Writes `lines`, each ended by a newline, to a file named after `name` and this process.
+    pub fn with_lines(name: &str, lines: &[&str]) -> TempFile {
+        let path = std::env::temp_dir().join(format!("h2chat-{}-{name}", std::process::id()));
+        let mut text = lines.join("\n");
+        text.push('\n');
+        std::fs::write(&path, text).expect("write temp file");
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

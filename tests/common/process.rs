@@ -15,15 +15,22 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `h2chat serve --addr 127.0.0.1:0 <args>` and waits for its "listening" log line.
     pub fn start(args: &[&str]) -> ServerProcess {
+        ServerProcess::start_command(&["serve"], args)
+    }
+
+    /// Starts `h2chat <command> --addr 127.0.0.1:0 <args>` (any subcommand that serves and logs
+    /// "listening … addr=…") and waits for its "listening" log line.
+    pub fn start_command(command: &[&str], args: &[&str]) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_h2chat"))
-            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(command)
+            .args(["--addr", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start h2chat serve");
+            .expect("start h2chat");
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
         let addr = loop {

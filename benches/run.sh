@@ -1,0 +1,282 @@
+#!/usr/bin/env bash
+# The standard h2chat scenarios: builds release, runs each against a fresh `h2chat serve` pinned to
+# one core (taskset -c $SERVER_CPU) with the load pinned to another (taskset -c $LOAD_CPU), and
+# prints the markdown table the README shows. Every load is bounded in count and time.
+#
+#   benches/run.sh            # the standard scale (about two minutes)
+#   benches/run.sh --quick    # reduced scale: checks the scenarios work; figures are not the real ones
+#
+# Environment: SERVER_CPU (default 0), LOAD_CPU (default 1), OUT (default target/bench: raw JSON
+# lines, h2load output and server logs land there). Servers listen on 127.0.0.1, on a free port.
+#
+# Needs: Linux /proc, taskset (util-linux), h2load (Debian package nghttp2-client; installed here if
+# missing and running as root). 20,000 connections need `ulimit -n` above 20,000 for the server and
+# the bench: the script raises it to 65536 when it may (root with CAP_SYS_RESOURCE), else to the
+# hard limit, and runs scenario (d3) with as many connections as that allows, saying so.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+[[ "${1:-}" == "--quick" ]] && quick=1
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+OUT=${OUT:-target/bench}
+mkdir -p "$OUT"
+
+if ((quick)); then
+  A_MSGS=5000 B_MSGS=2500 C_MSGS=400 D1=500 D1C=50 D2=500 D3=2000 E_N=50000
+else
+  A_MSGS=100000 B_MSGS=25000 C_MSGS=4000 D1=5000 D1C=50 D2=5000 D3=20000 E_N=500000
+fi
+E_ROUNDS=3
+
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+nofile=$(ulimit -n)
+
+if ! command -v h2load >/dev/null; then
+  if [[ $(id -u) == 0 ]]; then
+    apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null
+  else
+    echo "h2load is missing: apt-get install -y nghttp2-client" >&2
+    exit 1
+  fi
+fi
+
+if (($(nproc) >= 2)); then
+  on_server=(taskset -c "$SERVER_CPU")
+  on_load=(taskset -c "$LOAD_CPU")
+  pinning="server on CPU $SERVER_CPU, load on CPU $LOAD_CPU"
+else
+  on_server=() on_load=()
+  pinning="one CPU: nothing pinned, server and load share it"
+fi
+
+cargo build --release --quiet
+BIN=target/release/h2chat
+load_before=$(cut -d' ' -f1 /proc/loadavg)
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# start NAME ARGS...: starts `h2chat ARGS` on the server CPU, on a free port of 127.0.0.1, and waits
+# until it listens; sets $pid and $addr.
+start() {
+  local name=$1
+  shift
+  "${on_server[@]}" "$BIN" "$@" --addr 127.0.0.1:0 >/dev/null 2>"$OUT/$name.log" &
+  pid=$!
+  pids+=("$pid")
+  for _ in $(seq 100); do
+    addr=$(sed -nE 's/.*listening.* addr=([0-9.:]+).*/\1/p' "$OUT/$name.log" 2>/dev/null | head -1)
+    [[ -n "$addr" ]] && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "$name did not start; see $OUT/$name.log" >&2
+  exit 1
+}
+
+stop() {
+  kill -TERM "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+# serve NAME: a fresh chat server, posting unlimited; sets $pid and $addr.
+serve() {
+  start "serve-$1" serve --max-post-rate 0
+}
+
+# load NAME ARGS...: `h2chat bench ARGS` on the load CPU; its JSON line goes to $OUT/NAME.json.
+load() {
+  local name=$1
+  shift
+  "${on_load[@]}" "$BIN" bench "$@" >"$OUT/$name.json" 2>"$OUT/$name.txt" || true
+  cat "$OUT/$name.txt" >&2
+  [[ -s "$OUT/$name.json" ]] || { echo "bench $name produced no report" >&2; exit 1; }
+}
+
+# field NAME KEY: a value from a report (flat JSON).
+field() {
+  sed -nE "s/.*\"$2\":(\"[^\"]*\"|[^,}]*).*/\1/p" "$OUT/$1.json" | tr -d '"'
+}
+
+rows=()
+# row SCENARIO FIGURE MEASURED TARGET MET
+row() { rows+=("| $1 | $2 | $3 | $4 | $5 |"); }
+# check VALUE OP LIMIT: "met" or "not met" (OP: le, lt, ge, eq); "n/a" for a missing value.
+check() {
+  [[ -z "$1" || "$1" == null ]] && { echo "n/a"; return; }
+  awk -v v="$1" -v l="$3" -v op="$2" 'BEGIN {
+    ok = (op == "le" && v <= l) || (op == "lt" && v < l) || (op == "ge" && v >= l) || (op == "eq" && v == l)
+    print (ok ? "met" : "**not met**") }'
+}
+fmt() { [[ -z "$1" || "$1" == null ]] && echo "n/a" || awk -v v="$1" -v d="${2:-0}" 'BEGIN { printf "%.*f", d, v }'; }
+# client_note NAME: flags a run whose client used most of its core (the figure may be client-bound).
+client_note() {
+  local u
+  u=$(field "$1" client_cpu_util)
+  awk -v u="${u:-0}" 'BEGIN { if (u > 0.9) printf " (client CPU %.0f%%: may be client-bound)", u * 100 }'
+}
+
+# (a) 1 room x 100 members x 1 sender, 100-byte posts, flat out.
+serve a
+load a fanout --addr "$addr" --rooms 1 --members 100 --senders 1 --messages $A_MSGS \
+  --size 100 --server-pid "$pid"
+stop "$pid"
+a_desc="(a) 1 room x 100 members x 1 sender, flat out (paced by acks, window $(field a window))"
+row "$a_desc" "lost deliveries" "$(field a lost) of $(field a expected)" "0" "$(check "$(field a lost)" eq 0)"
+row "$a_desc" "server CPU per delivery" "$(fmt "$(field a server_ns_per_delivery)") ns$(client_note a)" \
+  "<= 80 ns" "$(check "$(field a server_ns_per_delivery)" le 80)"
+
+# (b) same room, the sender at 5,000 posts/s.
+serve b
+load b fanout --addr "$addr" --rooms 1 --members 100 --senders 1 --messages $B_MSGS \
+  --size 100 --rate 5000 --server-pid "$pid"
+stop "$pid"
+b_desc="(b) 1 room x 100 members, sender at 5,000 posts/s"
+p99_ms=$(awk -v v="$(field b p99_us)" 'BEGIN { print v / 1000 }')
+row "$b_desc" "p99 latency" "$(fmt "$p99_ms" 3) ms (lost $(field b lost))" "<= 0.5 ms" "$(check "$p99_ms" le 0.5)"
+row "$b_desc" "server CPU per delivery" "$(fmt "$(field b server_ns_per_delivery)") ns$(client_note b)" \
+  "<= 400 ns" "$(check "$(field b server_ns_per_delivery)" le 400)"
+
+# (c) 10 rooms x 50 members x 5 senders, flat out.
+serve c
+load c fanout --addr "$addr" --rooms 10 --members 50 --senders 5 --messages $C_MSGS \
+  --size 100 --server-pid "$pid"
+stop "$pid"
+c_desc="(c) 10 rooms x 50 members x 5 senders, flat out (paced by acks)"
+row "$c_desc" "lost deliveries" "$(field c lost) of $(field c expected)" "0" "$(check "$(field c lost)" eq 0)"
+row "$c_desc" "server CPU per delivery" "$(fmt "$(field c server_ns_per_delivery)") ns$(client_note c)" \
+  "<= 100 ns" "$(check "$(field c server_ns_per_delivery)" le 100)"
+
+# (d) idle members.
+serve d1
+load d1 idle --addr "$addr" --members $D1 --conns $D1C --server-pid "$pid"
+stop "$pid"
+row "(d1) idle: $D1 members on $D1C connections" "server RSS per member" \
+  "$(fmt "$(field d1 kib_per_member)" 2) KiB" "<= 4 KiB" "$(check "$(field d1 kib_per_member)" le 4)"
+
+serve d2
+load d2 idle --addr "$addr" --members $D2 --conns $D2 --server-pid "$pid"
+stop "$pid"
+row "(d2) idle: $D2 members on $D2 connections" "server RSS per connection + member" \
+  "$(fmt "$(field d2 kib_per_member_all_in)" 2) KiB" "<= 24 KiB" \
+  "$(check "$(field d2 kib_per_member_all_in)" le 24)"
+
+# Both processes need one file per connection, and a few more.
+d3=$D3
+((d3 > nofile - 200)) && d3=$((nofile - 200))
+serve d3
+load d3 idle --addr "$addr" --members $d3 --conns $d3 --server-pid "$pid" --settle 0.2
+stop "$pid"
+if ((d3 == D3)); then
+  d3_met=$(check "$(field d3 connect_and_join_s)" lt 10)
+else
+  d3_met="n/a: ran $d3 of $D3 (ulimit -n is $nofile)"
+fi
+row "(d3) $d3 members on $d3 connections" "connect + join time" \
+  "$(fmt "$(field d3 connect_and_join_s)" 2) s" "< 10 s for 20,000" "$d3_met"
+
+# (e) unary: h2load against UnaryCall, beside the raw-h2 baseline, alternating A/B.
+serve e
+grpc_pid=$pid grpc_addr=$addr
+start raw-h2 bench raw-h2-server
+raw_pid=$pid raw_addr=$addr
+have_testservice=1
+"$BIN" bench unary-request --out "$OUT/unary.bin" --check "$grpc_addr" 2>"$OUT/unary-check.txt" ||
+  have_testservice=0
+[[ -s "$OUT/unary.bin" ]] || "$BIN" bench unary-request --out "$OUT/unary.bin"
+clk_tck=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# h2load_run NAME ADDR PID: one h2load run; prints "req/s server-µs-per-request server-CPU-share",
+# or nothing if any request failed.
+h2load_run() {
+  local before after
+  before=$(cpu_ticks "$3")
+  timeout 300 "${on_load[@]}" h2load -n "$E_N" -c 10 -m 100 -H 'content-type: application/grpc' \
+    -H 'te: trailers' -d "$OUT/unary.bin" "http://$2/grpc.testing.TestService/UnaryCall" \
+    >"$OUT/$1.h2load.txt" 2>&1 || true
+  after=$(cpu_ticks "$3")
+  grep -q " $E_N succeeded, 0 failed, 0 errored" "$OUT/$1.h2load.txt" || return 0
+  sed -nE 's/^finished in ([0-9.]+)(m?s), ([0-9.]+) req\/s.*/\1 \2 \3/p' "$OUT/$1.h2load.txt" |
+    awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$E_N" '{
+      secs = ($2 == "ms") ? $1 / 1000 : $1; cpu = t / hz
+      printf "%s %.2f %.2f\n", $3, cpu * 1e6 / n, cpu / secs }'
+}
+grpc_runs=() raw_runs=()
+for r in $(seq $E_ROUNDS); do
+  ((have_testservice)) && grpc_runs+=("$(h2load_run "e-grpc-$r" "$grpc_addr" "$grpc_pid")")
+  raw_runs+=("$(h2load_run "e-raw-$r" "$raw_addr" "$raw_pid")")
+done
+stop "$grpc_pid"
+stop "$raw_pid"
+# median COLUMN RUNS...: the median of one column of the runs that succeeded.
+median() {
+  local col=$1
+  shift
+  printf '%s\n' "$@" | awk -v c="$col" 'NF >= 3 { print $c }' | sort -n |
+    awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'
+}
+raw_rps=$(median 1 "${raw_runs[@]}")
+raw_us=$(median 2 "${raw_runs[@]}")
+raw_share=$(median 3 "${raw_runs[@]}")
+e_desc="(e) unary UnaryCall, 10-byte payload, h2load -c 10 -m 100"
+if ((have_testservice)); then
+  grpc_rps=$(median 1 "${grpc_runs[@]}")
+  grpc_us=$(median 2 "${grpc_runs[@]}")
+  grpc_share=$(median 3 "${grpc_runs[@]}")
+  ratio=$(awk -v g="${grpc_rps:-0}" -v r="${raw_rps:-0}" 'BEGIN { if (r > 0 && g > 0) print 100 * g / r }')
+  # When the baseline's core was not busy, something else set the pace (h2load, or other work on
+  # the cores) and the req/s ratio says little: CPU per request is then the figure to read.
+  e_met=$(check "$ratio" ge 80)
+  awk -v s="${raw_share:-0}" 'BEGIN { exit !(s < 0.9) }' && e_met="$e_met (baseline core not saturated: read CPU per request)"
+  row "$e_desc" "req/s vs raw-h2 in the same run (median of $E_ROUNDS, alternating)" \
+    "$(fmt "$grpc_rps") vs $(fmt "$raw_rps") = $(fmt "$ratio" 1)%" ">= 80%" "$e_met"
+  cpu_ratio=$(awk -v g="${grpc_us:-0}" -v r="${raw_us:-0}" 'BEGIN { if (r > 0 && g > 0) print 100 * r / g }')
+  row "$e_desc" "server CPU per request, gRPC vs raw-h2" \
+    "$(fmt "$grpc_us" 2) µs vs $(fmt "$raw_us" 2) µs: raw-h2 needs $(fmt "$cpu_ratio" 1)% of ours (server core busy $(fmt "$(awk -v v="${grpc_share:-0}" 'BEGIN { print v * 100 }')")% vs $(fmt "$(awk -v v="${raw_share:-0}" 'BEGIN { print v * 100 }')")%)" \
+    "" ""
+else
+  row "$e_desc" "req/s vs raw-h2" \
+    "no working UnaryCall on the server (see $OUT/unary-check.txt); raw-h2 $(fmt "$raw_rps") req/s" \
+    ">= 80%" "n/a"
+fi
+
+cat <<EOF
+
+## Benchmarks
+
+$( ((quick)) && echo "**Quick run (reduced scale): these figures only show that the scenarios run.**" )
+$(date -u +%Y-%m-%d), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $pinning;
+load average $load_before just before the run (well above 0: other work shared the cores, and the
+latency figures suffer first).
+
+| Scenario | Figure | Measured | Target | |
+|---|---|---|---|---|
+$(printf '%s\n' "${rows[@]}")
+
+Also measured: (a) $(fmt "$(field a deliveries_per_s)") deliveries/s, p50 $(fmt "$(field a p50_us)") µs;
+(b) p50 $(fmt "$(field b p50_us)") µs, max $(fmt "$(field b max_us)") µs;
+(c) $(fmt "$(field c deliveries_per_s)") deliveries/s; (d1) $(fmt "$(field d1 kib_per_conn)" 1) KiB per connection;
+(d3) peak server RSS $(fmt "$(field d3 server_peak_rss_kib)") KiB.
+A server core busy well under 100% in (e) means something else set the pace: h2load, or other work on the cores.
+Raw reports: \`$OUT/*.json\`; h2load output: \`$OUT/e-*.h2load.txt\`.
+
+Reproduce: \`benches/run.sh$( ((quick)) && echo " --quick")\` (Linux; root for \`ulimit -n 65536\`; installs nghttp2-client for h2load).
+One scenario by hand, e.g. (a):
+
+    taskset -c 0 target/release/h2chat serve --addr 127.0.0.1:50151 --max-post-rate 0 &
+    taskset -c 1 target/release/h2chat bench fanout --addr 127.0.0.1:50151 --rooms 1 --members 100 \\
+      --senders 1 --messages $A_MSGS --size 100 --server-pid \$!
+
+(e) by hand, against a server with TestService and against the baseline
+(\`h2chat bench raw-h2-server --addr 127.0.0.1:50152\`):
+
+    target/release/h2chat bench unary-request --check 127.0.0.1:50151 --out /tmp/unary.bin
+    h2load -n $E_N -c 10 -m 100 -H 'content-type: application/grpc' -H 'te: trailers' \\
+      -d /tmp/unary.bin http://127.0.0.1:50151/grpc.testing.TestService/UnaryCall
+EOF

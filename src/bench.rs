@@ -1,0 +1,131 @@
+//! `h2chat bench`: load generators that measure the server from outside, with our own client.
+//!
+//! Every bench prints one JSON line ([`report`]) for scripts and a short summary for people.
+//! Loads are bounded in count and in time and stop by themselves; given the server's process id,
+//! a bench also reports the server's CPU time and memory from `/proc` ([`proc`]).
+//!
+//! # Layout
+//! - [`fanout`]: rooms, members, senders; losses, gaps, deliveries/s, latency, CPU per delivery.
+//! - [`idle`]: many joined members doing nothing; server memory per connection and per member.
+//! - [`raw_h2`]: the baseline: an h2 server with no gRPC layer that echoes a gRPC-shaped response.
+//! - [`unary`]: the request `h2load` sends for the unary bench, and a check that a server answers it.
+//! - [`members`]: connecting and joining many members at once (shared by fanout and idle).
+//! - [`event`]: a received chat event decoded only as far as the bench needs; the stamp in a post.
+//! - [`histogram`]: a log-linear latency histogram.
+//! - [`proc`]: CPU time and memory of a process from `/proc`.
+//! - [`report`]: the one-line JSON report.
+
+pub mod event;
+pub mod fanout;
+pub mod histogram;
+pub mod idle;
+pub mod members;
+pub mod proc;
+pub mod raw_h2;
+pub mod report;
+pub mod unary;
+
+use std::fmt;
+
+use proc::ProcSample;
+use report::Report;
+
+/// Why a bench could not run (bad arguments, server unreachable, a join refused, a deadline).
+/// What goes wrong *during* a run is counted in the report instead.
+#[derive(Debug)]
+pub struct BenchError(String);
+
+impl BenchError {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> BenchError {
+        BenchError(message.into())
+    }
+}
+
+impl fmt::Display for BenchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BenchError {}
+
+/// What a bench produced: the JSON report and a few lines for people.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The figures (see each bench for its keys).
+    pub report: Report,
+    /// A human summary of the same figures.
+    pub summary: String,
+}
+
+/// The bench's own time base: stamps and latencies are nanoseconds since it was made. Only one
+/// process reads it, so no clock is shared with the server.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    t0: std::time::Instant,
+}
+
+impl Clock {
+    /// A time base starting now.
+    pub fn new() -> Clock {
+        Clock {
+            t0: std::time::Instant::now(),
+        }
+    }
+
+    /// Nanoseconds since the time base started.
+    pub fn now_ns(&self) -> u64 {
+        u64::try_from(self.t0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// Reads the server's `/proc` figures when its process id was given.
+///
+/// Errors: the process cannot be read (wrong id, not Linux).
+pub fn sample_server(pid: Option<u32>) -> Result<Option<ProcSample>, BenchError> {
+    pid.map(|pid| {
+        ProcSample::read(pid)
+            .map_err(|e| BenchError::new(format!("reading /proc for server pid {pid}: {e}")))
+    })
+    .transpose()
+}
+
+/// Adds `client_cpu_s` and `client_cpu_util` (CPU seconds per wall-clock second): a value near
+/// 1.0 on a client pinned to one core means the client, not the server, may be the limit.
+pub fn add_client_cpu(
+    report: &mut Report,
+    before: Option<ProcSample>,
+    after: Option<ProcSample>,
+    wall_s: f64,
+) {
+    let cpu = before.zip(after).map(|(b, a)| a.cpu_seconds_since(&b));
+    report
+        .opt_float("client_cpu_s", cpu)
+        .opt_float("client_cpu_util", cpu.map(|c| c / wall_s));
+}
+
+/// Adds `server_cpu_s`, `server_ns_per_delivery` (null without deliveries), `server_rss_kib`
+/// and `server_peak_rss_kib`; all null without a server pid.
+pub fn add_server_figures(
+    report: &mut Report,
+    before: Option<ProcSample>,
+    after: Option<ProcSample>,
+    deliveries: u64,
+) {
+    let cpu = before.zip(after).map(|(b, a)| a.cpu_seconds_since(&b));
+    let per_delivery = cpu
+        .filter(|_| deliveries > 0)
+        .map(|c| c * 1e9 / deliveries as f64);
+    report
+        .opt_float("server_cpu_s", cpu)
+        .opt_float("server_ns_per_delivery", per_delivery)
+        .opt_int("server_rss_kib", after.map(|a| a.rss_kib))
+        .opt_int("server_peak_rss_kib", after.map(|a| a.peak_rss_kib));
+}

@@ -1,0 +1,347 @@
+//! `bench fanout`: members of chat rooms receive what a few of them post, and every delivery is
+//! checked and timed.
+//!
+//! - Every member is one `Chat` call, joined before anything is posted; members are spread over
+//!   the connections round-robin. Each member runs in its own task and decodes only `seq`, `kind`,
+//!   the gap range and the stamp at the front of the text ([`super::event`]).
+//! - Each sender posts `messages` texts of `size` bytes whose stamp holds the send time; a member
+//!   records `now - sent` for every post it receives, its own included (the echo is the ack).
+//! - Pacing: a sender never lets its room's posts get more than `window` ahead of the room's
+//!   slowest member (counted by the bench itself, not by the server), so a flat-out run measures
+//!   the server, not the history window. It wakes when its own echo arrives, and looks again at
+//!   least every millisecond. With a rate the senders also keep to their schedule: post k at
+//!   k / rate seconds, released by a thread with sub-millisecond sleeps (tokio's timer would send
+//!   them in bursts, once per millisecond).
+//! - Nothing is hidden: every gap event, every missed or repeated sequence number and every post
+//!   that did not reach every member is counted; `lost` is `expected - delivered`.
+//! - Bounded: set-up and sending end by `timeout`; members get `drain` after the last post to
+//!   receive the rest, then stop where they are.
+
+mod member;
+mod sender;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use member::{run_member, MemberCtx, MemberStats, RoomProgress, Slot};
+use sender::{run_sender, ticker, SenderCtx};
+
+use super::members::{check_open_files, connect_all, join_all, room_names, JoinSpec};
+use super::proc::ProcSample;
+use super::report::{Report, Value};
+use super::{add_client_cpu, add_server_figures, sample_server, BenchError, Clock, Outcome};
+
+/// Default number of a room's posts that may be ahead of its slowest member: half the server's
+/// default history, so a member that keeps up within the window never gets a gap.
+pub const DEFAULT_WINDOW: usize = 500;
+/// Default bound on set-up plus sending.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default time members have after the last post to receive everything.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
+
+/// What to run. [`FanoutConfig::new`] gives the defaults of the command line.
+#[derive(Clone, Debug)]
+pub struct FanoutConfig {
+    /// The server.
+    pub addr: SocketAddr,
+    /// Number of rooms.
+    pub rooms: usize,
+    /// Members per room.
+    pub members: usize,
+    /// Members per room that post (the first ones of each room).
+    pub senders: usize,
+    /// Posts per sender.
+    pub messages: usize,
+    /// Bytes of each post's text (at least its stamp, about 20 bytes).
+    pub size: usize,
+    /// Posts per second per sender; `None` is flat out.
+    pub rate: Option<f64>,
+    /// Connections the members are spread over; `None` gives each member its own.
+    pub conns: Option<usize>,
+    /// Posts a room may have ahead of its slowest member.
+    pub window: usize,
+    /// The server's process id, to report its CPU time and memory.
+    pub server_pid: Option<u32>,
+    /// Bound on set-up plus sending.
+    pub timeout: Duration,
+    /// Time after the last post for the members to receive everything.
+    pub drain: Duration,
+}
+
+impl FanoutConfig {
+    /// One room of 100 members, one sender, 1000 posts of 100 bytes, flat out.
+    pub fn new(addr: SocketAddr) -> FanoutConfig {
+        FanoutConfig {
+            addr,
+            rooms: 1,
+            members: 100,
+            senders: 1,
+            messages: 1000,
+            size: 100,
+            rate: None,
+            conns: None,
+            window: DEFAULT_WINDOW,
+            server_pid: None,
+            timeout: DEFAULT_TIMEOUT,
+            drain: DEFAULT_DRAIN,
+        }
+    }
+
+    fn check(&self) -> Result<(), BenchError> {
+        let fail = |m: &str| Err(BenchError::new(m));
+        if self.rooms == 0 || self.members == 0 || self.messages == 0 || self.window == 0 {
+            return fail("--rooms, --members, --messages and --window must be at least 1");
+        }
+        if self.senders == 0 || self.senders > self.members {
+            return fail("--senders must be between 1 and --members");
+        }
+        if self.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            return fail("--rate must be a positive number of posts per second");
+        }
+        if self.conns == Some(0) {
+            return fail("--conns must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Runs the bench. Errors only when it cannot run (connecting, joining, bad arguments); losses
+/// and failed calls during the run are in the report.
+pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
+    cfg.check()?;
+    let cfg = Arc::new(cfg);
+    let deadline = Instant::now() + cfg.timeout;
+    let total = cfg.rooms * cfg.members;
+    let conns = cfg.conns.unwrap_or(total).min(total);
+    check_open_files(conns)?;
+    let clock = Clock::new();
+
+    let join_start = Instant::now();
+    let channels = connect_all(cfg.addr, conns, deadline).await?;
+    let names = room_names(cfg.rooms);
+    let specs = (0..total)
+        .map(|g| JoinSpec {
+            room: names[g / cfg.members].clone(),
+            name: format!("m{}", g % cfg.members),
+            channel: g % conns,
+        })
+        .collect();
+    let calls = join_all(&channels, specs, deadline).await?;
+    let join_s = join_start.elapsed().as_secs_f64();
+
+    let rooms: Vec<Arc<RoomProgress>> = (0..cfg.rooms)
+        .map(|_| {
+            Arc::new(RoomProgress {
+                posted: AtomicU64::new(0),
+                accounted: (0..cfg.members).map(|_| Slot::default()).collect(),
+            })
+        })
+        .collect();
+    let expected_each = (cfg.senders * cfg.messages) as u64;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut members = Vec::with_capacity(total);
+    let mut senders = Vec::with_capacity(cfg.rooms * cfg.senders);
+    let mut quiet_halves = Vec::with_capacity(total);
+    for (g, call) in calls.into_iter().enumerate() {
+        let (r, j) = (g / cfg.members, g % cfg.members);
+        let room = rooms[r].clone();
+        let (tx, rx) = call.split();
+        let own = if j < cfg.senders {
+            let id = (r * cfg.senders + j) as u32;
+            let notify = Arc::new(Notify::new());
+            let ctx = SenderCtx {
+                room: room.clone(),
+                id,
+                notify: notify.clone(),
+                clock,
+            };
+            senders.push((tx, ctx));
+            Some((id, notify))
+        } else {
+            quiet_halves.push(tx);
+            None
+        };
+        let ctx = MemberCtx {
+            room,
+            index: j,
+            expected: expected_each,
+            own,
+            clock,
+        };
+        members.push(tokio::spawn(run_member(rx, ctx, stop_rx.clone())));
+    }
+
+    let server_before = sample_server(cfg.server_pid)?;
+    let self_before = ProcSample::read_self().ok();
+    let start = Instant::now();
+    let start_ns = clock.now_ns();
+    let ticks = match cfg.rate {
+        Some(rate) => Some(
+            ticker(rate, cfg.messages as u64)
+                .map_err(|e| BenchError::new(format!("starting the ticker thread: {e}")))?,
+        ),
+        None => None,
+    };
+    let senders: Vec<_> = senders
+        .into_iter()
+        .map(|(tx, ctx)| {
+            let stop = stop_rx.clone();
+            tokio::spawn(run_sender(tx, ctx, cfg.clone(), ticks.clone(), stop))
+        })
+        .collect();
+    let senders = wait_all(senders, deadline, &stop_tx).await?;
+    let drain_deadline = (Instant::now() + cfg.drain).min(deadline.max(Instant::now()));
+    let members = wait_all(members, drain_deadline, &stop_tx).await?;
+    let end = Instant::now();
+    let server_after = sample_server(cfg.server_pid)?;
+    let self_after = ProcSample::read_self().ok();
+
+    let mut report = Report::new("fanout");
+    report
+        .int("rooms", cfg.rooms as u64)
+        .int("members_per_room", cfg.members as u64)
+        .int("senders_per_room", cfg.senders as u64)
+        .int("messages_per_sender", cfg.messages as u64)
+        .int("size", cfg.size as u64)
+        .opt_float("rate", cfg.rate)
+        .int("conns", conns as u64)
+        .str("pacing", if cfg.rate.is_some() { "rate" } else { "acks" })
+        .int("window", cfg.window as u64)
+        .float("join_s", join_s);
+    let (mut posted, mut stalls, mut errors, mut first_error) = (0, 0, 0, None);
+    for (stats, _tx) in &senders {
+        posted += stats.posted;
+        stalls += stats.stalls;
+        if let Some(e) = &stats.error {
+            errors += 1;
+            first_error.get_or_insert_with(|| format!("sender: {e}"));
+        }
+    }
+    // What each room's members should have received: every post its senders began, each. A post
+    // begun but never handed to h2 (a sender stopped mid-send) counts as lost, not as unsent.
+    let expected: u64 = rooms
+        .iter()
+        .map(|room| room.posted.load(Ordering::Acquire) * cfg.members as u64)
+        .sum();
+    let mut all = MemberStats::default();
+    let mut stopped = 0;
+    for (stats, _rx) in &members {
+        all.delivered += stats.delivered;
+        all.gap_events += stats.gap_events;
+        all.missed += stats.missed;
+        all.seq_errors += stats.seq_errors;
+        all.undecodable += stats.undecodable;
+        all.latency.merge(&stats.latency);
+        all.last_ns = all.last_ns.max(stats.last_ns);
+        stopped += u64::from(stats.stopped);
+        if let Some(e) = &stats.error {
+            errors += 1;
+            first_error.get_or_insert_with(|| format!("member: {e}"));
+        }
+    }
+    let planned = (cfg.rooms * cfg.senders * cfg.messages) as u64;
+    let elapsed_s = if all.last_ns > start_ns {
+        (all.last_ns - start_ns) as f64 / 1e9
+    } else {
+        end.duration_since(start).as_secs_f64()
+    };
+    let us = |ns: u64| ns as f64 / 1e3;
+    let lat = &all.latency;
+    report
+        .int("planned_posts", planned)
+        .int("posted", posted)
+        .int("expected", expected)
+        .int("delivered", all.delivered)
+        .int("lost", expected.saturating_sub(all.delivered))
+        .int("gap_events", all.gap_events)
+        .int("missed_in_gaps", all.missed)
+        .int("seq_errors", all.seq_errors)
+        .int("undecodable", all.undecodable)
+        .int("window_stalls", stalls)
+        .int("members_stopped", stopped)
+        .int("call_errors", errors)
+        .float("elapsed_s", elapsed_s)
+        .float("deliveries_per_s", all.delivered as f64 / elapsed_s)
+        .float("posts_per_s", posted as f64 / elapsed_s)
+        .float("p50_us", us(lat.quantile(0.50)))
+        .float("p90_us", us(lat.quantile(0.90)))
+        .float("p99_us", us(lat.quantile(0.99)))
+        .float("max_us", us(lat.max()));
+    let wall = end.duration_since(start).as_secs_f64();
+    add_client_cpu(&mut report, self_before, self_after, wall);
+    add_server_figures(&mut report, server_before, server_after, all.delivered);
+    if let Some(e) = first_error {
+        report.str("first_error", e);
+    }
+    let summary = summary(&report, &cfg, conns);
+    // Ending the calls makes every member leave; nothing is measured any more.
+    drop((members, senders, quiet_halves, channels));
+    Ok(Outcome { report, summary })
+}
+
+/// Waits for every task until `deadline`; then tells the rest to stop and waits for them.
+async fn wait_all<T>(
+    tasks: Vec<JoinHandle<T>>,
+    deadline: Instant,
+    stop: &watch::Sender<bool>,
+) -> Result<Vec<T>, BenchError> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for mut task in tasks {
+        let result = match tokio::time::timeout_at(deadline, &mut task).await {
+            Ok(r) => r,
+            Err(_) => {
+                stop.send_replace(true);
+                task.await
+            }
+        };
+        out.push(result.map_err(|e| BenchError::new(format!("bench task failed: {e}")))?);
+    }
+    Ok(out)
+}
+
+fn summary(r: &Report, cfg: &FanoutConfig, conns: usize) -> String {
+    let f = |k: &str| r.number(k);
+    let pacing = match cfg.rate {
+        Some(rate) => format!(
+            "{rate} posts/s per sender (window {} as a safety net)",
+            cfg.window
+        ),
+        None => format!("flat out, paced by acks, window {}", cfg.window),
+    };
+    let mut s = format!(
+        "fanout: {} room(s) x {} members on {conns} connection(s); {} sender(s)/room x {} posts of {} B; {pacing}\n\
+         deliveries: {} expected, {} delivered, {} lost, {} gap events, {} seq errors; {:.0}/s over {:.2} s\n\
+         latency: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms\n\
+         client: {:.2} s CPU ({:.0}% of one core)",
+        cfg.rooms, cfg.members, cfg.senders, cfg.messages, cfg.size,
+        f("expected"), f("delivered"), f("lost"), f("gap_events"), f("seq_errors"),
+        f("deliveries_per_s"), f("elapsed_s"),
+        f("p50_us") / 1e3, f("p90_us") / 1e3, f("p99_us") / 1e3, f("max_us") / 1e3,
+        f("client_cpu_s"), f("client_cpu_util") * 100.0,
+    );
+    if cfg.server_pid.is_some() {
+        s.push_str(&format!(
+            "\nserver: {:.2} s CPU, {:.0} ns/delivery, RSS {:.1} MiB (peak {:.1} MiB)",
+            f("server_cpu_s"),
+            f("server_ns_per_delivery"),
+            f("server_rss_kib") / 1024.0,
+            f("server_peak_rss_kib") / 1024.0
+        ));
+    }
+    if let Some(Value::Str(e)) = r.get("first_error") {
+        s.push_str(&format!("\nerrors: {} (first: {e})", f("call_errors")));
+    }
+    if f("members_stopped") > 0.0 {
+        s.push_str(&format!(
+            "\n{} member(s) stopped by --timeout/--drain before receiving everything",
+            f("members_stopped")
+        ));
+    }
+    s
+}

@@ -1,0 +1,176 @@
+//! `bench idle`: what joined members that post nothing cost the server — memory per connection,
+//! memory per member, and how long joining takes.
+//!
+//! Steps, each measured on the server's `/proc` after `settle`: nothing yet (base); `conns`
+//! connections open, each having made one `Members` call so the server has surely set it up
+//! ([`connect_all`]);
+//! `members` members joined over those connections (member `i` on connection `i % conns`, rooms of
+//! `members_per_room`). Every member keeps reading the join events of its room, as a real client
+//! would, so none of them lags behind.
+//!
+//! Per-connection memory is `(conns - base) / conns`, per-member `(joined - conns) / members`, and
+//! all-in `(joined - base) / members` (with one connection per member: a connection plus a member).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::members::{check_open_files, connect_all, join_all, room_names, JoinSpec};
+use super::proc::ProcSample;
+use super::report::Report;
+use super::{sample_server, BenchError, Outcome};
+
+/// Default members per room: rooms stay small, so join events do not dominate.
+pub const DEFAULT_MEMBERS_PER_ROOM: usize = 100;
+/// Default pause before each memory reading, for the server to finish what it was doing.
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(1);
+/// Default bound on connecting plus joining.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What to run. [`IdleConfig::new`] gives the defaults of the command line.
+#[derive(Clone, Debug)]
+pub struct IdleConfig {
+    /// The server.
+    pub addr: SocketAddr,
+    /// Members to join (0: connections only).
+    pub members: usize,
+    /// Connections to spread them over.
+    pub conns: usize,
+    /// Members per room.
+    pub members_per_room: usize,
+    /// The server's process id, to report its memory and CPU time.
+    pub server_pid: Option<u32>,
+    /// Pause before each memory reading.
+    pub settle: Duration,
+    /// Bound on connecting plus joining.
+    pub timeout: Duration,
+}
+
+impl IdleConfig {
+    /// 5,000 members over 50 connections, rooms of 100.
+    pub fn new(addr: SocketAddr) -> IdleConfig {
+        IdleConfig {
+            addr,
+            members: 5000,
+            conns: 50,
+            members_per_room: DEFAULT_MEMBERS_PER_ROOM,
+            server_pid: None,
+            settle: DEFAULT_SETTLE,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// Runs the bench. Errors when it cannot run: bad arguments, too few open files, a connection or
+/// a join that fails, the timeout.
+pub async fn run(cfg: IdleConfig) -> Result<Outcome, BenchError> {
+    if cfg.conns == 0 || cfg.members_per_room == 0 {
+        return Err(BenchError::new(
+            "--conns and --members-per-room must be at least 1",
+        ));
+    }
+    check_open_files(cfg.conns)?;
+    let deadline = Instant::now() + cfg.timeout;
+    let base = sample_server(cfg.server_pid)?;
+    let self_base = ProcSample::read_self().ok();
+
+    let t = Instant::now();
+    let channels = connect_all(cfg.addr, cfg.conns, deadline).await?;
+    let connect_s = t.elapsed().as_secs_f64();
+    let connect_cpu = cpu_since(base, sample_server(cfg.server_pid)?);
+    let self_connect_cpu = cpu_since(self_base, ProcSample::read_self().ok());
+    tokio::time::sleep(cfg.settle).await;
+    let connected = sample_server(cfg.server_pid)?;
+    let self_connected = ProcSample::read_self().ok();
+
+    let rooms = room_names(cfg.members.div_ceil(cfg.members_per_room));
+    let specs = (0..cfg.members)
+        .map(|i| JoinSpec {
+            room: rooms[i / cfg.members_per_room].clone(),
+            name: format!("m{i}"),
+            channel: i % cfg.conns,
+        })
+        .collect();
+    let t = Instant::now();
+    let calls = join_all(&channels, specs, deadline).await?;
+    let join_s = t.elapsed().as_secs_f64();
+    let join_cpu = cpu_since(connected, sample_server(cfg.server_pid)?);
+    let self_join_cpu = cpu_since(self_connected, ProcSample::read_self().ok());
+    let readers: Vec<_> = calls
+        .into_iter()
+        .map(|mut call| {
+            tokio::spawn(async move { while let Ok(Some(_)) = call.recv_raw().await {} })
+        })
+        .collect();
+    tokio::time::sleep(cfg.settle).await;
+    let joined = sample_server(cfg.server_pid)?;
+
+    let mut report = Report::new("idle");
+    report
+        .int("members", cfg.members as u64)
+        .int("conns", cfg.conns as u64)
+        .int("members_per_room", cfg.members_per_room as u64)
+        .float("connect_s", connect_s)
+        .float("join_s", join_s)
+        .float("connect_and_join_s", connect_s + join_s);
+    let rss = |s: Option<ProcSample>| s.map(|s| s.rss_kib);
+    let per = |a: Option<ProcSample>, b: Option<ProcSample>, n: usize| {
+        let (a, b) = (a?, b?);
+        (n > 0).then(|| (b.rss_kib as f64 - a.rss_kib as f64) / n as f64)
+    };
+    report
+        .opt_int("server_rss_base_kib", rss(base))
+        .opt_int("server_rss_conns_kib", rss(connected))
+        .opt_int("server_rss_joined_kib", rss(joined))
+        .opt_int("server_peak_rss_kib", joined.map(|s| s.peak_rss_kib))
+        .opt_float("kib_per_conn", per(base, connected, cfg.conns))
+        .opt_float("kib_per_member", per(connected, joined, cfg.members))
+        .opt_float("kib_per_member_all_in", per(base, joined, cfg.members))
+        .opt_float("server_connect_cpu_s", connect_cpu)
+        .opt_float("server_join_cpu_s", join_cpu)
+        .opt_float("client_connect_cpu_s", self_connect_cpu)
+        .opt_float("client_join_cpu_s", self_join_cpu);
+    let summary = summary(&report, &cfg);
+    for reader in &readers {
+        reader.abort();
+    }
+    drop((readers, channels));
+    Ok(Outcome { report, summary })
+}
+
+fn cpu_since(before: Option<ProcSample>, after: Option<ProcSample>) -> Option<f64> {
+    before.zip(after).map(|(b, a)| a.cpu_seconds_since(&b))
+}
+
+fn summary(r: &Report, cfg: &IdleConfig) -> String {
+    let f = |k: &str| r.number(k);
+    let mut s = format!(
+        "idle: {} members over {} connection(s), rooms of {}\n\
+         connect {:.2} s, join {:.2} s (together {:.2} s); client CPU {:.2} s + {:.2} s",
+        cfg.members,
+        cfg.conns,
+        cfg.members_per_room,
+        f("connect_s"),
+        f("join_s"),
+        f("connect_and_join_s"),
+        f("client_connect_cpu_s"),
+        f("client_join_cpu_s"),
+    );
+    if cfg.server_pid.is_some() {
+        s.push_str(&format!(
+            "\nserver RSS: base {:.1} MiB, connected {:.1} MiB, joined {:.1} MiB\n\
+             {:.2} KiB per connection, {:.2} KiB per member, {:.2} KiB per member all in\n\
+             server CPU: connect {:.2} s, join {:.2} s",
+            f("server_rss_base_kib") / 1024.0,
+            f("server_rss_conns_kib") / 1024.0,
+            f("server_rss_joined_kib") / 1024.0,
+            f("kib_per_conn"),
+            f("kib_per_member"),
+            f("kib_per_member_all_in"),
+            f("server_connect_cpu_s"),
+            f("server_join_cpu_s"),
+        ));
+    }
+    s
+}

@@ -1,0 +1,121 @@
+//! CPU time and memory of a process, as Linux's `/proc` shows them.
+//!
+//! - CPU: `utime + stime` of `/proc/PID/stat`, in clock ticks (`CLK_TCK`, read from this process's
+//!   auxiliary vector; 100 on every common Linux). A tick is 10 ms, so CPU figures need runs of a
+//!   second or more to mean anything.
+//! - Memory: `VmRSS` (resident now) and `VmHWM` (peak resident) of `/proc/PID/status`, in KiB.
+
+use std::io;
+
+/// `CLK_TCK` when the auxiliary vector cannot be read.
+const DEFAULT_CLOCK_TICKS_PER_SECOND: u64 = 100;
+/// `AT_CLKTCK` in the auxiliary vector (`<elf.h>`).
+const AT_CLKTCK: u64 = 17;
+
+/// One reading of a process's CPU time and memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcSample {
+    /// User plus system CPU time, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Resident set size, KiB.
+    pub rss_kib: u64,
+    /// Peak resident set size since the process started, KiB.
+    pub peak_rss_kib: u64,
+}
+
+impl ProcSample {
+    /// Reads process `pid`. Errors: the process does not exist (or this is not Linux).
+    pub fn read(pid: u32) -> io::Result<ProcSample> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let bad =
+            |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{what} of {pid}"));
+        Ok(ProcSample {
+            cpu_ticks: cpu_ticks(&stat).ok_or_else(|| bad("/proc stat"))?,
+            rss_kib: status_kib(&status, "VmRSS:").ok_or_else(|| bad("VmRSS"))?,
+            peak_rss_kib: status_kib(&status, "VmHWM:").ok_or_else(|| bad("VmHWM"))?,
+        })
+    }
+
+    /// Reads this process.
+    pub fn read_self() -> io::Result<ProcSample> {
+        ProcSample::read(std::process::id())
+    }
+
+    /// CPU seconds spent between `earlier` and this sample.
+    pub fn cpu_seconds_since(&self, earlier: &ProcSample) -> f64 {
+        self.cpu_ticks.saturating_sub(earlier.cpu_ticks) as f64 / clock_ticks_per_second() as f64
+    }
+}
+
+/// `utime + stime` from the text of `/proc/PID/stat`. The command name (field 2) may hold spaces
+/// and parentheses, so fields are counted from the last `)`.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // After the name: state is field 3, utime field 14, stime field 15.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// A `Vm…:` line of `/proc/PID/status`, in KiB.
+fn status_kib(status: &str, field: &str) -> Option<u64> {
+    status
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Clock ticks per second of `/proc` CPU times (`getconf CLK_TCK`).
+pub fn clock_ticks_per_second() -> u64 {
+    if usize::BITS != 64 {
+        return DEFAULT_CLOCK_TICKS_PER_SECOND;
+    }
+    std::fs::read("/proc/self/auxv")
+        .ok()
+        .and_then(|auxv| {
+            // Pairs of native words: (type, value), ending with type 0.
+            auxv.chunks_exact(16).find_map(|pair| {
+                let word = |b: &[u8]| b.try_into().ok().map(u64::from_ne_bytes);
+                let (key, value) = (word(&pair[..8])?, word(&pair[8..])?);
+                (key == AT_CLKTCK).then_some(value)
+            })
+        })
+        .filter(|&t| t > 0)
+        .unwrap_or(DEFAULT_CLOCK_TICKS_PER_SECOND)
+}
+
+/// This process's soft limit on open files (`ulimit -n`), from `/proc/self/limits`; `None` when
+/// unlimited or unknown.
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_count_fields_after_the_name() {
+        let stat = "42 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0 100 200 300";
+        assert_eq!(cpu_ticks(stat), Some(300));
+        assert_eq!(cpu_ticks("42 (x) S 1"), None);
+    }
+
+    #[test]
+    fn this_process_can_be_read() {
+        let s = ProcSample::read_self().expect("read /proc/self");
+        assert!(s.rss_kib > 0 && s.peak_rss_kib >= s.rss_kib);
+        assert!(clock_ticks_per_second() >= 1);
+    }
+}
