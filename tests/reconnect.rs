@@ -1,6 +1,7 @@
 //! `h2chat chat` (and the session under it) through a TCP proxy that cuts or silences its
 //! connection, or a server that restarts: it reconnects, resumes after the last event it showed,
-//! shows every event once, in order, and posts each line once.
+//! shows every event once, in order (a gap for what the room no longer has), and posts each line
+//! once.
 
 mod common;
 
@@ -188,4 +189,48 @@ async fn next_update(session: &mut Session, want: impl Fn(&Update) -> bool) -> U
             Err(_) => panic!("no such update within {:?}", chat::PATIENCE),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_fell_out_of_the_history_while_away_is_shown_as_a_gap() {
+    let mut app = AppConfig::default();
+    app.chat.rooms.history_events = 5;
+    let server = TestServer::start(app).await;
+    let proxy = Proxy::start(server.addr).await;
+    let mut reader = ChatProcess::start(&proxy.addr.to_string(), "away", Some("reader"), &[]);
+    reader.expect_out(|l| l == "* reader joined").await;
+
+    // Away: the connection is cut and nothing answers until the room has moved on.
+    let nowhere = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    proxy.set_upstream(nowhere);
+    proxy.cut();
+    reader.expect_err(|l| l.contains("connection lost")).await;
+    let ch = Channel::connect(server.addr).await.expect("connect");
+    let mut writer = chat::join(&ch, "away", "writer").await;
+    for i in 1..=20 {
+        writer
+            .send(&chat::post(&format!("m{i:02}")))
+            .await
+            .expect("post");
+    }
+    chat::until_text(&mut writer, "m20").await;
+
+    proxy.set_upstream(server.addr);
+    reader.expect_err(|l| l.contains("reconnected")).await;
+    let gap = reader.expect_out(|l| l.starts_with("! missed ")).await;
+    reader.expect_out(|l| l.ends_with("] writer: m20")).await;
+    reader.close_stdin();
+    let done = reader.finish().await;
+    assert_eq!(done.code, Some(0), "{:#?}", done.err);
+    // Only what the room still had after the gap, each once.
+    let shown = texts_from(&done.out, "writer");
+    assert!(!shown.is_empty() && shown.len() < 20, "{gap}: {shown:?}");
+    let expected: Vec<String> = (21 - shown.len()..=20)
+        .map(|i| format!("m{i:02}"))
+        .collect();
+    assert_eq!(shown, expected, "{gap}");
+    server.shutdown().await;
 }
