@@ -31,6 +31,11 @@ pub const DEFAULT_MAX_TEXT_BYTES: usize = 4096;
 pub const DEFAULT_MAX_POST_RATE: f64 = 100.0;
 /// Default burst of posts a member may make at once.
 pub const DEFAULT_POST_BURST: f64 = 200.0;
+/// The response header of a joined `Chat` call holding the sequence number of the member's join
+/// event (decimal). A client tells its own posts from earlier ones under the same name with it: its
+/// own are the messages from its name numbered above it.
+pub const JOINED_SEQ_METADATA: &str = "chat-joined-seq";
+
 /// Default cap on joined `Chat` calls per connection.
 pub const DEFAULT_MAX_JOINS_PER_CONNECTION: usize = 256;
 
@@ -146,6 +151,8 @@ impl ChatService {
             shutdown: &self.shutdown,
             _slot: slot,
         };
+        let joined_seq = joined.member.joined_seq().to_string();
+        call.with_headers(|h| h.insert(JOINED_SEQ_METADATA, &joined_seq))?;
         call.send_headers()?;
         if !first.text.is_empty() {
             joined.member.post(&first.text);

@@ -18,6 +18,11 @@
 //! - [`stdio`]: `h2chat stdio`, the server as a JSON-lines node driven through the gRPC client.
 //! - [`bench`]: `h2chat bench` — load generators measuring the server from outside, and the raw-h2
 //!   baseline server.
+//! - [`session`]: the client side of a room: join, post, resume after a lost connection.
+//! - `link`: one joined `Chat` call on a connection of its own, for [`session`].
+//! - [`render`]: how events and session notices look, as text or JSON.
+//! - [`terminal`]: `h2chat chat` — mode choice, the interactive line-editing front end, exit codes.
+//! - [`script`]: `h2chat chat` when standard input is not a terminal.
 
 #![warn(missing_docs, unreachable_pub, clippy::all)]
 
@@ -28,11 +33,16 @@ pub mod echo;
 pub mod grpc;
 pub mod health;
 pub mod interop;
+mod link;
 pub mod logring;
 pub mod logwatch;
 pub mod pb;
 pub mod reflection;
+pub mod render;
 pub mod room;
 pub mod schema;
+pub mod script;
+pub mod session;
 pub mod stdio;
 pub mod tailfile;
+pub mod terminal;

@@ -115,6 +115,8 @@ pub struct Member {
     name: Arc<str>,
     /// The next sequence number this member has to receive.
     cursor: u64,
+    /// The sequence number of this member's join event.
+    joined_seq: u64,
     head: watch::Receiver<u64>,
     reason: LeaveReason,
 }
@@ -201,6 +203,7 @@ impl Rooms {
             room,
             name,
             cursor,
+            joined_seq: join_seq,
             head,
             reason: LeaveReason::Disconnected,
         })
@@ -342,6 +345,12 @@ impl Member {
     /// The next sequence number this member will receive.
     pub fn cursor(&self) -> u64 {
         self.cursor
+    }
+
+    /// The sequence number of this member's join event: every later event of the room has a higher
+    /// one, and this member's own posts are exactly its messages numbered above it.
+    pub fn joined_seq(&self) -> u64 {
+        self.joined_seq
     }
 
     /// Posts a text message from this member; returns its sequence number.

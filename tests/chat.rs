@@ -365,3 +365,24 @@ async fn joins_per_connection_are_capped() {
     let other = Channel::connect(server.addr).await.expect("connect");
     let _c = join(&other, "r", "c").await;
 }
+
+#[tokio::test]
+async fn join_headers_carry_the_seq_of_the_members_join_event() {
+    let (_server, ch) = setup().await;
+    let mut alice = join(&ch, "seq", "alice").await;
+    alice.send(&post("before bob")).await.expect("post");
+    until_text(&mut alice, "before bob").await;
+    let mut bob = start(&ch, &msg("seq", "bob", "")).await;
+    let joined_seq: u64 = bob
+        .headers()
+        .await
+        .expect("join accepted")
+        .get(h2chat::chat::JOINED_SEQ_METADATA)
+        .and_then(|v| v.parse().ok())
+        .expect("chat-joined-seq header");
+    let joined = next_where(&mut bob, |m| {
+        kind(m) == EventKind::Joined && m.sender_id == "bob"
+    })
+    .await;
+    assert_eq!(joined.seq, joined_seq);
+}

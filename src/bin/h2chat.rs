@@ -1,5 +1,6 @@
-//! The `h2chat` command: `h2chat serve` runs the server; `h2chat stdio` runs it as a JSON-lines
-//! node on stdin/stdout; `h2chat bench …` measures one.
+//! The `h2chat` command: `h2chat serve` runs the server; `h2chat chat` is the chat client;
+//! `h2chat stdio` runs the server as a JSON-lines node on stdin/stdout; `h2chat bench …` measures
+//! one.
 
 #[path = "h2chat/bench.rs"]
 mod bench;
@@ -10,16 +11,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use h2chat::app::{self, AppConfig};
 use h2chat::chat::{self, ChatConfig};
 use h2chat::grpc::codec::DEFAULT_MAX_MESSAGE_BYTES;
 use h2chat::grpc::server::{self as srv, ServerConfig};
 use h2chat::logring::{self, LogRing};
 use h2chat::logwatch::LogsConfig;
+use h2chat::render::Format;
 use h2chat::room::{self, RoomLimits};
 use h2chat::stdio::{self, StdioConfig};
 use h2chat::tailfile;
+use h2chat::terminal::{self, ChatOptions};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -44,6 +47,35 @@ enum Command {
     /// Run the same server as a JSON-lines node: requests on stdin, replies on stdout, logs on
     /// stderr.
     Stdio(StdioArgs),
+    /// Chat in a room: interactive in a terminal, else one message per input line.
+    ///
+    /// Exit codes: 0 left normally; 1 local failure; 2 bad usage; 3 server unreachable; 4 name
+    /// taken; 5 invalid room, name or text; 6 join refused otherwise; 130 stopped by a signal.
+    Chat(ChatArgs),
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    /// Server address, host:port.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// Room to join.
+    #[arg(long)]
+    room: String,
+    /// Name to chat as; asked for if missing (scripted: the first input line).
+    #[arg(long)]
+    name: Option<String>,
+    /// How room events are printed.
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    format: FormatArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    /// `[14:40:12] alice: hi`, `* bob joined`.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Args)]
@@ -241,6 +273,25 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Runs the chat client; the runtime is shut down without waiting for a pending read of stdin.
+fn chat(runtime: tokio::runtime::Runtime, args: ChatArgs) -> ExitCode {
+    if std::env::var_os("RUST_LOG").is_some() {
+        init_logging(None);
+    }
+    let options = ChatOptions {
+        addr: args.addr,
+        room: args.room,
+        name: args.name,
+        format: match args.format {
+            FormatArg::Text => Format::Text,
+            FormatArg::Json => Format::Json,
+        },
+    };
+    let code = runtime.block_on(terminal::run(options));
+    runtime.shutdown_background();
+    ExitCode::from(code)
+}
+
 async fn run_stdio(args: StdioArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ring = LogRing::new(args.log_history);
     init_logging(Some(&ring));
@@ -269,13 +320,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve(args) => serve(args).await,
-            Command::Stdio(args) => run_stdio(args).await,
-            Command::Bench(args) => bench::run(args).await,
-        }
-    });
+    let result = match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Stdio(args) => runtime.block_on(run_stdio(args)),
+        Command::Bench(args) => runtime.block_on(bench::run(args)),
+        Command::Chat(args) => return chat(runtime, args),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

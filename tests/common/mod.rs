@@ -9,7 +9,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod chat;
+pub mod cli;
 pub mod process;
+pub mod proxy;
 
 /// A server running in this test's runtime.
 pub struct TestServer {

@@ -1,0 +1,316 @@
+//! How a chat session looks: room events and session notices as lines of text or JSON.
+//!
+//! Text lines, one per event:
+//! - a message: `[14:40:12] alice: hi` (the server's `sent_at` in local time);
+//! - presence: `* bob joined`, `* bob left` (`(connection lost)` or `(server shutting down)` when
+//!   the member did not leave by choice);
+//! - a gap: `! missed 12 events (seq 40..=51)`.
+//!
+//! Names and texts come from other people: control characters in them are shown as `\u{FFFD}` so
+//! they cannot move the cursor or recolour the terminal. JSON lines are one object per event (see
+//! [`JsonEvent`]); JSON escaping already makes them safe.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use chrono::{DateTime, Local, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::pb::chat::v1::{ChatMessage, EventKind, LeaveReason};
+use crate::session::Update;
+
+/// How events are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line per event.
+    Json,
+}
+
+/// An event as a line (without the newline) in `format`.
+pub fn event_line(format: Format, event: &ChatMessage) -> String {
+    match format {
+        Format::Text => text_line(event),
+        Format::Json => json_line(event),
+    }
+}
+
+/// A session update that is not a room event, as a line of text (without the newline). `None`
+/// for events, which [`event_line`] renders.
+pub fn notice_line(update: &Update) -> Option<String> {
+    let line = match update {
+        Update::Event(_) => return None,
+        Update::Members(Ok(names)) => {
+            let names: Vec<Cow<'_, str>> = names.iter().map(|n| clean(n)).collect();
+            format!("members ({}): {}", names.len(), names.join(", "))
+        }
+        Update::Members(Err(status)) => format!("! /who failed: {}", status.message()),
+        Update::Reconnecting {
+            attempt: 1,
+            error,
+            retry_in,
+        } => format!(
+            "! connection lost ({}); reconnecting… (in {})",
+            clean(error),
+            seconds(*retry_in)
+        ),
+        Update::Reconnecting {
+            error, retry_in, ..
+        } => format!(
+            "! still reconnecting… ({}; next try in {})",
+            clean(error),
+            seconds(*retry_in)
+        ),
+        Update::Reconnected => "! reconnected".to_string(),
+        Update::RoomRestarted => {
+            "! the room's history started over (the server restarted): earlier events are gone"
+                .to_string()
+        }
+        Update::PostsUnconfirmed(n) => format!(
+            "! {n} of your messages may not have reached the room (the connection was lost and \
+             the events that would tell are gone)"
+        ),
+    };
+    Some(line)
+}
+
+/// An event as text.
+pub fn text_line(event: &ChatMessage) -> String {
+    let sender = clean(&event.sender_id);
+    match EventKind::try_from(event.kind) {
+        Ok(EventKind::Message) => {
+            format!(
+                "[{}] {sender}: {}",
+                clock(event.sent_at.as_ref()),
+                clean(&event.text)
+            )
+        }
+        Ok(EventKind::Joined) => format!("* {sender} joined"),
+        Ok(EventKind::Left) => match LeaveReason::try_from(event.leave_reason) {
+            Ok(LeaveReason::Disconnected) => format!("* {sender} left (connection lost)"),
+            Ok(LeaveReason::ServerShuttingDown) => {
+                format!("* {sender} left (server shutting down)")
+            }
+            _ => format!("* {sender} left"),
+        },
+        Ok(EventKind::Gap) => {
+            let missed = event
+                .gap_to
+                .saturating_sub(event.gap_from)
+                .saturating_add(1);
+            format!(
+                "! missed {missed} events (seq {}..={})",
+                event.gap_from, event.gap_to
+            )
+        }
+        Err(_) => format!("? event of unknown kind {} (seq {})", event.kind, event.seq),
+    }
+}
+
+/// An event as one JSON object. Fields that do not apply to the kind are left out.
+#[derive(Debug, Serialize)]
+pub struct JsonEvent<'a> {
+    /// `message`, `joined`, `left`, `gap`, or `unknown`.
+    pub kind: &'static str,
+    /// The room's sequence number (absent for gaps, which have none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// The room.
+    pub room: &'a str,
+    /// Who posted, joined or left.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub sender: &'a str,
+    /// The message text (for gaps, the server's description).
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub text: &'a str,
+    /// When the server stamped the event, RFC 3339 in UTC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<String>,
+    /// Why the member left: `left`, `disconnected` or `server_shutting_down`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leave_reason: Option<&'static str>,
+    /// The first sequence number missed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gap_from: Option<u64>,
+    /// The last sequence number missed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gap_to: Option<u64>,
+}
+
+impl<'a> JsonEvent<'a> {
+    /// The JSON view of `event`.
+    pub fn new(event: &'a ChatMessage) -> JsonEvent<'a> {
+        let kind = EventKind::try_from(event.kind).ok();
+        let is = |k: EventKind| kind == Some(k);
+        JsonEvent {
+            kind: match kind {
+                Some(EventKind::Message) => "message",
+                Some(EventKind::Joined) => "joined",
+                Some(EventKind::Left) => "left",
+                Some(EventKind::Gap) => "gap",
+                None => "unknown",
+            },
+            seq: (!is(EventKind::Gap)).then_some(event.seq),
+            room: &event.room_id,
+            sender: &event.sender_id,
+            text: &event.text,
+            sent_at: event
+                .sent_at
+                .as_ref()
+                .and_then(utc)
+                .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            leave_reason: is(EventKind::Left).then(|| {
+                match LeaveReason::try_from(event.leave_reason) {
+                    Ok(LeaveReason::Left) => "left",
+                    Ok(LeaveReason::Disconnected) => "disconnected",
+                    Ok(LeaveReason::ServerShuttingDown) => "server_shutting_down",
+                    _ => "unspecified",
+                }
+            }),
+            gap_from: is(EventKind::Gap).then_some(event.gap_from),
+            gap_to: is(EventKind::Gap).then_some(event.gap_to),
+        }
+    }
+}
+
+/// An event as one line of JSON.
+pub fn json_line(event: &ChatMessage) -> String {
+    // Serialising plain strings and numbers cannot fail.
+    serde_json::to_string(&JsonEvent::new(event)).unwrap_or_default()
+}
+
+/// `HH:MM:SS` in local time, `--:--:--` without a (valid) timestamp.
+pub fn clock(ts: Option<&prost_types::Timestamp>) -> String {
+    match ts.and_then(utc) {
+        Some(t) => t.with_timezone(&Local).format("%H:%M:%S").to_string(),
+        None => "--:--:--".to_string(),
+    }
+}
+
+fn utc(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?)
+}
+
+/// `0.4s`, `5s`.
+fn seconds(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// `s` with control characters replaced, so a peer cannot send terminal escapes.
+fn clean(s: &str) -> Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        Cow::Owned(
+            s.chars()
+                .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind, sender: &str, text: &str) -> ChatMessage {
+        ChatMessage {
+            room_id: "r".into(),
+            sender_id: sender.into(),
+            text: text.into(),
+            seq: 7,
+            kind: kind as i32,
+            sent_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 5_000_000,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn messages_read_time_sender_text() {
+        let line = text_line(&event(EventKind::Message, "alice", "hi"));
+        let (time, rest) = line.split_once(' ').unwrap_or_default();
+        assert_eq!(rest, "alice: hi");
+        assert_eq!(time.len(), "[14:40:12]".len());
+        assert!(time.starts_with('[') && time.ends_with(']'));
+    }
+
+    #[test]
+    fn presence_and_gaps() {
+        assert_eq!(
+            text_line(&event(EventKind::Joined, "bob", "")),
+            "* bob joined"
+        );
+        let mut left = event(EventKind::Left, "bob", "");
+        left.leave_reason = LeaveReason::Left as i32;
+        assert_eq!(text_line(&left), "* bob left");
+        left.leave_reason = LeaveReason::Disconnected as i32;
+        assert_eq!(text_line(&left), "* bob left (connection lost)");
+        let mut gap = event(EventKind::Gap, "", "");
+        gap.gap_from = 40;
+        gap.gap_to = 51;
+        assert_eq!(text_line(&gap), "! missed 12 events (seq 40..=51)");
+    }
+
+    #[test]
+    fn control_characters_are_not_passed_to_the_terminal() {
+        let line = text_line(&event(EventKind::Message, "eve\x1b[2J", "a\x07b"));
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(line.ends_with("eve\u{FFFD}[2J: a\u{FFFD}b"));
+    }
+
+    #[test]
+    fn json_has_the_fields_of_the_kind() {
+        let v: serde_json::Value =
+            serde_json::from_str(&json_line(&event(EventKind::Message, "alice", "hi")))
+                .unwrap_or_default();
+        assert_eq!(v["kind"], "message");
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["sender"], "alice");
+        assert_eq!(v["text"], "hi");
+        assert_eq!(v["sent_at"], "2023-11-14T22:13:20.005Z");
+        assert!(v.get("leave_reason").is_none() && v.get("gap_from").is_none());
+    }
+
+    #[test]
+    fn notices_say_what_the_session_does() {
+        let lost = |attempt| Update::Reconnecting {
+            attempt,
+            error: "connection reset".into(),
+            retry_in: Duration::from_millis(200),
+        };
+        assert_eq!(
+            notice_line(&lost(1)).as_deref(),
+            Some("! connection lost (connection reset); reconnecting… (in 0.2s)")
+        );
+        assert_eq!(
+            notice_line(&lost(2)).as_deref(),
+            Some("! still reconnecting… (connection reset; next try in 0.2s)")
+        );
+        assert_eq!(
+            notice_line(&Update::Reconnected).as_deref(),
+            Some("! reconnected")
+        );
+        let members = Update::Members(Ok(vec!["dave".into(), "carol".into()]));
+        assert_eq!(
+            notice_line(&members).as_deref(),
+            Some("members (2): dave, carol")
+        );
+        let event = Update::Event(event(EventKind::Joined, "bob", ""));
+        assert_eq!(notice_line(&event), None);
+    }
+
+    #[test]
+    fn durations_read_short() {
+        assert_eq!(seconds(Duration::from_millis(400)), "0.4s");
+        assert_eq!(seconds(Duration::from_secs(5)), "5s");
+    }
+}
