@@ -580,12 +580,13 @@ fn call_info(
     (connection_id, peer): (u64, SocketAddr),
 ) -> (CallInfo, Option<Status>) {
     let mut early = None;
-    let now = Instant::now();
-    let mut deadline = config.max_call_duration.map(|d| now + d);
+    // Read the clock only for calls that have a deadline.
+    let now = Instant::now;
+    let mut deadline = config.max_call_duration.map(|d| now() + d);
     if let Some(raw) = headers.get("grpc-timeout") {
         match timeout::parse(raw.as_bytes()) {
             Ok(d) => {
-                let at = now.checked_add(d);
+                let at = now().checked_add(d);
                 deadline = match (deadline, at) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
