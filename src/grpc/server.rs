@@ -358,11 +358,15 @@ async fn serve_connection<T>(
         .max_pending_accept_reset_streams(cfg.max_pending_accept_reset_streams)
         .max_local_error_reset_streams(Some(cfg.max_local_error_reset_streams))
         .data_frame_budget(cfg.small_frame_budget_bytes)
-        // Generous windows: a fast client is not held to 64 KiB per round trip. Per-call memory
-        // stays bounded because received bytes are only taken while the decoder needs them.
+        // Generous windows: a fast client is not held to 64 KiB per round trip. They also bound
+        // what a call buffers, since received capacity is released only as messages are consumed.
         .initial_window_size(1 << 20)
         .initial_connection_window_size(4 << 20);
-    let handshake = tokio::time::timeout(cfg.handshake_timeout, builder.handshake(socket)).await;
+    // Boxed: the handshake's state is large and needed only until the preface is done, while
+    // this task lives as long as the connection.
+    let handshake = Box::pin(builder.handshake(socket));
+    drop(builder);
+    let handshake = tokio::time::timeout(cfg.handshake_timeout, handshake).await;
     let mut conn = match handshake {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
