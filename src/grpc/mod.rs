@@ -9,9 +9,11 @@ pub mod call;
 pub mod client;
 pub mod codec;
 pub mod compression;
+mod keepalive;
 pub mod metadata;
 pub mod router;
 pub mod server;
+pub mod shutdown;
 pub mod status;
 pub mod timeout;
 

@@ -12,10 +12,10 @@
 //! [`ShutdownSignal`], sends GOAWAY on every connection, ends every live call with UNAVAILABLE
 //! "server shutting down", and returns once every connection is closed or `shutdown_grace` passed.
 
-use std::future::{pending, poll_fn, Future};
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -26,14 +26,16 @@ use h2::RecvStream;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::call::{Call, CallInfo};
 use super::codec::DEFAULT_MAX_MESSAGE_BYTES;
 use super::compression::Encoding;
+use super::keepalive::{keep_alive, Keepalive};
 use super::metadata::Metadata;
 use super::router::{Router, Service};
+pub use super::shutdown::{ShutdownSignal, ShutdownTrigger};
 use super::status::Status;
 use super::timeout;
 
@@ -113,81 +115,6 @@ impl Default for ServerConfig {
             keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
         }
-    }
-}
-
-/// Tells services that the server is shutting down. Cheap to clone.
-///
-/// Every call polls it beside its handler on every wake-up, so a poll costs one atomic load: the
-/// waiter registers with the notifier once, not on every poll.
-#[derive(Clone, Debug)]
-pub struct ShutdownSignal {
-    inner: Arc<SignalState>,
-}
-
-#[derive(Debug, Default)]
-struct SignalState {
-    fired: AtomicBool,
-    notify: Notify,
-}
-
-/// Fires a [`ShutdownSignal`].
-#[derive(Debug)]
-pub struct ShutdownTrigger {
-    inner: Arc<SignalState>,
-}
-
-impl ShutdownTrigger {
-    /// Starts shutdown: every clone of the signal reads `true` and every waiter wakes.
-    pub fn fire(&self) {
-        self.inner.fired.store(true, Ordering::SeqCst);
-        self.inner.notify.notify_waiters();
-    }
-}
-
-impl ShutdownSignal {
-    /// A signal and the trigger that fires it.
-    pub fn new() -> (ShutdownTrigger, ShutdownSignal) {
-        let inner = Arc::new(SignalState::default());
-        (
-            ShutdownTrigger {
-                inner: inner.clone(),
-            },
-            ShutdownSignal { inner },
-        )
-    }
-
-    /// Whether shutdown has begun.
-    pub fn is_shutting_down(&self) -> bool {
-        self.inner.fired.load(Ordering::SeqCst)
-    }
-
-    /// Resolves once shutdown has begun.
-    ///
-    /// Every poll first reads the flag itself, so a waiter polled after the signal fired is ready
-    /// at once, even before its own wake-up arrives.
-    pub async fn wait(&self) {
-        let notified = self.inner.notify.notified();
-        tokio::pin!(notified);
-        let mut registered: Option<std::task::Waker> = None;
-        poll_fn(|cx| {
-            if self.is_shutting_down() {
-                return Poll::Ready(());
-            }
-            let stale = registered.as_ref().is_none_or(|w| !w.will_wake(cx.waker()));
-            if stale {
-                if notified.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(());
-                }
-                registered = Some(cx.waker().clone());
-                // Fired between the first check and the registration: not missed.
-                if self.is_shutting_down() {
-                    return Poll::Ready(());
-                }
-            }
-            Poll::Pending
-        })
-        .await
     }
 }
 
@@ -351,21 +278,22 @@ async fn serve_connection<T>(
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let cfg = &shared.config;
-    let mut builder = h2::server::Builder::new();
-    builder
-        .max_concurrent_streams(cfg.max_concurrent_streams)
-        .max_header_list_size(cfg.max_header_list_bytes)
-        .max_pending_accept_reset_streams(cfg.max_pending_accept_reset_streams)
-        .max_local_error_reset_streams(Some(cfg.max_local_error_reset_streams))
-        .data_frame_budget(cfg.small_frame_budget_bytes)
-        // Generous windows: a fast client is not held to 64 KiB per round trip. They also bound
-        // what a call buffers, since received capacity is released only as messages are consumed.
-        .initial_window_size(1 << 20)
-        .initial_connection_window_size(4 << 20);
     // Boxed: the handshake's state is large and needed only until the preface is done, while
     // this task lives as long as the connection.
-    let handshake = Box::pin(builder.handshake(socket));
-    drop(builder);
+    let handshake = {
+        let mut builder = h2::server::Builder::new();
+        builder
+            .max_concurrent_streams(cfg.max_concurrent_streams)
+            .max_header_list_size(cfg.max_header_list_bytes)
+            .max_pending_accept_reset_streams(cfg.max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(Some(cfg.max_local_error_reset_streams))
+            .data_frame_budget(cfg.small_frame_budget_bytes)
+            // Generous windows: a fast client is not held to 64 KiB per round trip. They also bound
+            // what a call buffers, since received capacity is released only as messages are consumed.
+            .initial_window_size(1 << 20)
+            .initial_connection_window_size(4 << 20);
+        Box::pin(builder.handshake(socket))
+    };
     let handshake = tokio::time::timeout(cfg.handshake_timeout, handshake).await;
     let mut conn = match handshake {
         Ok(Ok(conn)) => conn,
@@ -418,40 +346,6 @@ async fn serve_connection<T>(
         }
     }
     debug!("connection closed");
-}
-
-/// PING-based liveness of one connection: a peer that vanished without closing its socket is found
-/// within `keepalive_interval + keepalive_timeout`, and all its calls end.
-struct Keepalive {
-    ping_pong: h2::PingPong,
-    interval: Option<Duration>,
-}
-
-impl Keepalive {
-    fn new(ping_pong: h2::PingPong, interval: Option<Duration>) -> Keepalive {
-        Keepalive {
-            ping_pong,
-            interval,
-        }
-    }
-}
-
-/// Waits one keepalive interval, pings, and waits for the pong: `true` if it came in time.
-/// Never resolves when keepalive is off.
-async fn keep_alive(keepalive: &mut Option<Keepalive>, timeout: Duration) -> bool {
-    let Some(Keepalive {
-        ping_pong,
-        interval: Some(interval),
-    }) = keepalive.as_mut()
-    else {
-        return pending().await;
-    };
-    tokio::time::sleep(*interval).await;
-    if ping_pong.send_ping(h2::Ping::opaque()).is_err() {
-        return false;
-    }
-    let pong = std::future::poll_fn(|cx| ping_pong.poll_pong(cx));
-    matches!(tokio::time::timeout(timeout, pong).await, Ok(Ok(_)))
 }
 
 /// Refuses a request that is not gRPC with a bare HTTP status.
