@@ -26,6 +26,7 @@ use tracing::debug;
 
 use super::codec::{self, Decoder};
 use super::compression::{Encoding, ACCEPT_ENCODING};
+use super::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING};
 use super::metadata::Metadata;
 use super::status::Status;
 
@@ -585,11 +586,11 @@ pub(crate) fn grpc_response_headers(encoding: Option<Encoding>) -> HeaderMap {
         HeaderValue::from_static("application/grpc"),
     );
     h.insert(
-        "grpc-accept-encoding",
+        GRPC_ACCEPT_ENCODING,
         HeaderValue::from_static(ACCEPT_ENCODING),
     );
     if let Some(enc) = encoding {
-        h.insert("grpc-encoding", HeaderValue::from_static(enc.name()));
+        h.insert(GRPC_ENCODING, HeaderValue::from_static(enc.name()));
     }
     h
 }

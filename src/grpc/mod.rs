@@ -9,6 +9,7 @@ pub mod call;
 pub mod client;
 pub mod codec;
 pub mod compression;
+pub mod headers;
 mod keepalive;
 pub mod metadata;
 pub mod router;

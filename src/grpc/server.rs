@@ -32,6 +32,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use super::call::{Call, CallInfo};
 use super::codec::DEFAULT_MAX_MESSAGE_BYTES;
 use super::compression::Encoding;
+use super::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING, GRPC_TIMEOUT};
 use super::keepalive::{keep_alive, Keepalive};
 use super::metadata::Metadata;
 use super::router::{Router, Service};
@@ -481,7 +482,7 @@ fn call_info(
     // Read the clock only for calls that have a deadline.
     let now = Instant::now;
     let mut deadline = config.max_call_duration.map(|d| now() + d);
-    if let Some(raw) = headers.get("grpc-timeout") {
+    if let Some(raw) = headers.get(GRPC_TIMEOUT) {
         match timeout::parse(raw.as_bytes()) {
             Ok(d) => {
                 let at = now().checked_add(d);
@@ -493,7 +494,7 @@ fn call_info(
             Err(status) => early = Some(status),
         }
     }
-    let request_encoding = match headers.get("grpc-encoding") {
+    let request_encoding = match headers.get(GRPC_ENCODING) {
         None => Encoding::Identity,
         Some(v) => match v.to_str().ok().and_then(Encoding::from_name) {
             Some(encoding) => encoding,
@@ -508,7 +509,7 @@ fn call_info(
     };
     // The list may also arrive split over several header lines.
     let accept = headers
-        .get_all("grpc-accept-encoding")
+        .get_all(GRPC_ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect::<Vec<_>>()

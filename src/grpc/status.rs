@@ -8,6 +8,8 @@ use std::fmt;
 use http::{HeaderMap, HeaderValue};
 use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, CONTROLS};
 
+use super::headers::{GRPC_MESSAGE, GRPC_STATUS};
+
 /// The bytes `grpc-message` escapes: controls, everything above 0x7E (which `CONTROLS` plus the
 /// non-ASCII rule of `utf8_percent_encode` covers) and `%`.
 const MESSAGE_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
@@ -193,12 +195,12 @@ impl Status {
 
     /// Adds `grpc-status` and, when there is a message, a percent-encoded `grpc-message` to `headers`.
     pub fn add_to(&self, headers: &mut HeaderMap) {
-        headers.insert("grpc-status", self.code.header_value());
+        headers.insert(GRPC_STATUS, self.code.header_value());
         if !self.message.is_empty() {
             let encoded = encode_message(&self.message);
             // The encoded form is printable ASCII, which is always a valid header value.
             if let Ok(v) = HeaderValue::from_str(&encoded) {
-                headers.insert("grpc-message", v);
+                headers.insert(GRPC_MESSAGE, v);
             }
         }
     }
@@ -206,7 +208,7 @@ impl Status {
     /// Reads a status from trailers (or a Trailers-Only response). `None` when there is no
     /// `grpc-status`; an unparsable one reads as UNKNOWN, as grpc-go does.
     pub fn from_headers(headers: &HeaderMap) -> Option<Status> {
-        let raw = headers.get("grpc-status")?;
+        let raw = headers.get(GRPC_STATUS)?;
         let code = raw
             .to_str()
             .ok()
@@ -214,7 +216,7 @@ impl Status {
             .map(Code::from_i32)
             .unwrap_or(Code::Unknown);
         let message = headers
-            .get("grpc-message")
+            .get(GRPC_MESSAGE)
             .map(|v| decode_message(v.as_bytes()))
             .unwrap_or_default();
         Some(Status { code, message })
