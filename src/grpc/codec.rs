@@ -157,6 +157,11 @@ impl Decoder {
                         return Ok(None);
                     }
                     let payload = self.buf.split_to(len).freeze();
+                    if self.buf.is_empty() {
+                        // An empty view would still pin the buffer it was cut from: a long-lived
+                        // call that is not sending (a chat member) should hold no memory here.
+                        self.buf = BytesMut::new();
+                    }
                     self.state = State::Prefix;
                     return Ok(Some(Frame {
                         compressed,
