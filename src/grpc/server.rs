@@ -27,7 +27,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, debug_span, info, warn, Instrument};
 
 use super::call::{Call, CallInfo};
 use super::codec::DEFAULT_MAX_MESSAGE_BYTES;
@@ -214,7 +214,9 @@ impl Server {
                     let _ = socket.set_nodelay(true);
                     let permit = Some(permit);
                     let shared = shared.clone();
-                    let span = info_span!("conn", %peer);
+                    // At debug level: an enabled span is stored for the connection's whole life,
+                    // and at the default level nothing inside it logs.
+                    let span = debug_span!("conn", %peer);
                     tokio::spawn(serve_connection(shared, socket, peer, permit).instrument(span));
                 }
                 Err(e) => {
