@@ -334,7 +334,10 @@ impl TokenBucket {
             return None;
         }
         self.refill();
-        (self.tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        // Saturates instead of panicking for absurd configured rates.
+        (self.tokens < 1.0).then(|| {
+            Duration::try_from_secs_f64((1.0 - self.tokens) / self.rate).unwrap_or(Duration::MAX)
+        })
     }
 
     fn take(&mut self) {

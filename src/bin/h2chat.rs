@@ -185,7 +185,8 @@ struct ServeArgs {
 impl ServeArgs {
     /// The configuration, with `ring` as the log the server records into and watchers read.
     fn config(&self, ring: LogRing) -> AppConfig {
-        let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
+        // Negative or NaN is 0, too large (or infinite) is "forever": never a panic at startup.
+        let secs = |s: f64| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX);
         AppConfig {
             server: ServerConfig {
                 max_message_bytes: self.max_message_bytes,
@@ -304,7 +305,8 @@ async fn run_stdio(args: StdioArgs) -> Result<(), Box<dyn std::error::Error>> {
             },
             ..AppConfig::default()
         },
-        drain_timeout: Duration::from_secs_f64(args.drain_timeout.max(0.0)),
+        drain_timeout: Duration::try_from_secs_f64(args.drain_timeout.max(0.0))
+            .unwrap_or(Duration::MAX),
         max_line_bytes: args.max_line_bytes,
     };
     stdio::run(config, tokio::io::stdin(), tokio::io::stdout()).await?;

@@ -483,7 +483,7 @@ fn call_info(
     let mut early = None;
     // Read the clock only for calls that have a deadline.
     let now = Instant::now;
-    let mut deadline = config.max_call_duration.map(|d| now() + d);
+    let mut deadline = config.max_call_duration.and_then(|d| now().checked_add(d));
     if let Some(raw) = headers.get(GRPC_TIMEOUT) {
         match timeout::parse(raw.as_bytes()) {
             Ok(d) => {
