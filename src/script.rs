@@ -13,11 +13,11 @@
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
+use crate::grpc::shutdown::interrupted;
 use crate::render::Format;
 use crate::session::{Session, SessionConfig, Update};
 use crate::terminal::{
-    exit_code, interrupted, update_line, ChatOptions, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK,
-    EXIT_USAGE,
+    exit_code, update_line, ChatOptions, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
 };
 
 /// Runs the scripted client; returns the exit code.

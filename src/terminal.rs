@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::chat::DEFAULT_MAX_TEXT_BYTES;
+use crate::grpc::shutdown::interrupted;
 use crate::render::{self, Format};
 use crate::session::{Session, SessionConfig, SessionError, Update};
 
@@ -212,29 +213,6 @@ async fn interactive(options: ChatOptions) -> u8 {
             eprintln!("h2chat: {e}");
             exit_code(&e)
         }
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub(crate) async fn interrupted() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
     }
 }
 

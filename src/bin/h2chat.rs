@@ -16,6 +16,7 @@ use h2chat::app::{self, AppConfig};
 use h2chat::chat::{self, ChatConfig};
 use h2chat::grpc::codec::DEFAULT_MAX_MESSAGE_BYTES;
 use h2chat::grpc::server::{self as srv, ServerConfig};
+use h2chat::grpc::shutdown::interrupted;
 use h2chat::logring::{self, LogRing};
 use h2chat::logwatch::LogsConfig;
 use h2chat::render::Format;
@@ -78,8 +79,9 @@ enum FormatArg {
     Json,
 }
 
+/// The log flags `serve` and `stdio` share.
 #[derive(Args)]
-struct StdioArgs {
+struct LogArgs {
     /// Log entries the server keeps for LogWatcher.WatchLogs.
     #[arg(long, default_value_t = logring::DEFAULT_LOG_HISTORY)]
     log_history: usize,
@@ -90,6 +92,28 @@ struct StdioArgs {
     /// Milliseconds between two looks at the watch file.
     #[arg(long, default_value_t = tailfile::DEFAULT_POLL_INTERVAL.as_millis() as u64)]
     watch_poll_ms: u64,
+}
+
+impl LogArgs {
+    /// The ring these flags ask for.
+    fn ring(&self) -> LogRing {
+        LogRing::new(self.log_history)
+    }
+
+    /// The log configuration, with `ring` as the log the server records into and watchers read.
+    fn config(&self, ring: LogRing) -> LogsConfig {
+        LogsConfig {
+            ring,
+            watch_file: self.watch_file.clone(),
+            poll_interval: Duration::from_millis(self.watch_poll_ms.max(1)),
+        }
+    }
+}
+
+#[derive(Args)]
+struct StdioArgs {
+    #[command(flatten)]
+    logs: LogArgs,
     /// Seconds running calls may go on once stdin has ended.
     #[arg(long, default_value_t = stdio::DEFAULT_DRAIN_TIMEOUT.as_secs_f64())]
     drain_timeout: f64,
@@ -170,16 +194,8 @@ struct ServeArgs {
     /// Posts a member may make in a burst before the rate applies.
     #[arg(long, default_value_t = chat::DEFAULT_POST_BURST)]
     post_burst: f64,
-    /// Log entries the server keeps for LogWatcher.WatchLogs.
-    #[arg(long, default_value_t = logring::DEFAULT_LOG_HISTORY)]
-    log_history: usize,
-    /// A file to follow like `tail -F` into the log (one entry per line; a leading level word
-    /// such as ERROR sets the level).
-    #[arg(long)]
-    watch_file: Option<PathBuf>,
-    /// Milliseconds between two looks at the watch file.
-    #[arg(long, default_value_t = tailfile::DEFAULT_POLL_INTERVAL.as_millis() as u64)]
-    watch_poll_ms: u64,
+    #[command(flatten)]
+    logs: LogArgs,
 }
 
 impl ServeArgs {
@@ -218,11 +234,7 @@ impl ServeArgs {
                 post_burst: self.post_burst,
                 max_joins_per_connection: self.max_joins_per_connection,
             },
-            logs: LogsConfig {
-                ring,
-                watch_file: self.watch_file.clone(),
-                poll_interval: Duration::from_millis(self.watch_poll_ms.max(1)),
-            },
+            logs: self.logs.config(ring),
         }
     }
 }
@@ -240,37 +252,15 @@ fn init_logging(ring: Option<&LogRing>) {
         .init();
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-}
-
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let ring = LogRing::new(args.log_history);
+    let ring = args.logs.ring();
     init_logging(Some(&ring));
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
     let server = app::build(args.config(ring));
     tracing::info!(addr = %listener.local_addr()?, services = ?server.service_names(), "listening");
-    server.serve(listener, shutdown_signal()).await?;
+    server.serve(listener, interrupted()).await?;
     Ok(())
 }
 
@@ -294,15 +284,11 @@ fn chat(runtime: tokio::runtime::Runtime, args: ChatArgs) -> ExitCode {
 }
 
 async fn run_stdio(args: StdioArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let ring = LogRing::new(args.log_history);
+    let ring = args.logs.ring();
     init_logging(Some(&ring));
     let config = StdioConfig {
         app: AppConfig {
-            logs: LogsConfig {
-                ring,
-                watch_file: args.watch_file,
-                poll_interval: Duration::from_millis(args.watch_poll_ms.max(1)),
-            },
+            logs: args.logs.config(ring),
             ..AppConfig::default()
         },
         drain_timeout: Duration::try_from_secs_f64(args.drain_timeout.max(0.0))

@@ -165,7 +165,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
             tracing::info!(addr = %listener.local_addr()?, "raw-h2 baseline listening");
-            raw_h2::serve(listener, super::shutdown_signal()).await?;
+            raw_h2::serve(listener, h2chat::grpc::shutdown::interrupted()).await?;
         }
         BenchCommand::UnaryRequest(a) => {
             if let Some(addr) = a.check {
