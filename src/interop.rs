@@ -9,10 +9,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
-use prost::Message;
-
-use crate::grpc::codec;
 use crate::grpc::{BoxFuture, Call, CallResult, Code, Service, Status};
 use crate::pb::grpc::testing::{
     BoolValue, EchoStatus, Empty, Payload, PayloadType, ResponseParameters, SimpleRequest,
@@ -93,7 +89,7 @@ async fn unary_call(call: &Call) -> CallResult {
     if compress {
         enable_response_compression(call);
     }
-    send_message(call, &response, compress).await
+    call.send_with(&response, compress).await
 }
 
 /// The payload is the current time in nanoseconds, so that two calls differ unless a caching
@@ -185,7 +181,8 @@ async fn respond(call: &Call, kind: i32, params: &[ResponseParameters]) -> CallR
         let response = StreamingOutputCallResponse {
             payload: Some(payload(kind, p.size)?),
         };
-        send_message(call, &response, is_true(p.compressed.as_ref())).await?;
+        call.send_with(&response, is_true(p.compressed.as_ref()))
+            .await?;
     }
     Ok(())
 }
@@ -229,20 +226,6 @@ fn is_true(flag: Option<&BoolValue>) -> bool {
 fn enable_response_compression(call: &Call) {
     if let Some(encoding) = call.info().accepted_encoding {
         call.compress_responses(encoding);
-    }
-}
-
-/// Sends `msg` with the compressed flag set when `compress` is asked and the call compresses;
-/// otherwise uncompressed (a compressing call may still send single messages uncompressed).
-async fn send_message<M: Message>(call: &Call, msg: &M, compress: bool) -> CallResult {
-    match call.response_encoding() {
-        Some(encoding) if compress => {
-            let compressed = encoding.compress(&msg.encode_to_vec())?;
-            let mut frame = BytesMut::new();
-            codec::encode_frame(true, &compressed, &mut frame);
-            call.send_frames(frame.freeze()).await
-        }
-        _ => call.send_frames(codec::encode_message(msg)).await,
     }
 }
 

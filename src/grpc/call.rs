@@ -301,8 +301,20 @@ impl Call {
     }
 
     /// Sends one response message; returns once h2 has taken all of it within flow control.
+    /// Compressed when the call compresses responses (see [`compress_responses`](Call::compress_responses)).
     pub async fn send<M: prost::Message>(&self, msg: &M) -> Result<(), Status> {
-        let frame = match self.response_encoding() {
+        self.send_with(msg, true).await
+    }
+
+    /// Sends one response message, compressed only if `compress` and the call compresses
+    /// responses: the compressed flag is per message, so a compressing call may still send
+    /// some uncompressed.
+    pub async fn send_with<M: prost::Message>(
+        &self,
+        msg: &M,
+        compress: bool,
+    ) -> Result<(), Status> {
+        let frame = match self.response_encoding().filter(|_| compress) {
             None => codec::encode_message(msg),
             Some(enc) => {
                 let compressed = enc.compress(&msg.encode_to_vec())?;
