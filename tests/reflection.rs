@@ -1,22 +1,18 @@
-//! Server reflection, over real sockets: grpcurl as users run it, and the protocol itself through a
-//! small h2 client (requests and answers on one stream, v1 and v1alpha).
+//! Server reflection, over real sockets: grpcurl as users run it, and the protocol itself through
+//! the library's client (requests and answers on one stream, v1 and v1alpha).
 
 mod common;
 
 use std::net::SocketAddr;
 use std::process::Output;
 
-use bytes::Bytes;
 use common::{require_tool, TestServer};
-use h2::client::ResponseFuture;
-use h2::{RecvStream, SendStream};
 use h2chat::app::{self, AppConfig};
-use h2chat::grpc::codec::{encode_message, Decoder, DEFAULT_MAX_MESSAGE_BYTES};
+use h2chat::grpc::client::{CallOptions, Channel, ClientCall};
 use h2chat::grpc::{Code, Status};
 use h2chat::pb::grpc::reflection::{v1, v1alpha};
 use prost::Message;
 use prost_types::FileDescriptorProto;
-use tokio::net::TcpStream;
 use v1::server_reflection_request::MessageRequest;
 use v1::server_reflection_response::MessageResponse;
 
@@ -47,75 +43,36 @@ async fn grpcurl_ok(server: &TestServer, args: &[&str]) -> String {
 /// One `ServerReflectionInfo` call on its own connection: each `ask` sends one request and reads
 /// one answer.
 struct ReflectionStream {
-    send: SendStream<Bytes>,
-    response: Option<ResponseFuture>,
-    body: Option<RecvStream>,
-    decoder: Decoder,
+    call: ClientCall,
 }
 
 impl ReflectionStream {
     async fn open(addr: SocketAddr, path: &str) -> ReflectionStream {
-        let tcp = TcpStream::connect(addr).await.expect("connect");
-        let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let mut client = client.ready().await.expect("h2 ready");
-        let request = http::Request::post(format!("http://{addr}{path}"))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(())
-            .expect("request");
-        let (response, send) = client.send_request(request, false).expect("send request");
-        ReflectionStream {
-            send,
-            response: Some(response),
-            body: None,
-            decoder: Decoder::new(DEFAULT_MAX_MESSAGE_BYTES),
-        }
+        let channel = Channel::connect(addr).await.expect("connect");
+        let call = channel
+            .start(path, CallOptions::default())
+            .await
+            .expect("start the call");
+        ReflectionStream { call }
     }
 
     async fn ask<Req: Message, Resp: Message + Default>(&mut self, request: &Req) -> Resp {
-        self.send
-            .send_data(encode_message(request), false)
-            .expect("send request message");
-        self.await_headers().await;
-        let body = self.body.as_mut().expect("response body");
-        loop {
-            if let Some(frame) = self.decoder.next_frame().expect("response framing") {
-                return Resp::decode(frame.payload).expect("response decodes");
-            }
-            let chunk = body
-                .data()
-                .await
-                .expect("stream ended before the answer")
-                .expect("response data");
-            let _ = body.flow_control().release_capacity(chunk.len());
-            self.decoder.push(&chunk);
-        }
-    }
-
-    /// Waits for the response headers (they come with the first answer).
-    async fn await_headers(&mut self) {
-        if let Some(response) = self.response.take() {
-            let response = response.await.expect("response headers");
-            assert_eq!(response.status(), 200);
-            self.body = Some(response.into_body());
-        }
+        self.call.send(request).await.expect("send request message");
+        self.call
+            .recv()
+            .await
+            .expect("an answer")
+            .expect("stream ended before the answer")
     }
 
     /// Half-closes and returns the call's final status.
     async fn close(mut self) -> Status {
-        self.send.send_data(Bytes::new(), true).expect("half-close");
-        self.await_headers().await;
-        let body = self.body.as_mut().expect("response body");
-        assert!(body.data().await.is_none(), "no answer without a request");
-        let trailers = body
-            .trailers()
-            .await
-            .expect("trailers")
-            .expect("some trailers");
-        Status::from_headers(&trailers).expect("grpc-status")
+        self.call.close_send().expect("half-close");
+        match self.call.recv_raw().await {
+            Ok(None) => Status::ok(),
+            Ok(Some(_)) => panic!("no answer without a request"),
+            Err(status) => status,
+        }
     }
 }
 
@@ -380,19 +337,16 @@ async fn a_request_without_a_question_ends_the_call_with_invalid_argument() {
     let server = TestServer::default().await;
     let mut stream = ReflectionStream::open(server.addr, V1_PATH).await;
     stream
-        .send
-        .send_data(
-            encode_message(&v1::ServerReflectionRequest::default()),
-            false,
-        )
-        .expect("send");
-    let response = stream
-        .response
-        .take()
-        .expect("pending")
+        .call
+        .send(&v1::ServerReflectionRequest::default())
         .await
-        .expect("headers");
-    let status = Status::from_headers(response.headers()).expect("Trailers-Only status");
+        .expect("send");
+    // Trailers-Only: the response headers themselves carry the status.
+    let status = stream
+        .call
+        .headers()
+        .await
+        .expect_err("Trailers-Only status");
     assert_eq!(status.code(), Code::InvalidArgument);
     server.shutdown().await;
 }
