@@ -166,8 +166,11 @@ impl ChatService {
         let mut inbound_open = true;
         // Shutdown needs no branch here: the server stops this handler with UNAVAILABLE, and the
         // leave event then says the server is shutting down.
+        // A new batch waits until h2 has written the last one out: events that arrive meanwhile
+        // leave together, in one frame, and the connection's queue holds one frame per member.
+        call.track_writes();
         loop {
-            if !call.has_queued() {
+            if !call.has_queued() && call.is_written() {
                 if let Some(batch) = member.next_batch() {
                     call.queue_frames(batch)?;
                 }
@@ -176,7 +179,8 @@ impl ChatService {
             // Unbiased on purpose: neither the member's own posts nor its deliveries may starve.
             tokio::select! {
                 sent = call.flush(), if sending => sent?,
-                () = member.changed(), if !sending => {}
+                // Both waits resolve at once when already true, so dropping this one loses nothing.
+                () = async { member.changed().await; call.written().await }, if !sending => {}
                 posted = next_post(call, &mut bucket), if inbound_open => match posted? {
                     Some(msg) => self.post(member, msg)?,
                     None => inbound_open = false,

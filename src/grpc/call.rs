@@ -29,6 +29,7 @@ use super::compression::{Encoding, ACCEPT_ENCODING};
 use super::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING};
 use super::metadata::Metadata;
 use super::status::Status;
+use super::written::{Chunk, Tracker};
 
 /// The state of a call's stream, from the server's side (RFC 9113 §5.1, the part gRPC uses):
 ///
@@ -141,8 +142,8 @@ struct Inner {
     /// Bytes taken from h2 whose flow-control capacity is not yet given back to the client.
     unreleased: usize,
     recv_done: bool,
-    respond: SendResponse<Bytes>,
-    stream: Option<SendStream<Bytes>>,
+    respond: SendResponse<Chunk>,
+    stream: Option<SendStream<Chunk>>,
     headers: Metadata,
     trailers: Metadata,
     /// Response compression the handler asked for (only used if the client accepts it).
@@ -151,6 +152,8 @@ struct Inner {
     pending: Bytes,
     /// The compressed flag of the last request message handed to the handler.
     last_compressed: bool,
+    /// Counts the response chunks h2 has not written yet, once the handler asks (`track_writes`).
+    tracker: Option<Tracker>,
 }
 
 impl Call {
@@ -158,7 +161,7 @@ impl Call {
     pub(crate) fn new(
         info: CallInfo,
         body: RecvStream,
-        respond: SendResponse<Bytes>,
+        respond: SendResponse<Chunk>,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Call {
         let mut state = CallState::Open;
@@ -183,6 +186,7 @@ impl Call {
                 response_encoding: None,
                 pending: Bytes::new(),
                 last_compressed: false,
+                tracker: None,
             }),
         }
     }
@@ -353,6 +357,28 @@ impl Call {
     /// Whether queued bytes are waiting for flow-control capacity.
     pub fn has_queued(&self) -> bool {
         !self.lock().pending.is_empty()
+    }
+
+    /// From now on, counts the response bytes h2 has taken but not yet written out, for
+    /// [`written`](Call::written). A call that streams small events uses it to hold new events
+    /// back while its last frame waits in h2's queue, and then send them together.
+    pub fn track_writes(&self) {
+        self.lock().tracker.get_or_insert_with(Tracker::default);
+    }
+
+    /// Resolves once h2 has written (or, on a reset, dropped) every response byte it took since
+    /// [`track_writes`](Call::track_writes); at once if writes are not tracked. Cancel-safe.
+    pub async fn written(&self) {
+        let Some(tracker) = self.lock().tracker.clone() else {
+            return;
+        };
+        poll_fn(|cx| tracker.poll_written(cx)).await
+    }
+
+    /// Whether h2 has written every response byte it took since
+    /// [`track_writes`](Call::track_writes) (always `true` when writes are not tracked).
+    pub fn is_written(&self) -> bool {
+        self.lock().tracker.as_ref().is_none_or(Tracker::is_written)
     }
 
     /// Waits until h2 has taken every queued byte (within the capacity the client grants).
@@ -527,6 +553,10 @@ impl Inner {
                 }
             }
             let piece = self.pending.split_to(granted.min(self.pending.len()));
+            let piece = match &self.tracker {
+                Some(tracker) => Chunk::tracked(piece, tracker),
+                None => Chunk::from(piece),
+            };
             if let Err(e) = stream.send_data(piece, false) {
                 self.state.recv_reset(stream_id, Some(&e));
                 return Poll::Ready(Err(Status::cancelled(format!("response: {e}"))));
@@ -568,7 +598,7 @@ impl Inner {
                 // A frame cut short by a stopped handler is completed (at most one frame), so
                 // the client never sees a truncated message before the status.
                 let rest = std::mem::take(&mut self.pending);
-                let data_ok = rest.is_empty() || stream.send_data(rest, false).is_ok();
+                let data_ok = rest.is_empty() || stream.send_data(rest.into(), false).is_ok();
                 data_ok && stream.send_trailers(trailers).is_ok()
             }
             None => {

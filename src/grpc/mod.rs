@@ -17,6 +17,7 @@ pub mod server;
 pub mod shutdown;
 pub mod status;
 pub mod timeout;
+pub mod written;
 
 pub use call::{Call, CallState, CloseCause};
 pub use client::{CallOptions, Channel, ClientCall, ClientError};

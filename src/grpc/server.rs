@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::RecvStream;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -39,6 +38,7 @@ use super::router::{Router, Service};
 pub use super::shutdown::{ShutdownSignal, ShutdownTrigger};
 use super::status::Status;
 use super::timeout;
+use super::written::Chunk;
 
 /// Default cap on concurrent streams per connection, and on running handlers per connection.
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -295,7 +295,7 @@ async fn serve_connection<T>(
             // what a call buffers, since received capacity is released only as messages are consumed.
             .initial_window_size(1 << 20)
             .initial_connection_window_size(4 << 20);
-        Box::pin(builder.handshake(socket))
+        Box::pin(builder.handshake::<_, Chunk>(socket))
     };
     // Matched in place: a named result would keep a second connection-sized slot in this task for
     // the connection's whole life.
@@ -353,7 +353,7 @@ async fn serve_connection<T>(
 }
 
 /// Refuses a request that is not gRPC with a bare HTTP status.
-fn refuse_http(respond: &mut SendResponse<Bytes>, status: StatusCode) {
+fn refuse_http(respond: &mut SendResponse<Chunk>, status: StatusCode) {
     let mut response = Response::new(());
     *response.status_mut() = status;
     let _ = respond.send_response(response, true);
@@ -367,7 +367,7 @@ fn refuse_http(respond: &mut SendResponse<Bytes>, status: StatusCode) {
 fn start_call(
     shared: Arc<Shared>,
     request: Request<RecvStream>,
-    respond: SendResponse<Bytes>,
+    respond: SendResponse<Chunk>,
     conn: (u64, SocketAddr),
     permit: Option<OwnedSemaphorePermit>,
 ) -> Option<impl Future<Output = ()> + Send + 'static> {
@@ -382,7 +382,7 @@ fn start_call(
 fn accept_call(
     shared: &Shared,
     request: Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
+    mut respond: SendResponse<Chunk>,
     (connection_id, peer): (u64, SocketAddr),
     permit: Option<OwnedSemaphorePermit>,
 ) -> Option<Call> {
