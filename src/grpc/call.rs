@@ -508,7 +508,7 @@ impl Inner {
             return Err(Status::cancelled("call is closed"));
         }
         let mut headers = grpc_response_headers(self.response_encoding);
-        self.headers.add_to(&mut headers);
+        self.headers.move_to(&mut headers);
         let mut response = Response::new(());
         *response.headers_mut() = headers;
         match self.respond.send_response(response, false) {
@@ -592,7 +592,7 @@ impl Inner {
         }
         let mut trailers = HeaderMap::new();
         status.add_to(&mut trailers);
-        self.trailers.add_to(&mut trailers);
+        self.trailers.move_to(&mut trailers);
         let sent = match self.stream.as_mut() {
             Some(stream) => {
                 // A frame cut short by a stopped handler is completed (at most one frame), so
@@ -604,7 +604,7 @@ impl Inner {
             None => {
                 // Trailers-Only: one HEADERS frame carrying the status, then END_STREAM.
                 let mut headers = grpc_response_headers(None);
-                self.headers.add_to(&mut headers);
+                self.headers.move_to(&mut headers);
                 headers.extend(trailers);
                 let mut response = Response::new(());
                 *response.headers_mut() = headers;

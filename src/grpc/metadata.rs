@@ -139,6 +139,24 @@ impl Metadata {
             headers.append(name.clone(), value.clone());
         }
     }
+
+    /// Moves every entry to `headers` (for sending), leaving this empty: a call's metadata is
+    /// sent once, and a streaming call should not hold a copy of it for the rest of its life.
+    pub fn move_to(&mut self, headers: &mut HeaderMap) {
+        let Some(map) = self.headers.take() else {
+            return;
+        };
+        // A name comes with the first of its values only.
+        let mut name = None;
+        for (next, value) in *map {
+            if next.is_some() {
+                name = next;
+            }
+            if let Some(name) = &name {
+                headers.append(name.clone(), value);
+            }
+        }
+    }
 }
 
 fn checked_name(name: &str, binary: bool) -> Result<HeaderName, Status> {
@@ -188,5 +206,24 @@ mod tests {
         assert_eq!(out.get("c-bin"), Some("AQI"));
         assert!(out.insert("grpc-status", "0").is_err());
         assert!(out.insert("x-bin", "no").is_err());
+    }
+
+    #[test]
+    fn move_to_sends_every_value_once_and_keeps_nothing() {
+        let mut m = Metadata::new();
+        for (name, value) in [("x-a", "1"), ("x-b", "2"), ("x-a", "3")] {
+            assert!(m.insert(name, value).is_ok());
+        }
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("application/grpc"));
+        m.move_to(&mut h);
+        let a: Vec<_> = h.get_all("x-a").iter().collect();
+        assert_eq!(a, ["1", "3"]);
+        assert_eq!(h.get("x-b").map(|v| v.as_bytes()), Some(&b"2"[..]));
+        assert_eq!(h.len(), 4);
+        assert!(m.is_empty());
+        assert!(m.headers.is_none());
+        m.move_to(&mut h);
+        assert_eq!(h.len(), 4);
     }
 }
