@@ -5,7 +5,7 @@ mod common;
 mod wire;
 
 use common::TestServer;
-use h2chat::grpc::compression::Encoding;
+use h2chat::grpc::compression::{Encoding, Encodings};
 use h2chat::grpc::Code;
 use h2chat::pb::grpc::testing::{
     BoolValue, Empty, Payload, ResponseParameters, SimpleRequest, SimpleResponse,
@@ -44,9 +44,9 @@ async fn unknown_request_encoding_is_unimplemented_and_lists_ours() {
         .get("grpc-accept-encoding")
         .and_then(|v| v.to_str().ok())
         .expect("grpc-accept-encoding in the response");
-    let listed = Encoding::listed_in(accept);
+    let listed = Encodings::listed_in(accept);
     for encoding in [Encoding::Identity, Encoding::Gzip, Encoding::Deflate] {
-        assert!(listed.contains(&encoding), "{accept:?} lacks {encoding:?}");
+        assert!(listed.contains(encoding), "{accept:?} lacks {encoding:?}");
     }
     server.shutdown().await;
 }

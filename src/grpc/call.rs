@@ -25,7 +25,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
 use super::codec::{self, Decoder};
-use super::compression::{Encoding, ACCEPT_ENCODING};
+use super::compression::{Encoding, Encodings, ACCEPT_ENCODING};
 use super::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING};
 use super::metadata::Metadata;
 use super::status::Status;
@@ -122,7 +122,7 @@ pub struct CallInfo {
     /// The best encoding the client accepts for responses (`grpc-accept-encoding`), if any.
     pub accepted_encoding: Option<Encoding>,
     /// Every encoding the client lists in `grpc-accept-encoding` that this server supports.
-    pub accepted_encodings: Vec<Encoding>,
+    pub accepted_encodings: Encodings,
     /// Largest request message, before and after decompression.
     pub max_message_bytes: usize,
 }
@@ -232,7 +232,7 @@ impl Call {
     /// the headers are sent: `grpc-encoding` travels in them.
     pub fn compress_responses(&self, encoding: Encoding) {
         let accepted =
-            encoding != Encoding::Identity && self.info.accepted_encodings.contains(&encoding);
+            encoding != Encoding::Identity && self.info.accepted_encodings.contains(encoding);
         let mut inner = self.lock();
         if inner.stream.is_none() {
             inner.response_encoding = accepted.then_some(encoding);

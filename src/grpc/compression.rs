@@ -23,6 +23,52 @@ pub enum Encoding {
     Deflate,
 }
 
+/// A set of encodings: those a peer lists in `grpc-accept-encoding` (one byte, where a list
+/// would cost every call an allocation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Encodings(u8);
+
+impl Encodings {
+    /// Every supported encoding listed in a `grpc-accept-encoding` value; unknown names are
+    /// skipped.
+    pub fn listed_in(accept: &str) -> Encodings {
+        accept
+            .split(',')
+            .filter_map(Encoding::from_name)
+            .fold(Encodings::default(), Encodings::with)
+    }
+
+    /// This set and `encoding`.
+    pub fn with(self, encoding: Encoding) -> Encodings {
+        Encodings(self.0 | Encodings::bit(encoding))
+    }
+
+    /// Both sets.
+    pub fn union(self, other: Encodings) -> Encodings {
+        Encodings(self.0 | other.0)
+    }
+
+    /// Whether `encoding` is in the set.
+    pub fn contains(self, encoding: Encoding) -> bool {
+        self.0 & Encodings::bit(encoding) != 0
+    }
+
+    /// The best compressing encoding in the set, if any.
+    pub fn preferred(self) -> Option<Encoding> {
+        [Encoding::Gzip, Encoding::Deflate]
+            .into_iter()
+            .find(|e| self.contains(*e))
+    }
+
+    fn bit(encoding: Encoding) -> u8 {
+        match encoding {
+            Encoding::Identity => 1,
+            Encoding::Gzip => 2,
+            Encoding::Deflate => 4,
+        }
+    }
+}
+
 impl Encoding {
     /// The encoding named by a `grpc-encoding` value; `None` for one we do not support.
     pub fn from_name(name: &str) -> Option<Encoding> {
@@ -41,20 +87,6 @@ impl Encoding {
             Encoding::Gzip => "gzip",
             Encoding::Deflate => "deflate",
         }
-    }
-
-    /// Every supported encoding a peer lists in its `grpc-accept-encoding`, in its order;
-    /// unknown names are skipped.
-    pub fn listed_in(accept: &str) -> Vec<Encoding> {
-        accept.split(',').filter_map(Encoding::from_name).collect()
-    }
-
-    /// The best compressing encoding a peer lists in its `grpc-accept-encoding`, if any.
-    pub fn preferred_from_accept(accept: &str) -> Option<Encoding> {
-        let listed = Encoding::listed_in(accept);
-        [Encoding::Gzip, Encoding::Deflate]
-            .into_iter()
-            .find(|e| listed.contains(e))
     }
 
     /// Compresses a payload.
@@ -120,10 +152,13 @@ mod tests {
                 assert_eq!(err, Some(super::super::status::Code::ResourceExhausted));
             }
         }
+        let listed = Encodings::listed_in("identity, deflate");
+        assert_eq!(listed.preferred(), Some(Encoding::Deflate));
+        assert!(listed.contains(Encoding::Identity) && !listed.contains(Encoding::Gzip));
+        assert_eq!(Encodings::listed_in("snappy").preferred(), None);
         assert_eq!(
-            Encoding::preferred_from_accept("identity, deflate"),
-            Some(Encoding::Deflate)
+            listed.union(Encodings::listed_in("gzip")).preferred(),
+            Some(Encoding::Gzip)
         );
-        assert_eq!(Encoding::preferred_from_accept("snappy"), None);
     }
 }

@@ -30,7 +30,7 @@ use tracing::{debug, debug_span, info, warn, Instrument};
 
 use super::call::{Call, CallInfo};
 use super::codec::DEFAULT_MAX_MESSAGE_BYTES;
-use super::compression::Encoding;
+use super::compression::{Encoding, Encodings};
 use super::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING, GRPC_TIMEOUT};
 use super::keepalive::{keep_alive, Keepalive};
 use super::metadata::Metadata;
@@ -511,14 +511,13 @@ fn call_info(
         },
     };
     // The list may also arrive split over several header lines.
-    let accept = headers
+    let accepted_encodings = headers
         .get_all(GRPC_ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join(",");
-    let accepted_encoding = Encoding::preferred_from_accept(&accept);
-    let accepted_encodings = Encoding::listed_in(&accept);
+        .map(Encodings::listed_in)
+        .fold(Encodings::default(), Encodings::union);
+    let accepted_encoding = accepted_encodings.preferred();
     let info = CallInfo {
         path,
         stream_id,
