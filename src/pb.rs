@@ -1,6 +1,7 @@
 //! Protobuf types generated from `proto/` by `build.rs`, and the descriptor set they came from.
 
-#![allow(missing_docs, unreachable_pub, clippy::all)]
+// Comments copied from the .proto files hold `<package>.<service>` and the like.
+#![allow(missing_docs, unreachable_pub, clippy::all, rustdoc::invalid_html_tags)]
 
 /// The encoded `FileDescriptorSet` of every proto file the crate serves, imports included.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

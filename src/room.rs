@@ -107,8 +107,8 @@ pub enum StartAt {
     After(u64),
 }
 
-/// A joined member. Dropping it without [`leave`](Member::leave) leaves with
-/// `LEAVE_REASON_DISCONNECTED`.
+/// A joined member. Dropping it leaves the room, with the reason given to
+/// [`set_leave_reason`](Member::set_leave_reason) (`LEAVE_REASON_DISCONNECTED` if none was).
 pub struct Member {
     rooms: Arc<Rooms>,
     room: Arc<Room>,

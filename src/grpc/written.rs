@@ -5,7 +5,7 @@
 //! still in that queue, and send them all in one frame once it has left: fewer, larger frames,
 //! and a connection's queue holds at most one frame per such call instead of one per event.
 //!
-//! [`Chunk`] is the buffer type the server gives h2. A chunk may carry a [`Tracker`]; h2 drops a
+//! [`Chunk`] is the buffer type the server gives h2. A chunk may carry a tracker; h2 drops a
 //! chunk once it has copied or written all of it (or discarded it with a reset stream), and the
 //! tracker counts the chunks h2 still holds, waking the call when the count reaches zero.
 
@@ -15,7 +15,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes};
 
-/// Response bytes handed to h2, maybe counted by a [`Tracker`].
+/// Response bytes handed to h2, maybe counted by the call's tracker (see the module doc).
 #[derive(Debug)]
 pub struct Chunk {
     bytes: Bytes,
