@@ -27,7 +27,7 @@ pub mod unary;
 
 use std::fmt;
 
-use proc::ProcSample;
+use proc::{CpuTime, ProcSample};
 use report::Report;
 
 /// Why a bench could not run (bad arguments, server unreachable, a join refused, a deadline).
@@ -111,21 +111,42 @@ pub fn add_client_cpu(
         .opt_float("client_cpu_util", cpu.map(|c| c / wall_s));
 }
 
-/// Adds `server_cpu_s`, `server_ns_per_delivery` (null without deliveries), `server_rss_kib`
-/// and `server_peak_rss_kib`; all null without a server pid.
+/// Adds `server_cpu_s`; `server_ns_per_delivery` and its split, `server_user_ns_per_delivery`
+/// (user space) and `server_sys_ns_per_delivery` (the kernel), all null without deliveries;
+/// `server_rss_kib` and `server_peak_rss_kib`; everything null without a server pid. The split is
+/// sampled tick by tick (see [`proc`]), so it needs runs of seconds.
 pub fn add_server_figures(
     report: &mut Report,
     before: Option<ProcSample>,
     after: Option<ProcSample>,
     deliveries: u64,
 ) {
-    let cpu = before.zip(after).map(|(b, a)| a.cpu_seconds_since(&b));
-    let per_delivery = cpu
-        .filter(|_| deliveries > 0)
-        .map(|c| c * 1e9 / deliveries as f64);
+    let cpu = before.zip(after).map(|(b, a)| a.cpu_since(&b));
+    let per_delivery = |seconds: fn(&CpuTime) -> f64| {
+        cpu.as_ref()
+            .filter(|_| deliveries > 0)
+            .map(|c| seconds(c) * 1e9 / deliveries as f64)
+    };
     report
-        .opt_float("server_cpu_s", cpu)
-        .opt_float("server_ns_per_delivery", per_delivery)
+        .opt_float("server_cpu_s", cpu.map(|c| c.total_s))
+        .opt_float("server_ns_per_delivery", per_delivery(|c| c.total_s))
+        .opt_float("server_user_ns_per_delivery", per_delivery(|c| c.user_s))
+        .opt_float("server_sys_ns_per_delivery", per_delivery(|c| c.sys_s))
         .opt_int("server_rss_kib", after.map(|a| a.rss_kib))
         .opt_int("server_peak_rss_kib", after.map(|a| a.peak_rss_kib));
+}
+
+/// The summary line of the keys [`add_server_figures`] adds; `unit` names what a delivery is
+/// (`delivery`, `write`).
+pub fn server_line(r: &Report, unit: &str) -> String {
+    let f = |k: &str| r.number(k);
+    format!(
+        "server: {:.2} s CPU, {:.0} ns/{unit} (user {:.0}, kernel {:.0}), RSS {:.1} MiB (peak {:.1} MiB)",
+        f("server_cpu_s"),
+        f("server_ns_per_delivery"),
+        f("server_user_ns_per_delivery"),
+        f("server_sys_ns_per_delivery"),
+        f("server_rss_kib") / 1024.0,
+        f("server_peak_rss_kib") / 1024.0
+    )
 }

@@ -86,6 +86,8 @@ fn fanout_flat_out_delivers_every_post_to_every_member() {
         "p99_us",
         "max_us",
         "server_cpu_s",
+        "server_user_ns_per_delivery",
+        "server_sys_ns_per_delivery",
         "server_peak_rss_kib",
     ] {
         assert!(is_number(&r, key), "{key} in {r}");

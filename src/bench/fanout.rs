@@ -35,7 +35,9 @@ use sender::{run_sender, ticker, SenderCtx};
 use super::members::{check_open_files, connect_all, join_all, room_names, JoinSpec};
 use super::proc::ProcSample;
 use super::report::{Report, Value};
-use super::{add_client_cpu, add_server_figures, sample_server, BenchError, Clock, Outcome};
+use super::{
+    add_client_cpu, add_server_figures, sample_server, server_line, BenchError, Clock, Outcome,
+};
 
 /// Default number of a room's posts that may be ahead of its slowest member: half the server's
 /// default history, so a member that keeps up within the window never gets a gap.
@@ -326,13 +328,8 @@ fn summary(r: &Report, cfg: &FanoutConfig, conns: usize) -> String {
         f("client_cpu_s"), f("client_cpu_util") * 100.0,
     );
     if cfg.server_pid.is_some() {
-        s.push_str(&format!(
-            "\nserver: {:.2} s CPU, {:.0} ns/delivery, RSS {:.1} MiB (peak {:.1} MiB)",
-            f("server_cpu_s"),
-            f("server_ns_per_delivery"),
-            f("server_rss_kib") / 1024.0,
-            f("server_peak_rss_kib") / 1024.0
-        ));
+        s.push('\n');
+        s.push_str(&server_line(r, "delivery"));
     }
     if let Some(Value::Str(e)) = r.get("first_error") {
         s.push_str(&format!("\nerrors: {} (first: {e})", f("call_errors")));
