@@ -11,6 +11,7 @@
 //! - [`unary`]: the request `h2load` sends for the unary bench, and a check that a server answers it.
 //! - [`members`]: connecting and joining many members at once (shared by fanout and idle).
 //! - [`event`]: a received chat event decoded only as far as the bench needs; the stamp in a post.
+//! - [`ticker`]: a thread that releases posts on schedule.
 //! - [`histogram`]: a log-linear latency histogram.
 //! - [`proc`]: CPU time and memory of a process from `/proc`.
 //! - [`report`]: the one-line JSON report.
@@ -23,10 +24,17 @@ pub mod members;
 pub mod proc;
 pub mod raw_h2;
 pub mod report;
+pub mod ticker;
 pub mod unary;
 
 use std::fmt;
+use std::time::Duration;
 
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use histogram::Histogram;
 use proc::{CpuTime, ProcSample};
 use report::Report;
 
@@ -86,6 +94,17 @@ impl Default for Clock {
     }
 }
 
+/// The instant `after` from now; a duration too long to add (a huge `--timeout`) is a century.
+pub(crate) fn deadline_after(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after)
+        .or_else(|| now.checked_add(FOREVER))
+        .unwrap_or(now)
+}
+
+/// What a deadline too far away to represent becomes.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Reads the server's `/proc` figures when its process id was given.
 ///
 /// Errors: the process cannot be read (wrong id, not Linux).
@@ -136,6 +155,37 @@ pub fn add_server_figures(
         .opt_int("server_peak_rss_kib", after.map(|a| a.peak_rss_kib));
 }
 
+/// Adds `p50_us`, `p90_us`, `p99_us` and `max_us` of latencies recorded in nanoseconds.
+pub fn add_latency(report: &mut Report, latency: &Histogram) {
+    let us = |ns: u64| ns as f64 / 1e3;
+    report
+        .float("p50_us", us(latency.quantile(0.50)))
+        .float("p90_us", us(latency.quantile(0.90)))
+        .float("p99_us", us(latency.quantile(0.99)))
+        .float("max_us", us(latency.max()));
+}
+
+/// The summary line of the keys [`add_latency`] adds.
+pub fn latency_line(r: &Report) -> String {
+    let ms = |k: &str| r.number(k) / 1e3;
+    format!(
+        "latency: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        ms("p50_us"),
+        ms("p90_us"),
+        ms("p99_us"),
+        ms("max_us")
+    )
+}
+
+/// The summary line of the keys [`add_client_cpu`] adds.
+pub fn client_line(r: &Report) -> String {
+    format!(
+        "client: {:.2} s CPU ({:.0}% of one core)",
+        r.number("client_cpu_s"),
+        r.number("client_cpu_util") * 100.0
+    )
+}
+
 /// The summary line of the keys [`add_server_figures`] adds; `unit` names what a delivery is
 /// (`delivery`, `write`).
 pub fn server_line(r: &Report, unit: &str) -> String {
@@ -149,4 +199,37 @@ pub fn server_line(r: &Report, unit: &str) -> String {
         f("server_rss_kib") / 1024.0,
         f("server_peak_rss_kib") / 1024.0
     )
+}
+
+/// Runs `work` to its end unless `stop` turns true first; says whether it was stopped.
+pub(crate) async fn stopped_before_done(
+    work: impl std::future::Future<Output = ()>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        biased;
+        () = work => false,
+        _ = stop.wait_for(|s| *s) => true,
+    }
+}
+
+/// Waits for every task until `deadline`; then tells the rest to stop (through `stop`) and waits
+/// for them. Errors: a task panicked or was cancelled.
+pub(crate) async fn wait_all<T>(
+    tasks: Vec<JoinHandle<T>>,
+    deadline: Instant,
+    stop: &watch::Sender<bool>,
+) -> Result<Vec<T>, BenchError> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for mut task in tasks {
+        let result = match tokio::time::timeout_at(deadline, &mut task).await {
+            Ok(r) => r,
+            Err(_) => {
+                stop.send_replace(true);
+                task.await
+            }
+        };
+        out.push(result.map_err(|e| BenchError::new(format!("bench task failed: {e}")))?);
+    }
+    Ok(out)
 }
