@@ -8,6 +8,7 @@
 //! - [`fanout`]: rooms, members, senders; losses, gaps, deliveries/s, latency, CPU per delivery.
 //! - [`idle`]: many joined members doing nothing; server memory per connection and per member.
 //! - [`raw_h2`]: the baseline: an h2 server with no gRPC layer that echoes a gRPC-shaped response.
+//! - [`write_floor`]: the floor under fan-out: plain TCP, one write per delivery, no h2, no gRPC.
 //! - [`unary`]: the request `h2load` sends for the unary bench, and a check that a server answers it.
 //! - [`members`]: connecting and joining many members at once (shared by fanout and idle).
 //! - [`event`]: a received chat event decoded only as far as the bench needs; the stamp in a post.
@@ -26,6 +27,7 @@ pub mod raw_h2;
 pub mod report;
 pub mod ticker;
 pub mod unary;
+pub mod write_floor;
 
 use std::fmt;
 use std::time::Duration;
