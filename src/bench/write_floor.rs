@@ -8,7 +8,8 @@
 //!
 //! - `bench write-floor-server` ([`server`]) accepts TCP connections and, for every post it reads
 //!   from any of them, writes [`DEFAULT_SIZE`] bytes (or `--size`) to every open connection, one
-//!   `try_write` each: the least user space can do for one write per delivery. Its CPU time per
+//!   non-blocking `writev` each (as h2 writes): the least user space can do for one write per
+//!   delivery. Its CPU time per
 //!   write is the floor. A server that delivers each post with one write per member cannot spend
 //!   less per delivery, whatever its own code does; only fewer writes (several deliveries per
 //!   write) go below it.

@@ -2,13 +2,13 @@
 //! to every open connection, and nothing else happens.
 //!
 //! Connections live in one registry behind a lock. Each has a task that reads its posts; the task
-//! that reads a post writes the chunk to every registered connection itself, one `try_write` each,
+//! that reads a post writes the chunk to every registered connection itself, one `writev` each,
 //! under the lock — so writes on one socket never interleave and no queue stands between a post and
 //! its writes. A write that would block, fails or is short closes that connection: the floor never
 //! buffers in user space.
 
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -94,14 +94,15 @@ impl Floor {
         self.lock().conns.retain(|c| c.id != id);
     }
 
-    /// One post: the chunk to every registered connection, one `try_write` each. A connection
-    /// whose write does not take the whole chunk leaves the registry, and its task is told to
-    /// close it.
+    /// One post: the chunk to every registered connection, one `writev` each — the system call h2
+    /// writes with (a plain `try_write` is a `send`). A connection whose write does not take the
+    /// whole chunk leaves the registry, and its task is told to close it.
     fn fan_out(&self) {
         let mut registry = self.lock();
         let Registry { conns, stats, .. } = &mut *registry;
         stats.posts += 1;
-        conns.retain(|conn| match conn.stream.try_write(&self.chunk) {
+        let chunk = [IoSlice::new(&self.chunk)];
+        conns.retain(|conn| match conn.stream.try_write_vectored(&chunk) {
             Ok(n) if n == self.chunk.len() => {
                 stats.writes += 1;
                 true
