@@ -134,8 +134,10 @@ pub fn add_client_cpu(
 
 /// Adds `server_cpu_s`; `server_ns_per_delivery` and its split, `server_user_ns_per_delivery`
 /// (user space) and `server_sys_ns_per_delivery` (the kernel), all null without deliveries;
-/// `server_rss_kib` and `server_peak_rss_kib`; everything null without a server pid. The split is
-/// sampled tick by tick (see [`proc`]), so it needs runs of seconds.
+/// `server_write_calls` and `server_write_calls_per_delivery` (null where `/proc/PID/io` cannot be
+/// read): how many deliveries one write system call carried; `server_rss_kib` and
+/// `server_peak_rss_kib`; everything null without a server pid. The split is sampled tick by tick
+/// (see [`proc`]), so it needs runs of seconds.
 pub fn add_server_figures(
     report: &mut Report,
     before: Option<ProcSample>,
@@ -143,6 +145,9 @@ pub fn add_server_figures(
     deliveries: u64,
 ) {
     let cpu = before.zip(after).map(|(b, a)| a.cpu_since(&b));
+    let write_calls = before
+        .zip(after)
+        .and_then(|(b, a)| Some(a.write_calls?.saturating_sub(b.write_calls?)));
     let per_delivery = |seconds: fn(&CpuTime) -> f64| {
         cpu.as_ref()
             .filter(|_| deliveries > 0)
@@ -153,6 +158,13 @@ pub fn add_server_figures(
         .opt_float("server_ns_per_delivery", per_delivery(|c| c.total_s))
         .opt_float("server_user_ns_per_delivery", per_delivery(|c| c.user_s))
         .opt_float("server_sys_ns_per_delivery", per_delivery(|c| c.sys_s))
+        .opt_int("server_write_calls", write_calls)
+        .opt_float(
+            "server_write_calls_per_delivery",
+            write_calls
+                .filter(|_| deliveries > 0)
+                .map(|w| w as f64 / deliveries as f64),
+        )
         .opt_int("server_rss_kib", after.map(|a| a.rss_kib))
         .opt_int("server_peak_rss_kib", after.map(|a| a.peak_rss_kib));
 }
@@ -193,11 +205,13 @@ pub fn client_line(r: &Report) -> String {
 pub fn server_line(r: &Report, unit: &str) -> String {
     let f = |k: &str| r.number(k);
     format!(
-        "server: {:.2} s CPU, {:.0} ns/{unit} (user {:.0}, kernel {:.0}), RSS {:.1} MiB (peak {:.1} MiB)",
+        "server: {:.2} s CPU, {:.0} ns/{unit} (user {:.0}, kernel {:.0}), {:.2} write calls/{unit}, \
+         RSS {:.1} MiB (peak {:.1} MiB)",
         f("server_cpu_s"),
         f("server_ns_per_delivery"),
         f("server_user_ns_per_delivery"),
         f("server_sys_ns_per_delivery"),
+        f("server_write_calls_per_delivery"),
         f("server_rss_kib") / 1024.0,
         f("server_peak_rss_kib") / 1024.0
     )

@@ -251,6 +251,10 @@ fn write_floor_delivers_every_post_to_every_connection() {
         assert!(is_number(&r, key), "{key} in {r}");
     }
     assert!(
+        int(&r, "server_write_calls") >= 3 * 50,
+        "one write call per delivery at least: {r}"
+    );
+    assert!(
         server.terminate().success(),
         "the floor server stops cleanly on SIGTERM"
     );

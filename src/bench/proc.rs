@@ -9,6 +9,10 @@
 //!   the receiving socket's TCP processing during a send) is kernel time of the process unless
 //!   the kernel has `CONFIG_IRQ_TIME_ACCOUNTING`.
 //! - Memory: `VmRSS` (resident now) and `VmHWM` (peak resident) of `/proc/PID/status`, in KiB.
+//! - Write calls: `syscw` of `/proc/PID/io`, the `write`, `writev` and `pwrite` system calls the
+//!   process made on any file — sockets, pipes, the eventfd a runtime wakes its threads with — but
+//!   not `send`/`sendmsg` (Rust's `TcpStream::write` is a `send`; h2's vectored writes are
+//!   `writev`). Reading it needs the right to trace the process (the same user, or root).
 
 use std::io;
 
@@ -30,6 +34,9 @@ pub struct ProcSample {
     pub rss_kib: u64,
     /// Peak resident set size since the process started, KiB.
     pub peak_rss_kib: u64,
+    /// Write-type system calls since the process started; `None` when `/proc/PID/io` cannot be
+    /// read.
+    pub write_calls: Option<u64>,
 }
 
 impl ProcSample {
@@ -44,8 +51,11 @@ impl ProcSample {
             cpu_ticks: user_ticks + sys_ticks,
             user_ticks,
             sys_ticks,
-            rss_kib: status_kib(&status, "VmRSS:").ok_or_else(|| bad("VmRSS"))?,
-            peak_rss_kib: status_kib(&status, "VmHWM:").ok_or_else(|| bad("VmHWM"))?,
+            rss_kib: proc_field(&status, "VmRSS:").ok_or_else(|| bad("VmRSS"))?,
+            peak_rss_kib: proc_field(&status, "VmHWM:").ok_or_else(|| bad("VmHWM"))?,
+            write_calls: std::fs::read_to_string(format!("/proc/{pid}/io"))
+                .ok()
+                .and_then(|io| proc_field(&io, "syscw:")),
         })
     }
 
@@ -93,10 +103,10 @@ fn cpu_ticks(stat: &str) -> Option<(u64, u64)> {
     Some((utime, stime))
 }
 
-/// A `Vm…:` line of `/proc/PID/status`, in KiB.
-fn status_kib(status: &str, field: &str) -> Option<u64> {
-    status
-        .lines()
+/// The number after `field` at the start of a line of a `/proc` file (`VmRSS:  123 kB` of
+/// `/proc/PID/status`, in KiB; `syscw: 45` of `/proc/PID/io`).
+fn proc_field(text: &str, field: &str) -> Option<u64> {
+    text.lines()
         .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
@@ -152,6 +162,18 @@ mod tests {
         assert!(s.rss_kib > 0 && s.peak_rss_kib >= s.rss_kib);
         assert!(clock_ticks_per_second() >= 1);
         assert_eq!(s.cpu_ticks, s.user_ticks + s.sys_ticks);
+        assert!(
+            s.write_calls.is_some(),
+            "a process may read its own /proc/PID/io"
+        );
+    }
+
+    #[test]
+    fn proc_fields_are_found_by_name() {
+        let io = "rchar: 6976\nwchar: 0\nsyscr: 10\nsyscw: 42\n";
+        assert_eq!(proc_field(io, "syscw:"), Some(42));
+        assert_eq!(proc_field("VmRSS:\t  1024 kB\n", "VmRSS:"), Some(1024));
+        assert_eq!(proc_field(io, "VmHWM:"), None);
     }
 
     #[test]
