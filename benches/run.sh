@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The standard h2chat scenarios: builds release, runs each against a fresh `h2chat serve` pinned to
 # one core (taskset -c $SERVER_CPU) with the load pinned to another (taskset -c $LOAD_CPU), and
-# prints the markdown table the README shows. Every load is bounded in count and time.
+# prints the markdown table the README shows. Right after (b) it measures the floor under (b) in the
+# same shape: `h2chat bench write-floor-server`, plain TCP, one write per connection per post.
+# Every load is bounded in count and time.
 #
 #   benches/run.sh            # the standard scale (about two minutes)
 #   benches/run.sh --quick    # reduced scale: checks the scenarios work; figures are not the real ones
@@ -29,6 +31,8 @@ else
   A_MSGS=100000 B_MSGS=25000 C_MSGS=4000 D1=5000 D1C=50 D2=5000 D3=20000 E_N=500000
 fi
 E_ROUNDS=3
+# The floor's write: a 100-byte chat text on the wire (DATA frame header, gRPC prefix, message).
+FLOOR_SIZE=114
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 nofile=$(ulimit -n)
@@ -115,6 +119,18 @@ check() {
     print (ok ? "met" : "**not met**") }'
 }
 fmt() { [[ -z "$1" || "$1" == null ]] && echo "n/a" || awk -v v="$1" -v d="${2:-0}" 'BEGIN { printf "%.*f", d, v }'; }
+# cpu_split NAME UNIT: server CPU per delivery with its user/kernel split, and the server's write
+# system calls per delivery, e.g. "1970 ns (user 700, kernel 1270); 0.57 write calls per delivery".
+cpu_split() {
+  echo "$(fmt "$(field "$1" server_ns_per_delivery)") ns (user $(fmt "$(field "$1" server_user_ns_per_delivery)"), kernel $(fmt "$(field "$1" server_sys_ns_per_delivery)")); $(fmt "$(field "$1" server_write_calls_per_delivery)" 2) write calls per $2"
+}
+# p99_ms NAME: a report's p99 latency in milliseconds.
+p99_ms() { awk -v v="$(field "$1" p99_us)" 'BEGIN { print v / 1000 }'; }
+# busy_note NAME: flags a run whose server core was nearly always busy: its latency is mostly queueing.
+busy_note() {
+  awk -v c="$(field "$1" server_cpu_s)" -v e="$(field "$1" elapsed_s)" 'BEGIN {
+    if (e > 0 && c / e > 0.9) printf " (server core busy %.0f%%: the latency is queueing)", 100 * c / e }'
+}
 # client_note NAME: flags a run whose client used most of its core (the figure may be client-bound).
 client_note() {
   local u
@@ -138,10 +154,20 @@ load b fanout --addr "$addr" --rooms 1 --members 100 --senders 1 --messages $B_M
   --size 100 --rate 5000 --server-pid "$pid"
 stop "$pid"
 b_desc="(b) 1 room x 100 members, sender at 5,000 posts/s"
-p99_ms=$(awk -v v="$(field b p99_us)" 'BEGIN { print v / 1000 }')
-row "$b_desc" "p99 latency" "$(fmt "$p99_ms" 3) ms (lost $(field b lost))" "<= 0.5 ms" "$(check "$p99_ms" le 0.5)"
-row "$b_desc" "server CPU per delivery" "$(fmt "$(field b server_ns_per_delivery)") ns$(client_note b)" \
+b_p99=$(p99_ms b)
+row "$b_desc" "p99 latency" "$(fmt "$b_p99" 3) ms (lost $(field b lost))" "<= 0.5 ms" "$(check "$b_p99" le 0.5)"
+row "$b_desc" "server CPU per delivery" "$(cpu_split b delivery)$(client_note b)" \
   "<= 400 ns" "$(check "$(field b server_ns_per_delivery)" le 400)"
+
+# (b) floor: the same shape over plain TCP, no h2, no gRPC: one write per connection per post.
+start floor bench write-floor-server --size $FLOOR_SIZE
+load floor write-floor --addr "$addr" --conns 100 --rate 5000 --posts $B_MSGS --size $FLOOR_SIZE \
+  --server-pid "$pid"
+stop "$pid"
+floor_desc="(b) floor: plain TCP, one $FLOOR_SIZE-byte write per connection per post"
+row "$floor_desc" "server CPU per write" "$(cpu_split floor write)$(client_note floor)" "" ""
+floor_p99=$(p99_ms floor)
+row "$floor_desc" "p99 latency" "$(fmt "$floor_p99" 3) ms (lost $(field floor lost))$(busy_note floor)" "" ""
 
 # (c) 10 rooms x 50 members x 5 senders, flat out.
 serve c
@@ -261,9 +287,11 @@ $(printf '%s\n' "${rows[@]}")
 
 Also measured: (a) $(fmt "$(field a deliveries_per_s)") deliveries/s, p50 $(fmt "$(field a p50_us)") µs;
 (b) p50 $(fmt "$(field b p50_us)") µs, max $(fmt "$(field b max_us)") µs;
+(b) floor p50 $(fmt "$(field floor p50_us)") µs, max $(fmt "$(field floor max_us)") µs, client CPU $(fmt "$(awk -v v="$(field floor client_cpu_util)" 'BEGIN { print v * 100 }')")%;
 (c) $(fmt "$(field c deliveries_per_s)") deliveries/s; (d1) $(fmt "$(field d1 kib_per_conn)" 1) KiB per connection;
 (d3) peak server RSS $(fmt "$(field d3 server_peak_rss_kib)") KiB.
 A server core busy well under 100% in (e) means something else set the pace: h2load, or other work on the cores.
+The user/kernel splits are sampled by the kernel's tick and can be off by tens of percent at rates that divide it (see benches/README.md); the totals are exact.
 Raw reports: \`$OUT/*.json\`; h2load output: \`$OUT/e-*.h2load.txt\`.
 
 Reproduce: \`benches/run.sh$( ((quick)) && echo " --quick")\` (Linux; root for \`ulimit -n 65536\`; installs nghttp2-client for h2load).
@@ -272,6 +300,12 @@ One scenario by hand, e.g. (a):
     taskset -c 0 target/release/h2chat serve --addr 127.0.0.1:50151 --max-post-rate 0 &
     taskset -c 1 target/release/h2chat bench fanout --addr 127.0.0.1:50151 --rooms 1 --members 100 \\
       --senders 1 --messages $A_MSGS --size 100 --server-pid \$!
+
+The floor under (b) by hand (plain TCP: one write of $FLOOR_SIZE bytes per connection per post):
+
+    taskset -c 0 target/release/h2chat bench write-floor-server --addr 127.0.0.1:50153 &
+    taskset -c 1 target/release/h2chat bench write-floor --addr 127.0.0.1:50153 --conns 100 \\
+      --rate 5000 --posts $B_MSGS --size $FLOOR_SIZE --server-pid \$!
 
 (e) by hand, against a server with TestService and against the baseline
 (\`h2chat bench raw-h2-server --addr 127.0.0.1:50152\`):

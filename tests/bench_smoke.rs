@@ -86,6 +86,8 @@ fn fanout_flat_out_delivers_every_post_to_every_member() {
         "p99_us",
         "max_us",
         "server_cpu_s",
+        "server_user_ns_per_delivery",
+        "server_sys_ns_per_delivery",
         "server_peak_rss_kib",
     ] {
         assert!(is_number(&r, key), "{key} in {r}");
@@ -208,6 +210,54 @@ async fn the_raw_h2_baseline_echoes_a_grpc_shaped_response() {
         .await
         .expect("an OK gRPC response");
     assert_eq!(echoed, req);
+}
+
+#[test]
+fn write_floor_delivers_every_post_to_every_connection() {
+    let server = ServerProcess::start_command(&["bench", "write-floor-server"], &["--size", "20"]);
+    let (addr, pid) = (server.addr.to_string(), server.pid().to_string());
+    let out = bench(&[
+        "write-floor",
+        "--addr",
+        &addr,
+        "--conns",
+        "3",
+        "--posts",
+        "50",
+        "--rate",
+        "1000",
+        "--size",
+        "20",
+        "--server-pid",
+        &pid,
+        "--timeout",
+        "60",
+    ]);
+    let r = report(&out);
+    assert_eq!(r["bench"], "write_floor");
+    assert_eq!(int(&r, "posted"), 50);
+    assert_eq!(int(&r, "expected"), 3 * 50);
+    assert_eq!(int(&r, "delivered"), 3 * 50);
+    assert_eq!(int(&r, "lost"), 0);
+    assert_eq!(int(&r, "unmatched"), 0);
+    for key in [
+        "p50_us",
+        "p99_us",
+        "server_cpu_s",
+        "server_ns_per_delivery",
+        "server_user_ns_per_delivery",
+        "server_sys_ns_per_delivery",
+    ] {
+        assert!(is_number(&r, key), "{key} in {r}");
+    }
+    assert!(
+        int(&r, "server_write_calls") >= 3 * 50,
+        "one write call per delivery at least: {r}"
+    );
+    assert!(
+        server.terminate().success(),
+        "the floor server stops cleanly on SIGTERM"
+    );
 }
 
 #[test]

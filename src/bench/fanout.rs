@@ -26,16 +26,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use member::{run_member, MemberCtx, MemberStats, RoomProgress, Slot};
-use sender::{run_sender, ticker, SenderCtx};
+use sender::{run_sender, SenderCtx};
 
 use super::members::{check_open_files, connect_all, join_all, room_names, JoinSpec};
 use super::proc::ProcSample;
 use super::report::{Report, Value};
-use super::{add_client_cpu, add_server_figures, sample_server, BenchError, Clock, Outcome};
+use super::ticker::ticker;
+use super::{
+    add_client_cpu, add_latency, add_server_figures, client_line, deadline_after, latency_line,
+    sample_server, server_line, wait_all, BenchError, Clock, Outcome,
+};
 
 /// Default number of a room's posts that may be ahead of its slowest member: half the server's
 /// default history, so a member that keeps up within the window never gets a gap.
@@ -116,7 +119,7 @@ impl FanoutConfig {
 pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
     cfg.check()?;
     let cfg = Arc::new(cfg);
-    let deadline = Instant::now() + cfg.timeout;
+    let deadline = deadline_after(cfg.timeout);
     let total = cfg.rooms * cfg.members;
     let conns = cfg.conns.unwrap_or(total).min(total);
     check_open_files(conns)?;
@@ -196,7 +199,7 @@ pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
         })
         .collect();
     let senders = wait_all(senders, deadline, &stop_tx).await?;
-    let drain_deadline = (Instant::now() + cfg.drain).min(deadline.max(Instant::now()));
+    let drain_deadline = deadline_after(cfg.drain).min(deadline.max(Instant::now()));
     let members = wait_all(members, drain_deadline, &stop_tx).await?;
     let end = Instant::now();
     let server_after = sample_server(cfg.server_pid)?;
@@ -251,8 +254,6 @@ pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
     } else {
         end.duration_since(start).as_secs_f64()
     };
-    let us = |ns: u64| ns as f64 / 1e3;
-    let lat = &all.latency;
     report
         .int("planned_posts", planned)
         .int("posted", posted)
@@ -268,11 +269,8 @@ pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
         .int("call_errors", errors)
         .float("elapsed_s", elapsed_s)
         .float("deliveries_per_s", all.delivered as f64 / elapsed_s)
-        .float("posts_per_s", posted as f64 / elapsed_s)
-        .float("p50_us", us(lat.quantile(0.50)))
-        .float("p90_us", us(lat.quantile(0.90)))
-        .float("p99_us", us(lat.quantile(0.99)))
-        .float("max_us", us(lat.max()));
+        .float("posts_per_s", posted as f64 / elapsed_s);
+    add_latency(&mut report, &all.latency);
     let wall = end.duration_since(start).as_secs_f64();
     add_client_cpu(&mut report, self_before, self_after, wall);
     add_server_figures(&mut report, server_before, server_after, all.delivered);
@@ -283,26 +281,6 @@ pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
     // Ending the calls makes every member leave; nothing is measured any more.
     drop((members, senders, quiet_halves, channels));
     Ok(Outcome { report, summary })
-}
-
-/// Waits for every task until `deadline`; then tells the rest to stop and waits for them.
-async fn wait_all<T>(
-    tasks: Vec<JoinHandle<T>>,
-    deadline: Instant,
-    stop: &watch::Sender<bool>,
-) -> Result<Vec<T>, BenchError> {
-    let mut out = Vec::with_capacity(tasks.len());
-    for mut task in tasks {
-        let result = match tokio::time::timeout_at(deadline, &mut task).await {
-            Ok(r) => r,
-            Err(_) => {
-                stop.send_replace(true);
-                task.await
-            }
-        };
-        out.push(result.map_err(|e| BenchError::new(format!("bench task failed: {e}")))?);
-    }
-    Ok(out)
 }
 
 fn summary(r: &Report, cfg: &FanoutConfig, conns: usize) -> String {
@@ -317,22 +295,15 @@ fn summary(r: &Report, cfg: &FanoutConfig, conns: usize) -> String {
     let mut s = format!(
         "fanout: {} room(s) x {} members on {conns} connection(s); {} sender(s)/room x {} posts of {} B; {pacing}\n\
          deliveries: {} expected, {} delivered, {} lost, {} gap events, {} seq errors; {:.0}/s over {:.2} s\n\
-         latency: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms\n\
-         client: {:.2} s CPU ({:.0}% of one core)",
+         {}\n{}",
         cfg.rooms, cfg.members, cfg.senders, cfg.messages, cfg.size,
         f("expected"), f("delivered"), f("lost"), f("gap_events"), f("seq_errors"),
         f("deliveries_per_s"), f("elapsed_s"),
-        f("p50_us") / 1e3, f("p90_us") / 1e3, f("p99_us") / 1e3, f("max_us") / 1e3,
-        f("client_cpu_s"), f("client_cpu_util") * 100.0,
+        latency_line(r), client_line(r),
     );
     if cfg.server_pid.is_some() {
-        s.push_str(&format!(
-            "\nserver: {:.2} s CPU, {:.0} ns/delivery, RSS {:.1} MiB (peak {:.1} MiB)",
-            f("server_cpu_s"),
-            f("server_ns_per_delivery"),
-            f("server_rss_kib") / 1024.0,
-            f("server_peak_rss_kib") / 1024.0
-        ));
+        s.push('\n');
+        s.push_str(&server_line(r, "delivery"));
     }
     if let Some(Value::Str(e)) = r.get("first_error") {
         s.push_str(&format!("\nerrors: {} (first: {e})", f("call_errors")));

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::members::{check_open_files, connect_all, join_all, room_names, JoinSpec};
 use super::proc::ProcSample;
 use super::report::Report;
-use super::{sample_server, BenchError, Outcome};
+use super::{deadline_after, sample_server, BenchError, Outcome};
 
 /// Default members per room: rooms stay small, so join events do not dominate.
 pub const DEFAULT_MEMBERS_PER_ROOM: usize = 100;
@@ -71,7 +71,7 @@ pub async fn run(cfg: IdleConfig) -> Result<Outcome, BenchError> {
         ));
     }
     check_open_files(cfg.conns)?;
-    let deadline = Instant::now() + cfg.timeout;
+    let deadline = deadline_after(cfg.timeout);
     let base = sample_server(cfg.server_pid)?;
     let self_base = ProcSample::read_self().ok();
 

@@ -10,7 +10,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::bench::event::{read_stamp, scan};
 use crate::bench::histogram::Histogram;
-use crate::bench::Clock;
+use crate::bench::{stopped_before_done, Clock};
 use crate::grpc::client::CallReceiver;
 
 /// Messages, received together, that may share one reading of the clock (a few microseconds of
@@ -66,11 +66,7 @@ pub(super) async fn run_member(
     mut stop: watch::Receiver<bool>,
 ) -> (MemberStats, CallReceiver) {
     let mut stats = MemberStats::default();
-    tokio::select! {
-        biased;
-        () = receive(&mut rx, &ctx, &mut stats) => {}
-        _ = stop.wait_for(|s| *s) => stats.stopped = true,
-    }
+    stats.stopped = stopped_before_done(receive(&mut rx, &ctx, &mut stats), &mut stop).await;
     (stats, rx)
 }
 

@@ -10,7 +10,7 @@ use tokio::sync::{watch, Notify};
 use super::member::RoomProgress;
 use super::FanoutConfig;
 use crate::bench::event::{stamp_text, Stamp};
-use crate::bench::Clock;
+use crate::bench::{stopped_before_done, Clock};
 use crate::grpc::client::CallSender;
 use crate::pb::chat::v1::ChatMessage;
 
@@ -40,11 +40,7 @@ pub(super) async fn run_sender(
     mut stop: watch::Receiver<bool>,
 ) -> (SenderStats, CallSender) {
     let mut stats = SenderStats::default();
-    tokio::select! {
-        biased;
-        () = send(&mut tx, &ctx, &cfg, ticks, &mut stats) => {}
-        _ = stop.wait_for(|s| *s) => {}
-    }
+    stopped_before_done(send(&mut tx, &ctx, &cfg, ticks, &mut stats), &mut stop).await;
     (stats, tx)
 }
 
@@ -96,29 +92,4 @@ async fn send(
         }
         stats.posted += 1;
     }
-}
-
-/// Ticks `1..=count`, tick `k` at `(k - 1) / rate` seconds from now, kept by a thread: tokio's
-/// timer has millisecond resolution, which would turn 5,000 posts/s into bursts of 5 every
-/// millisecond. The thread ends after the last tick, or as soon as every receiver is gone.
-///
-/// Errors: the thread cannot be started.
-pub(super) fn ticker(rate: f64, count: u64) -> std::io::Result<watch::Receiver<u64>> {
-    let (tx, rx) = watch::channel(0);
-    let start = std::time::Instant::now();
-    std::thread::Builder::new()
-        .name("bench-ticker".into())
-        .spawn(move || {
-            for k in 1..=count {
-                let due = start + Duration::from_secs_f64((k - 1) as f64 / rate);
-                let now = std::time::Instant::now();
-                if due > now {
-                    std::thread::sleep(due - now);
-                }
-                if tx.send(k).is_err() {
-                    return;
-                }
-            }
-        })?;
-    Ok(rx)
 }

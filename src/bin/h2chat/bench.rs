@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use h2chat::bench::fanout::{self, FanoutConfig};
 use h2chat::bench::idle::{self, IdleConfig};
 use h2chat::bench::report::Value;
+use h2chat::bench::write_floor::{self, WriteFloorConfig};
 use h2chat::bench::{raw_h2, unary, BenchError, Outcome};
 
 #[derive(Args)]
@@ -31,6 +32,18 @@ enum BenchCommand {
     /// The baseline for unary figures: h2 with no gRPC layer, answering any POST with a
     /// gRPC-shaped echo of its body. Runs until SIGINT or SIGTERM.
     RawH2Server(RawH2Args),
+    /// The floor under fan-out, its server: plain TCP, no h2, no gRPC. Every 1-byte post read from
+    /// any connection becomes one write of --size bytes to every open connection.
+    ///
+    /// A connection whose write would block is closed. Runs until SIGINT or SIGTERM; logs what it
+    /// did then.
+    WriteFloorServer(WriteFloorServerArgs),
+    /// The floor under fan-out, its load: posts on one connection at --rate and times every
+    /// write's arrival on every connection; server CPU per write, split into user and kernel time.
+    ///
+    /// Prints one JSON line on stdout and a summary on stderr. Exits with status 1 when any write
+    /// was lost. Run it against `bench write-floor-server` with the same --size, and nothing else.
+    WriteFloor(WriteFloorArgs),
     /// Writes the request body `h2load -d` sends for the unary bench (a SimpleRequest with a
     /// 10-byte payload); with --check, first checks that a server answers it with OK.
     UnaryRequest(UnaryRequestArgs),
@@ -109,6 +122,41 @@ struct RawH2Args {
 }
 
 #[derive(Args)]
+struct WriteFloorServerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:50053")]
+    addr: SocketAddr,
+    /// Bytes written to each connection per post (114: a 100-byte chat text on the wire).
+    #[arg(long, default_value_t = write_floor::DEFAULT_SIZE)]
+    size: usize,
+}
+
+#[derive(Args)]
+struct WriteFloorArgs {
+    /// The write-floor server.
+    #[arg(long, default_value = "127.0.0.1:50053")]
+    addr: SocketAddr,
+    /// Connections; each receives every post.
+    #[arg(long, default_value_t = write_floor::DEFAULT_CONNS)]
+    conns: usize,
+    /// Posts per second, all on the first connection.
+    #[arg(long, default_value_t = write_floor::DEFAULT_RATE)]
+    rate: f64,
+    /// Posts to send.
+    #[arg(long, default_value_t = write_floor::DEFAULT_POSTS)]
+    posts: u64,
+    /// Bytes the server writes per post and connection: the server's --size.
+    #[arg(long, default_value_t = write_floor::DEFAULT_SIZE)]
+    size: usize,
+    /// The server's process id: adds its CPU time per write (user and kernel) and its memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Seconds allowed for the whole run; what has not arrived by then is lost.
+    #[arg(long, default_value_t = write_floor::DEFAULT_TIMEOUT.as_secs_f64())]
+    timeout: f64,
+}
+
+#[derive(Args)]
 struct UnaryRequestArgs {
     /// Where to write the request body.
     #[arg(long)]
@@ -166,6 +214,42 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
                 .map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
             tracing::info!(addr = %listener.local_addr()?, "raw-h2 baseline listening");
             raw_h2::serve(listener, h2chat::grpc::shutdown::interrupted()).await?;
+        }
+        BenchCommand::WriteFloorServer(a) => {
+            write_floor::check_size(a.size)?;
+            super::init_logging(None);
+            let listener = tokio::net::TcpListener::bind(a.addr)
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
+            tracing::info!(addr = %listener.local_addr()?, size = a.size, "write-floor server listening");
+            let stats =
+                write_floor::server::serve(listener, a.size, h2chat::grpc::shutdown::interrupted())
+                    .await?;
+            tracing::info!(
+                accepted = stats.accepted,
+                refused = stats.refused,
+                posts = stats.posts,
+                writes = stats.writes,
+                closed_slow = stats.closed_slow,
+                closed_garbage = stats.closed_garbage,
+                "write-floor server stopped"
+            );
+        }
+        BenchCommand::WriteFloor(a) => {
+            let outcome = write_floor::run(WriteFloorConfig {
+                addr: a.addr,
+                conns: a.conns,
+                rate: a.rate,
+                posts: a.posts,
+                size: a.size,
+                server_pid: a.server_pid,
+                timeout: secs(a.timeout),
+            })
+            .await?;
+            print(&outcome);
+            if !matches!(outcome.report.get("lost"), Some(Value::Int(0))) {
+                return Err(BenchError::new("writes were lost").into());
+            }
         }
         BenchCommand::UnaryRequest(a) => {
             if let Some(addr) = a.check {
