@@ -16,8 +16,8 @@
 //! - [`reflection`]: gRPC server reflection (v1 and v1alpha) over that descriptor set.
 //! - [`schema`]: the served methods from that descriptor set, and their messages as JSON.
 //! - [`stdio`]: `h2chat stdio`, the server as a JSON-lines node driven through the gRPC client.
-//! - [`bench`](mod@bench): `h2chat bench` — load generators measuring the server from outside, and the raw-h2
-//!   baseline server.
+//! - [`bench`](mod@bench): `h2chat bench` — load generators measuring the server from outside,
+//!   and the two baselines beside them (raw h2 for unary calls, plain TCP for fan-out).
 //! - [`session`]: the client side of a room: join, post, resume after a lost connection.
 //! - `link`: one joined `Chat` call on a connection of its own, for [`session`].
 //! - [`render`]: how events and session notices look, as text or JSON.

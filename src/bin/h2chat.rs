@@ -43,7 +43,7 @@ struct Cli {
 enum Command {
     /// Run the gRPC server (chat, reflection and the other services).
     Serve(ServeArgs),
-    /// Measure a running server: fan-out, idle members, and the raw-h2 unary baseline.
+    /// Measure a running server: fan-out, idle members, and the baselines (raw h2, plain TCP).
     Bench(bench::BenchArgs),
     /// Run the same server as a JSON-lines node: requests on stdin, replies on stdout, logs on
     /// stderr.
