@@ -9,7 +9,7 @@
 //! chunk once it has copied or written all of it (or discarded it with a reset stream), and the
 //! tracker counts the chunks h2 still holds, waking the call when the count reaches zero.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -25,7 +25,7 @@ pub struct Chunk {
 impl Chunk {
     /// A chunk `tracker` counts until h2 drops it.
     pub(crate) fn tracked(bytes: Bytes, tracker: &Tracker) -> Chunk {
-        tracker.0.held.fetch_add(1, Ordering::AcqRel);
+        tracker.0.held.fetch_add(1, Ordering::SeqCst);
         Chunk {
             bytes,
             tracker: Some(tracker.clone()),
@@ -71,6 +71,9 @@ pub(crate) struct Tracker(Arc<Shared>);
 #[derive(Debug, Default)]
 struct Shared {
     held: AtomicUsize,
+    /// Whether `waiter` may hold a waker: h2 drops a chunk per frame it writes, and most of the
+    /// time nobody waits, so the drop should not take the lock.
+    waiting: AtomicBool,
     /// The call's task, when it waits for the count to reach zero.
     waiter: Mutex<Option<Waker>>,
 }
@@ -78,7 +81,7 @@ struct Shared {
 impl Tracker {
     /// Whether h2 holds none of the tracked chunks.
     pub(crate) fn is_written(&self) -> bool {
-        self.0.held.load(Ordering::Acquire) == 0
+        self.0.held.load(Ordering::SeqCst) == 0
     }
 
     /// `Ready` once h2 holds none of the tracked chunks.
@@ -93,6 +96,7 @@ impl Tracker {
                 _ => *waiter = Some(cx.waker().clone()),
             }
         }
+        self.0.waiting.store(true, Ordering::SeqCst);
         // The last chunk may have gone between the first look and the waker being stored.
         if self.is_written() {
             Poll::Ready(())
@@ -102,7 +106,11 @@ impl Tracker {
     }
 
     fn release(&self) {
-        if self.0.held.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // SeqCst with the waiter's store and loads: either it sees the count at zero after
+        // storing its waker, or this sees `waiting` and wakes it.
+        if self.0.held.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.0.waiting.swap(false, Ordering::SeqCst)
+        {
             let waiter = self
                 .0
                 .waiter
