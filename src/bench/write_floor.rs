@@ -9,10 +9,9 @@
 //! - `bench write-floor-server` ([`server`]) accepts TCP connections and, for every post it reads
 //!   from any of them, writes [`DEFAULT_SIZE`] bytes (or `--size`) to every open connection, one
 //!   non-blocking `writev` each (as h2 writes): the least user space can do for one write per
-//!   delivery. Its CPU time per
-//!   write is the floor. A server that delivers each post with one write per member cannot spend
-//!   less per delivery, whatever its own code does; only fewer writes (several deliveries per
-//!   write) go below it.
+//!   delivery. Its CPU time per write is the floor. A server that delivers each post with one
+//!   write per member cannot spend less per delivery, whatever its own code does; only fewer
+//!   writes (several deliveries per write) go below it.
 //! - `bench write-floor` ([`run`]) opens the connections, posts on the first one at a fixed rate,
 //!   and on every connection times each chunk from its post's send time: expected, delivered and
 //!   lost writes, latency, and, given the server's pid, server CPU per write split into user and
