@@ -6,8 +6,8 @@
 //! protos differ only in their package, so their messages are the same bytes on the wire and both
 //! are decoded and answered as the v1 types.
 //!
-//! The answers come from [`crate::pb::FILE_DESCRIPTOR_SET`], indexed once on first use. Behaviour follows
-//! grpc-go's reflection server:
+//! The answers come from [`crate::pb::FILE_DESCRIPTOR_SET`], indexed once on first use
+//! (`reflection/index.rs`). Behaviour follows grpc-go's reflection server:
 //! - A file answer carries the requested file first, then each file it imports, directly or not,
 //!   that was not yet sent on this stream. The requested file itself is always sent.
 //! - Symbols are protobuf full names: services, methods, messages (nested ones too), fields, oneofs,
