@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, debug_span, info, warn, Instrument};
 
 use super::call::{Call, CallInfo};
+use super::coalesce::CoalescedWrites;
 use super::codec::DEFAULT_MAX_MESSAGE_BYTES;
 use super::compression::{Encoding, Encodings};
 use super::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING, GRPC_TIMEOUT};
@@ -295,7 +296,9 @@ async fn serve_connection<T>(
             // what a call buffers, since received capacity is released only as messages are consumed.
             .initial_window_size(1 << 20)
             .initial_connection_window_size(4 << 20);
-        Box::pin(builder.handshake::<_, Chunk>(socket))
+        // Writes wait one scheduler turn, so that frames from every call answering at once leave
+        // together (see `coalesce`).
+        Box::pin(builder.handshake::<_, Chunk>(CoalescedWrites::new(socket)))
     };
     // Matched in place: a named result would keep a second connection-sized slot in this task for
     // the connection's whole life.
