@@ -202,14 +202,16 @@ fn a_bench_whose_members_cannot_join_fails_with_the_reason() {
 
 #[tokio::test]
 async fn the_raw_h2_baseline_echoes_a_grpc_shaped_response() {
-    let raw = ServerProcess::start_command(&["bench", "raw-h2-server"], &[]);
-    let channel = Channel::connect(raw.addr).await.expect("connect");
-    let req = unary::request();
-    let echoed: SimpleRequest = channel
-        .unary(unary::UNARY_PATH, &req, CallOptions::default())
-        .await
-        .expect("an OK gRPC response");
-    assert_eq!(echoed, req);
+    for flags in [&[][..], &["--coalesce-writes"][..]] {
+        let raw = ServerProcess::start_command(&["bench", "raw-h2-server"], flags);
+        let channel = Channel::connect(raw.addr).await.expect("connect");
+        let req = unary::request();
+        let echoed: SimpleRequest = channel
+            .unary(unary::UNARY_PATH, &req, CallOptions::default())
+            .await
+            .expect("an OK gRPC response");
+        assert_eq!(echoed, req, "with {flags:?}");
+    }
 }
 
 #[test]

@@ -14,9 +14,11 @@ use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
 use h2::RecvStream;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tracing::debug;
 
+use crate::grpc::coalesce::CoalescedWrites;
 use crate::grpc::server::DEFAULT_MAX_CONCURRENT_STREAMS;
 
 /// Largest request body echoed; a longer one is answered with RST_STREAM(CANCEL).
@@ -26,24 +28,37 @@ const STREAM_WINDOW_BYTES: u32 = 1 << 20;
 const CONNECTION_WINDOW_BYTES: u32 = 4 << 20;
 
 /// Serves connections from `listener` until `signal` resolves; connections still open then are
-/// dropped with the runtime.
-pub async fn serve(listener: TcpListener, signal: impl Future<Output = ()>) -> io::Result<()> {
+/// dropped with the runtime. With `coalesce_writes`, small writes wait one scheduler turn as
+/// h2chat's server does (`grpc::coalesce`): the baseline for comparing like with like.
+pub async fn serve(
+    listener: TcpListener,
+    coalesce_writes: bool,
+    signal: impl Future<Output = ()>,
+) -> io::Result<()> {
     tokio::pin!(signal);
     loop {
         let (socket, peer) = tokio::select! {
             accepted = listener.accept() => accepted?,
             () = &mut signal => return Ok(()),
         };
+        let _ = socket.set_nodelay(true);
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(socket).await {
+            let served = if coalesce_writes {
+                serve_connection(CoalescedWrites::new(socket)).await
+            } else {
+                serve_connection(socket).await
+            };
+            if let Err(e) = served {
                 debug!(%peer, error = %e, "raw-h2 connection ended");
             }
         });
     }
 }
 
-async fn serve_connection(socket: TcpStream) -> Result<(), h2::Error> {
-    let _ = socket.set_nodelay(true);
+async fn serve_connection<T>(socket: T) -> Result<(), h2::Error>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
     let mut conn = h2::server::Builder::new()
         .max_concurrent_streams(DEFAULT_MAX_CONCURRENT_STREAMS)
         .initial_window_size(STREAM_WINDOW_BYTES)

@@ -7,7 +7,7 @@
 
 pub mod call;
 pub mod client;
-mod coalesce;
+pub(crate) mod coalesce;
 pub mod codec;
 pub mod compression;
 pub mod headers;

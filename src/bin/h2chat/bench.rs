@@ -119,6 +119,9 @@ struct RawH2Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:50052")]
     addr: SocketAddr,
+    /// Small writes wait one scheduler turn, as h2chat's server's do.
+    #[arg(long)]
+    coalesce_writes: bool,
 }
 
 #[derive(Args)]
@@ -213,7 +216,12 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
             tracing::info!(addr = %listener.local_addr()?, "raw-h2 baseline listening");
-            raw_h2::serve(listener, h2chat::grpc::shutdown::interrupted()).await?;
+            raw_h2::serve(
+                listener,
+                a.coalesce_writes,
+                h2chat::grpc::shutdown::interrupted(),
+            )
+            .await?;
         }
         BenchCommand::WriteFloorServer(a) => {
             write_floor::check_size(a.size)?;
