@@ -22,24 +22,24 @@ use std::time::{Duration, Instant};
 
 use h2::server::SendResponse;
 use h2::RecvStream;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::Request;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, debug_span, info, warn, Instrument};
 
-use super::call::{Call, CallInfo};
+use super::call::Call;
 use super::coalesce::CoalescedWrites;
 use super::codec::DEFAULT_MAX_MESSAGE_BYTES;
-use super::compression::{Encoding, Encodings};
-use super::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING, GRPC_TIMEOUT};
 use super::keepalive::{keep_alive, Keepalive};
-use super::metadata::Metadata;
 use super::router::{Router, Service};
 pub use super::shutdown::{ShutdownSignal, ShutdownTrigger};
 use super::status::Status;
-use super::timeout;
 use super::written::Chunk;
+
+mod accept;
+
+use accept::accept_call;
 
 /// Default cap on concurrent streams per connection, and on running handlers per connection.
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -68,7 +68,7 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Least time between two warnings that the connection limit is reached.
 const CONNECTION_LIMIT_WARN_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Source of [`CallInfo::connection_id`].
+/// Source of [`CallInfo::connection_id`](super::call::CallInfo::connection_id).
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The server's limits. Every field has a `DEFAULT_*` constant and a command-line flag.
@@ -353,13 +353,6 @@ async fn serve_connection<T>(
     debug!("connection closed");
 }
 
-/// Refuses a request that is not gRPC with a bare HTTP status.
-fn refuse_http(respond: &mut SendResponse<Chunk>, status: StatusCode) {
-    let mut response = Response::new(());
-    *response.status_mut() = status;
-    let _ = respond.send_response(response, true);
-}
-
 /// Spawns the task of one call, unless the request is refused outright.
 ///
 /// The setup is synchronous and the task holds only the call: the request's headers are gone
@@ -391,56 +384,6 @@ fn start_call(
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 fn call_task(shared: Arc<Shared>, call: Call) -> impl Future<Output = ()> + Send + 'static {
     async move { drive_call(&shared, &call).await }
-}
-
-/// Refuses what cannot become a call (with an HTTP status or a Trailers-Only gRPC status);
-/// otherwise returns the call, ready for its handler.
-fn accept_call(
-    shared: &Shared,
-    request: Request<RecvStream>,
-    mut respond: SendResponse<Chunk>,
-    (connection_id, peer): (u64, SocketAddr),
-    permit: Option<OwnedSemaphorePermit>,
-) -> Option<Call> {
-    let stream_id: u32 = respond.stream_id().as_u32();
-    if request.method() != Method::POST {
-        debug!(method = %request.method(), "refused: not POST");
-        refuse_http(&mut respond, StatusCode::METHOD_NOT_ALLOWED);
-        return None;
-    }
-    let grpc_content = request
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/grpc"));
-    if !grpc_content {
-        debug!("refused: content-type is not application/grpc");
-        refuse_http(&mut respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        return None;
-    }
-    let (parts, body) = request.into_parts();
-    let path = parts.uri.path().to_owned();
-    let (info, early) = call_info(
-        &shared.config,
-        &parts.headers,
-        path,
-        stream_id,
-        (connection_id, peer),
-    );
-    let call = Call::new(info, body, respond, permit);
-    if let Some(status) = early {
-        debug!(%status, "refused before the handler");
-        call.finish(Err(status));
-        return None;
-    }
-    if !call.has_permit() {
-        call.finish(Err(Status::resource_exhausted(format!(
-            "too many running calls on this connection (max {})",
-            shared.config.max_concurrent_streams
-        ))));
-        return None;
-    }
-    Some(call)
 }
 
 /// Runs the call's handler until it returns, the client goes away, the deadline passes or the
@@ -487,66 +430,6 @@ async fn drive_call(shared: &Shared, call: &Call) {
     if let Some(result) = outcome {
         call.finish(result);
     }
-}
-
-/// Reads the call's facts from its headers; the status is set when the call must be refused.
-fn call_info(
-    config: &ServerConfig,
-    headers: &HeaderMap,
-    path: String,
-    stream_id: u32,
-    (connection_id, peer): (u64, SocketAddr),
-) -> (CallInfo, Option<Status>) {
-    let mut early = None;
-    // Read the clock only for calls that have a deadline.
-    let now = Instant::now;
-    let mut deadline = config.max_call_duration.and_then(|d| now().checked_add(d));
-    if let Some(raw) = headers.get(GRPC_TIMEOUT) {
-        match timeout::parse(raw.as_bytes()) {
-            Ok(d) => {
-                let at = now().checked_add(d);
-                deadline = match (deadline, at) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            }
-            Err(status) => early = Some(status),
-        }
-    }
-    let request_encoding = match headers.get(GRPC_ENCODING) {
-        None => Encoding::Identity,
-        Some(v) => match v.to_str().ok().and_then(Encoding::from_name) {
-            Some(encoding) => encoding,
-            None => {
-                early = Some(Status::unimplemented(format!(
-                    "grpc-encoding {:?} is not supported",
-                    String::from_utf8_lossy(v.as_bytes())
-                )));
-                Encoding::Identity
-            }
-        },
-    };
-    // The list may also arrive split over several header lines.
-    let accepted_encodings = headers
-        .get_all(GRPC_ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(Encodings::listed_in)
-        .fold(Encodings::default(), Encodings::union);
-    let accepted_encoding = accepted_encodings.preferred();
-    let info = CallInfo {
-        path,
-        stream_id,
-        connection_id,
-        peer: Some(peer),
-        metadata: Metadata::from_headers(headers),
-        deadline,
-        request_encoding,
-        accepted_encoding,
-        accepted_encodings,
-        max_message_bytes: config.max_message_bytes,
-    };
-    (info, early)
 }
 
 #[cfg(test)]

@@ -1,0 +1,138 @@
+//! From an h2 request to a call: what is refused before any handler runs (not POST, not gRPC, a
+//! bad `grpc-timeout` or `grpc-encoding`, no room for another handler), and the call's facts read
+//! from its headers.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use h2::server::SendResponse;
+use h2::RecvStream;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::debug;
+
+use super::{ServerConfig, Shared};
+use crate::grpc::call::{Call, CallInfo};
+use crate::grpc::compression::{Encoding, Encodings};
+use crate::grpc::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING, GRPC_TIMEOUT};
+use crate::grpc::metadata::Metadata;
+use crate::grpc::status::Status;
+use crate::grpc::timeout;
+use crate::grpc::written::Chunk;
+
+/// Refuses a request that is not gRPC with a bare HTTP status.
+fn refuse_http(respond: &mut SendResponse<Chunk>, status: StatusCode) {
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    let _ = respond.send_response(response, true);
+}
+
+/// Refuses what cannot become a call (with an HTTP status or a Trailers-Only gRPC status);
+/// otherwise returns the call, ready for its handler.
+pub(super) fn accept_call(
+    shared: &Shared,
+    request: Request<RecvStream>,
+    mut respond: SendResponse<Chunk>,
+    (connection_id, peer): (u64, SocketAddr),
+    permit: Option<OwnedSemaphorePermit>,
+) -> Option<Call> {
+    let stream_id: u32 = respond.stream_id().as_u32();
+    if request.method() != Method::POST {
+        debug!(method = %request.method(), "refused: not POST");
+        refuse_http(&mut respond, StatusCode::METHOD_NOT_ALLOWED);
+        return None;
+    }
+    let grpc_content = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if !grpc_content {
+        debug!("refused: content-type is not application/grpc");
+        refuse_http(&mut respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        return None;
+    }
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let (info, early) = call_info(
+        &shared.config,
+        &parts.headers,
+        path,
+        stream_id,
+        (connection_id, peer),
+    );
+    let call = Call::new(info, body, respond, permit);
+    if let Some(status) = early {
+        debug!(%status, "refused before the handler");
+        call.finish(Err(status));
+        return None;
+    }
+    if !call.has_permit() {
+        call.finish(Err(Status::resource_exhausted(format!(
+            "too many running calls on this connection (max {})",
+            shared.config.max_concurrent_streams
+        ))));
+        return None;
+    }
+    Some(call)
+}
+
+/// Reads the call's facts from its headers; the status is set when the call must be refused.
+fn call_info(
+    config: &ServerConfig,
+    headers: &HeaderMap,
+    path: String,
+    stream_id: u32,
+    (connection_id, peer): (u64, SocketAddr),
+) -> (CallInfo, Option<Status>) {
+    let mut early = None;
+    // Read the clock only for calls that have a deadline.
+    let now = Instant::now;
+    let mut deadline = config.max_call_duration.and_then(|d| now().checked_add(d));
+    if let Some(raw) = headers.get(GRPC_TIMEOUT) {
+        match timeout::parse(raw.as_bytes()) {
+            Ok(d) => {
+                let at = now().checked_add(d);
+                deadline = match (deadline, at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            Err(status) => early = Some(status),
+        }
+    }
+    let request_encoding = match headers.get(GRPC_ENCODING) {
+        None => Encoding::Identity,
+        Some(v) => match v.to_str().ok().and_then(Encoding::from_name) {
+            Some(encoding) => encoding,
+            None => {
+                early = Some(Status::unimplemented(format!(
+                    "grpc-encoding {:?} is not supported",
+                    String::from_utf8_lossy(v.as_bytes())
+                )));
+                Encoding::Identity
+            }
+        },
+    };
+    // The list may also arrive split over several header lines.
+    let accepted_encodings = headers
+        .get_all(GRPC_ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(Encodings::listed_in)
+        .fold(Encodings::default(), Encodings::union);
+    let accepted_encoding = accepted_encodings.preferred();
+    let info = CallInfo {
+        path,
+        stream_id,
+        connection_id,
+        peer: Some(peer),
+        metadata: Metadata::from_headers(headers),
+        deadline,
+        request_encoding,
+        accepted_encoding,
+        accepted_encodings,
+        max_message_bytes: config.max_message_bytes,
+    };
+    (info, early)
+}
