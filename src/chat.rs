@@ -170,7 +170,7 @@ impl ChatService {
         // leave together, in one frame, and the connection's queue holds one frame per member.
         call.track_writes();
         loop {
-            if !call.has_queued() && call.is_written() {
+            if call.is_send_idle() {
                 if let Some(batch) = member.next_batch() {
                     call.queue_frames(batch)?;
                 }

@@ -312,10 +312,12 @@ impl Call {
         poll_fn(|cx| tracker.poll_written(cx)).await
     }
 
-    /// Whether h2 has written every response byte it took since
-    /// [`track_writes`](Call::track_writes) (always `true` when writes are not tracked).
-    pub fn is_written(&self) -> bool {
-        self.lock().tracker.as_ref().is_none_or(Tracker::is_written)
+    /// Whether nothing of the response is on its way: no queued bytes, and h2 has written every
+    /// byte it took since [`track_writes`](Call::track_writes) (writes not tracked count as
+    /// written). One lock, for a streaming call's loop to ask on every wake-up.
+    pub fn is_send_idle(&self) -> bool {
+        let inner = self.lock();
+        inner.pending.is_empty() && inner.tracker.as_ref().is_none_or(Tracker::is_written)
     }
 
     /// Waits until h2 has taken every queued byte (within the capacity the client grants).
