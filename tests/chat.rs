@@ -6,10 +6,10 @@ mod common;
 use bytes::Bytes;
 use common::chat::*;
 use common::TestServer;
-use h2chat::app::AppConfig;
 use h2chat::grpc::client::{CallOptions, Channel};
 use h2chat::grpc::{codec, Code};
 use h2chat::pb::chat::v1::{ChatMessage, EventKind, LeaveReason, MembersRequest, MembersResponse};
+use h2chat::services::app::AppConfig;
 
 async fn setup() -> (TestServer, Channel) {
     let server = TestServer::default().await;
@@ -377,7 +377,7 @@ async fn join_headers_carry_the_seq_of_the_members_join_event() {
         .headers()
         .await
         .expect("join accepted")
-        .get(h2chat::chat::JOINED_SEQ_METADATA)
+        .get(h2chat::services::chat::JOINED_SEQ_METADATA)
         .and_then(|v| v.parse().ok())
         .expect("chat-joined-seq header");
     let joined = next_where(&mut bob, |m| {

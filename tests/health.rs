@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use common::{require_tool, TestServer};
 use h2chat::grpc::{Code, Server, ServerConfig};
-use h2chat::health::{self, HealthHandle};
-use h2chat::interop::InteropService;
 use h2chat::pb::grpc::health::v1::health_check_response::ServingStatus;
 use h2chat::pb::grpc::health::v1::{
     HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse,
 };
+use h2chat::services::health::{self, HealthHandle};
+use h2chat::services::interop::InteropService;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -151,7 +151,7 @@ async fn every_service_is_registered_serving_at_startup() {
     let list: HealthListResponse = call.next_message().await.expect("a list");
     let mut names: Vec<_> = list.statuses.keys().cloned().collect();
     names.sort();
-    let mut expected: Vec<String> = h2chat::app::build(Default::default())
+    let mut expected: Vec<String> = h2chat::services::app::build(Default::default())
         .service_names()
         .into_iter()
         .map(String::from)

@@ -5,9 +5,9 @@ mod common;
 use common::chat::*;
 use common::process::ServerProcess;
 use common::TestServer;
-use h2chat::app::AppConfig;
 use h2chat::grpc::client::{CallOptions, Channel, ChannelConfig, ClientCall};
 use h2chat::pb::chat::v1::{ChatMessage, EventKind, LeaveReason};
+use h2chat::services::app::AppConfig;
 
 fn unlimited_posting() -> AppConfig {
     let mut config = AppConfig::default();

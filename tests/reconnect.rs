@@ -11,10 +11,10 @@ use common::chat::{self, kind, reason};
 use common::cli::ChatProcess;
 use common::proxy::Proxy;
 use common::TestServer;
-use h2chat::app::AppConfig;
+use h2chat::client::session::{Session, SessionConfig, Update};
 use h2chat::grpc::client::Channel;
 use h2chat::pb::chat::v1::{EventKind, LeaveReason};
-use h2chat::session::{Session, SessionConfig, Update};
+use h2chat::services::app::AppConfig;
 
 /// The texts of `sender`'s messages in `out`, in order.
 fn texts_from<'a>(out: &'a [String], sender: &str) -> Vec<&'a str> {

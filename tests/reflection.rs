@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::process::Output;
 
 use common::{require_tool, TestServer};
-use h2chat::app::{self, AppConfig};
 use h2chat::grpc::client::{CallOptions, Channel, ClientCall};
 use h2chat::grpc::{Code, Status};
 use h2chat::pb::grpc::reflection::{v1, v1alpha};
+use h2chat::services::app::{self, AppConfig};
 use prost::Message;
 use prost_types::FileDescriptorProto;
 use v1::server_reflection_request::MessageRequest;

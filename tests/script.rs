@@ -6,9 +6,9 @@ mod common;
 use common::chat::{self, kind, reason};
 use common::cli::{signal, ChatProcess};
 use common::TestServer;
-use h2chat::app::AppConfig;
 use h2chat::grpc::client::Channel;
 use h2chat::pb::chat::v1::{EventKind, LeaveReason};
+use h2chat::services::app::AppConfig;
 
 /// A stdout line of a message from `sender` with `text`, whatever the time.
 fn is_message(line: &str, sender: &str, text: &str) -> bool {

@@ -10,9 +10,9 @@ use std::time::Instant;
 use common::chat::{self, kind, reason, PATIENCE};
 use common::proxy::Proxy;
 use common::TestServer;
-use h2chat::app::AppConfig;
 use h2chat::grpc::client::{Channel, ClientCall};
 use h2chat::pb::chat::v1::{EventKind, LeaveReason};
+use h2chat::services::app::AppConfig;
 use portable_pty::{native_pty_system, Child, CommandBuilder, MasterPty, PtySize};
 
 const ROWS: u16 = 30;

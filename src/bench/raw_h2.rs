@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tracing::debug;
 
-use crate::grpc::coalesce::CoalescedWrites;
+use crate::grpc::server::coalesce::CoalescedWrites;
 use crate::grpc::server::DEFAULT_MAX_CONCURRENT_STREAMS;
 
 /// Largest request body echoed; a longer one is answered with RST_STREAM(CANCEL).

@@ -5,23 +5,17 @@
 //! ([`codec`]) → router ([`router`]) → service. The client side ([`client`]) reuses the same
 //! framing, status, metadata, deadline and compression code.
 
-pub mod call;
 pub mod client;
-pub(crate) mod coalesce;
 pub mod codec;
 pub mod compression;
 pub mod headers;
-mod keepalive;
 pub mod metadata;
-pub mod router;
 pub mod server;
-pub mod shutdown;
 pub mod status;
 pub mod timeout;
-pub mod written;
 
-pub use call::{Call, CallState, CloseCause};
 pub use client::{CallOptions, Channel, ClientCall, ClientError};
-pub use router::{BoxFuture, CallResult, Router, Service};
+pub use server::call::{Call, CallState, CloseCause};
+pub use server::router::{BoxFuture, CallResult, Router, Service};
 pub use server::{Server, ServerConfig, ShutdownSignal, ShutdownTrigger};
 pub use status::{Code, Status};

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use super::{body, Outbox, Request};
 use crate::grpc::client::CallReceiver;
 use crate::grpc::{CallOptions, Channel, ClientCall, Code, Status};
-use crate::schema::Method;
+use crate::stdio::schema::Method;
 
 /// Requests a stream may have waiting for the server before a send is refused.
 const STREAM_SEND_QUEUE: usize = 64;

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use h2chat::app::{self, AppConfig};
+use h2chat::services::app::{self, AppConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

@@ -216,12 +216,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
             tracing::info!(addr = %listener.local_addr()?, "raw-h2 baseline listening");
-            raw_h2::serve(
-                listener,
-                a.coalesce_writes,
-                h2chat::grpc::shutdown::interrupted(),
-            )
-            .await?;
+            raw_h2::serve(listener, a.coalesce_writes, h2chat::signal::interrupted()).await?;
         }
         BenchCommand::WriteFloorServer(a) => {
             write_floor::check_size(a.size)?;
@@ -231,8 +226,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
                 .map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
             tracing::info!(addr = %listener.local_addr()?, size = a.size, "write-floor server listening");
             let stats =
-                write_floor::server::serve(listener, a.size, h2chat::grpc::shutdown::interrupted())
-                    .await?;
+                write_floor::server::serve(listener, a.size, h2chat::signal::interrupted()).await?;
             tracing::info!(
                 accepted = stats.accepted,
                 refused = stats.refused,

@@ -12,13 +12,13 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
 use super::{ServerConfig, Shared};
-use crate::grpc::call::{Call, CallInfo};
 use crate::grpc::compression::{Encoding, Encodings};
 use crate::grpc::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING, GRPC_TIMEOUT};
 use crate::grpc::metadata::Metadata;
+use crate::grpc::server::call::{Call, CallInfo};
+use crate::grpc::server::written::Chunk;
 use crate::grpc::status::Status;
 use crate::grpc::timeout;
-use crate::grpc::written::Chunk;
 
 /// Refuses a request that is not gRPC with a bare HTTP status.
 fn refuse_http(respond: &mut SendResponse<Chunk>, status: StatusCode) {

@@ -25,7 +25,7 @@ use std::time::Duration;
 use tracing::{debug, warn, Level};
 
 use crate::grpc::ShutdownSignal;
-use crate::logring::{parse_level, LogRing};
+use crate::services::logs::ring::{parse_level, LogRing};
 
 /// Default time between two looks at the file.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);

@@ -2,7 +2,6 @@
 //! `h2chat stdio` runs the server as a JSON-lines node on stdin/stdout; `h2chat bench …` measures
 //! one.
 
-#[path = "h2chat/bench.rs"]
 mod bench;
 
 use std::io::IsTerminal;
@@ -12,18 +11,18 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use h2chat::app::{self, AppConfig};
-use h2chat::chat::{self, ChatConfig};
+use h2chat::client::render::Format;
+use h2chat::client::{self, ChatOptions};
 use h2chat::grpc::codec::DEFAULT_MAX_MESSAGE_BYTES;
 use h2chat::grpc::server::{self as srv, ServerConfig};
-use h2chat::grpc::shutdown::interrupted;
-use h2chat::logring::{self, LogRing};
-use h2chat::logwatch::LogsConfig;
-use h2chat::render::Format;
-use h2chat::room::{self, RoomLimits};
+use h2chat::services::app::{self, AppConfig};
+use h2chat::services::chat::room::{self, RoomLimits};
+use h2chat::services::chat::{self, ChatConfig};
+use h2chat::services::logs::ring::{self, LogRing};
+use h2chat::services::logs::tail;
+use h2chat::services::logs::LogsConfig;
+use h2chat::signal::interrupted;
 use h2chat::stdio::{self, StdioConfig};
-use h2chat::tailfile;
-use h2chat::terminal::{self, ChatOptions};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -83,14 +82,14 @@ enum FormatArg {
 #[derive(Args)]
 struct LogArgs {
     /// Log entries the server keeps for LogWatcher.WatchLogs.
-    #[arg(long, default_value_t = logring::DEFAULT_LOG_HISTORY)]
+    #[arg(long, default_value_t = ring::DEFAULT_LOG_HISTORY)]
     log_history: usize,
     /// A file to follow like `tail -F` into the log (one entry per line; a leading level word
     /// such as ERROR sets the level).
     #[arg(long)]
     watch_file: Option<PathBuf>,
     /// Milliseconds between two looks at the watch file.
-    #[arg(long, default_value_t = tailfile::DEFAULT_POLL_INTERVAL.as_millis() as u64)]
+    #[arg(long, default_value_t = tail::DEFAULT_POLL_INTERVAL.as_millis() as u64)]
     watch_poll_ms: u64,
 }
 
@@ -278,7 +277,7 @@ fn chat(runtime: tokio::runtime::Runtime, args: ChatArgs) -> ExitCode {
             FormatArg::Json => Format::Json,
         },
     };
-    let code = runtime.block_on(terminal::run(options));
+    let code = runtime.block_on(client::run(options));
     runtime.shutdown_background();
     ExitCode::from(code)
 }

@@ -1,7 +1,7 @@
 //! `h2chat chat`: the chat client in a terminal, or driven by a script.
 //!
 //! [`run`] picks the mode: interactive when stdin and stdout are both terminals the line editor
-//! can drive, else scripted ([`script`](crate::script)). Both run a [`Session`], which reconnects and resumes by itself.
+//! can drive, else scripted ([`script`](crate::client::scripted)). Both run a [`Session`], which reconnects and resumes by itself.
 //!
 //! Interactive mode edits the input line with `rustyline`. Incoming lines are printed through its
 //! external printer, which clears the prompt line, prints, and redraws the prompt with what was
@@ -22,6 +22,10 @@
 //! | 6 | the server refused the join otherwise (e.g. RESOURCE_EXHAUSTED: room full) |
 //! | 130 | stopped by SIGINT or SIGTERM (after leaving cleanly) |
 
+pub mod render;
+pub mod scripted;
+pub mod session;
+
 use std::io::{IsTerminal, Write};
 use std::thread::JoinHandle;
 
@@ -33,10 +37,10 @@ use rustyline::{
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use crate::chat::DEFAULT_MAX_TEXT_BYTES;
-use crate::grpc::shutdown::interrupted;
-use crate::render::{self, Format};
-use crate::session::{Session, SessionConfig, SessionError, Update};
+use crate::client::session::{Session, SessionConfig, SessionError, Update};
+use crate::services::chat::DEFAULT_MAX_TEXT_BYTES;
+use crate::signal::interrupted;
+use render::Format;
 
 /// Left normally.
 pub const EXIT_OK: u8 = 0;
@@ -79,7 +83,7 @@ pub async fn run(options: ChatOptions) -> u8 {
     if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
         interactive(options).await
     } else {
-        crate::script::run(options).await
+        crate::client::scripted::run(options).await
     }
 }
 
@@ -123,7 +127,7 @@ async fn interactive(options: ChatOptions) -> u8 {
     // Terminals the line editor cannot drive (TERM=dumb) get the line-by-line mode.
     let printer = match editor.create_external_printer() {
         Ok(printer) => printer,
-        Err(_) => return crate::script::run(options).await,
+        Err(_) => return crate::client::scripted::run(options).await,
     };
     let name = match options.name.clone() {
         Some(name) => name,

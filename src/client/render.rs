@@ -16,8 +16,8 @@ use std::time::Duration;
 use chrono::{DateTime, Local, SecondsFormat, Utc};
 use serde::Serialize;
 
+use crate::client::session::Update;
 use crate::pb::chat::v1::{ChatMessage, EventKind, LeaveReason};
-use crate::session::Update;
 
 /// How events are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,8 +1,8 @@
 //! The server's own log: a bounded ring of entries, a tracing layer that fills it, and watchers
 //! as cursors into it.
 //!
-//! The same mechanism as chat rooms ([`crate::room`]):
-//! - Every entry — a tracing event, or a line of a followed file ([`crate::tailfile`]) — gets the
+//! The same mechanism as chat rooms ([`crate::services::chat::room`]):
+//! - Every entry — a tracing event, or a line of a followed file ([`crate::services::logs::tail`]) — gets the
 //!   ring's next sequence number and is stored once, shared by every watcher.
 //! - The ring keeps the most recent entries, bounded by count; each message is bounded in bytes.
 //! - A watcher is a cursor: the next sequence number it has to read. A watcher that reads slowly

@@ -24,7 +24,7 @@ pub struct Chunk {
 
 impl Chunk {
     /// A chunk `tracker` counts until h2 drops it.
-    pub(crate) fn tracked(bytes: Bytes, tracker: &Tracker) -> Chunk {
+    pub(in crate::grpc) fn tracked(bytes: Bytes, tracker: &Tracker) -> Chunk {
         tracker.0.held.fetch_add(1, Ordering::SeqCst);
         Chunk {
             bytes,
@@ -66,7 +66,7 @@ impl Drop for Chunk {
 
 /// Counts one call's chunks that h2 still holds.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Tracker(Arc<Shared>);
+pub(in crate::grpc) struct Tracker(Arc<Shared>);
 
 #[derive(Debug, Default)]
 struct Shared {
@@ -80,12 +80,12 @@ struct Shared {
 
 impl Tracker {
     /// Whether h2 holds none of the tracked chunks.
-    pub(crate) fn is_written(&self) -> bool {
+    pub(in crate::grpc) fn is_written(&self) -> bool {
         self.0.held.load(Ordering::SeqCst) == 0
     }
 
     /// `Ready` once h2 holds none of the tracked chunks.
-    pub(crate) fn poll_written(&self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(in crate::grpc) fn poll_written(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.is_written() {
             return Poll::Ready(());
         }

@@ -30,10 +30,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::client::session::link::{Attempt, Link};
 use crate::grpc::{Code, Status};
-use crate::link::{Attempt, Link};
 use crate::pb::chat::v1::ChatMessage;
 
+mod link;
 mod runner;
 
 use runner::{Joined, Runner};

@@ -23,13 +23,14 @@
 //! The node runs the same server as `h2chat serve` ([`app::build`]) over an in-process
 //! `tokio::io::duplex` and talks to it with the gRPC client: the transport is the only difference.
 //! JSON ↔ protobuf follows the proto3 JSON mapping from the descriptors reflection serves
-//! ([`crate::schema`]).
+//! ([`crate::stdio::schema`]).
 //!
 //! At the end of input every open stream is half-closed; the node waits for its calls to end, at
 //! most [`StdioConfig::drain_timeout`], then shuts the server down (calls still running end with
 //! UNAVAILABLE) and exits.
 
 mod calls;
+pub mod schema;
 
 use std::io;
 use std::net::SocketAddr;
@@ -42,10 +43,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
-use crate::app::{self, AppConfig};
 use crate::grpc::{Channel, Status};
 use crate::pb;
-use crate::schema::Schema;
+use crate::services::app::{self, AppConfig};
+use crate::stdio::schema::Schema;
 use calls::Streams;
 
 /// Default time the node waits for running calls after its input ends.
@@ -393,7 +394,7 @@ impl Node {
             .schema
             .resolve(req.str_field("service")?, req.str_field("method")?)?;
         let fits = if unary {
-            method.kind == crate::schema::MethodKind::Unary
+            method.kind == crate::stdio::schema::MethodKind::Unary
         } else {
             method.kind.single_request()
         };

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 /// PING-based liveness of one connection: a peer that vanished without closing its socket is found
 /// within `keepalive_interval + keepalive_timeout`, and all its calls end.
-pub(crate) struct Keepalive {
+pub(in crate::grpc) struct Keepalive {
     ping_pong: h2::PingPong,
     interval: Option<Duration>,
 }
 
 impl Keepalive {
-    pub(crate) fn new(ping_pong: h2::PingPong, interval: Option<Duration>) -> Keepalive {
+    pub(in crate::grpc) fn new(ping_pong: h2::PingPong, interval: Option<Duration>) -> Keepalive {
         Keepalive {
             ping_pong,
             interval,
@@ -21,7 +21,10 @@ impl Keepalive {
 
 /// Waits one keepalive interval, pings, and waits for the pong: `true` if it came in time.
 /// Never resolves when keepalive is off.
-pub(crate) async fn keep_alive(keepalive: &mut Option<Keepalive>, timeout: Duration) -> bool {
+pub(in crate::grpc) async fn keep_alive(
+    keepalive: &mut Option<Keepalive>,
+    timeout: Duration,
+) -> bool {
     let Some(Keepalive {
         ping_pong,
         interval: Some(interval),

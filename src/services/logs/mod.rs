@@ -1,9 +1,12 @@
-//! `h2chat.logs.v1.LogWatcher`: the call side of the server's log ([`crate::logring`]).
+//! `h2chat.logs.v1.LogWatcher`: the call side of the server's log ([`crate::services::logs::ring`]).
 //!
 //! `WatchLogs` sends the retained entries first, then live ones, selected by a level or a
 //! substring, and ends OK after `limit` entries (with `count` in the trailers) or follows until
 //! the client cancels. The call is a cursor into the ring: a watcher that reads more slowly than
 //! the log grows costs nothing more; what it missed is reported as one notice entry (`skipped`).
+
+pub mod ring;
+pub mod tail;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,9 +15,8 @@ use std::time::{Duration, SystemTime};
 use tracing::Level;
 
 use crate::grpc::{BoxFuture, Call, CallResult, Service, ShutdownSignal, Status};
-use crate::logring::{LogFilter, LogRing, DEFAULT_LOG_HISTORY, MAX_BATCH_ENTRIES};
 use crate::pb::h2chat::logs::v1::{LogEntry, WatchLogsRequest};
-use crate::tailfile;
+use crate::services::logs::ring::{LogFilter, LogRing, DEFAULT_LOG_HISTORY, MAX_BATCH_ENTRIES};
 
 /// Trailing-metadata key carrying how many entries a `WatchLogs` call sent.
 pub const COUNT_TRAILER: &str = "count";
@@ -38,7 +40,7 @@ impl Default for LogsConfig {
         LogsConfig {
             ring: LogRing::new(DEFAULT_LOG_HISTORY),
             watch_file: None,
-            poll_interval: tailfile::DEFAULT_POLL_INTERVAL,
+            poll_interval: tail::DEFAULT_POLL_INTERVAL,
         }
     }
 }
@@ -68,7 +70,7 @@ impl LogWatcherService {
     /// is not followed and a warning says so).
     pub fn new(config: LogsConfig, shutdown: ShutdownSignal) -> Arc<LogWatcherService> {
         if let Some(path) = config.watch_file {
-            tailfile::spawn(
+            tail::spawn(
                 path,
                 config.ring.clone(),
                 config.poll_interval,

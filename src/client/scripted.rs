@@ -13,12 +13,12 @@
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
-use crate::grpc::shutdown::interrupted;
-use crate::render::Format;
-use crate::session::{Session, SessionConfig, Update};
-use crate::terminal::{
+use crate::client::render::Format;
+use crate::client::session::{Session, SessionConfig, Update};
+use crate::client::{
     exit_code, update_line, ChatOptions, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
 };
+use crate::signal::interrupted;
 
 /// Runs the scripted client; returns the exit code.
 pub async fn run(options: ChatOptions) -> u8 {

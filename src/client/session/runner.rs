@@ -1,5 +1,5 @@
 //! The session's task: drives one joined call at a time, reconnects when it is lost, and keeps
-//! the posts in order across calls (see the module documentation of [`crate::session`]).
+//! the posts in order across calls (see the module documentation of [`crate::client::session`]).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -11,9 +11,9 @@ use tokio::time::{sleep, Instant, Sleep};
 use tracing::debug;
 
 use super::{open, Control, SessionConfig, SessionError, Update, MAX_POSTS_PENDING};
+use crate::client::session::link::{members, Attempt, Link, MembersFuture};
 use crate::grpc::client::{CallSender, Channel};
 use crate::grpc::{Code, Status};
-use crate::link::{members, Attempt, Link, MembersFuture};
 use crate::pb::chat::v1::{ChatMessage, EventKind};
 
 type SendFuture = Pin<Box<dyn Future<Output = (CallSender, Result<(), Status>)> + Send>>;

@@ -28,16 +28,22 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, debug_span, info, warn, Instrument};
 
-use super::call::Call;
-use super::coalesce::CoalescedWrites;
-use super::codec::DEFAULT_MAX_MESSAGE_BYTES;
-use super::keepalive::{keep_alive, Keepalive};
-use super::router::{Router, Service};
-pub use super::shutdown::{ShutdownSignal, ShutdownTrigger};
-use super::status::Status;
-use super::written::Chunk;
+use crate::grpc::codec::DEFAULT_MAX_MESSAGE_BYTES;
+use crate::grpc::server::call::Call;
+use crate::grpc::server::coalesce::CoalescedWrites;
+use crate::grpc::server::keepalive::{keep_alive, Keepalive};
+use crate::grpc::server::router::{Router, Service};
+pub use crate::grpc::server::shutdown::{ShutdownSignal, ShutdownTrigger};
+use crate::grpc::server::written::Chunk;
+use crate::grpc::status::Status;
 
 mod accept;
+pub mod call;
+pub mod coalesce;
+mod keepalive;
+pub mod router;
+pub mod shutdown;
+pub mod written;
 
 use accept::accept_call;
 
@@ -68,7 +74,7 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Least time between two warnings that the connection limit is reached.
 const CONNECTION_LIMIT_WARN_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Source of [`CallInfo::connection_id`](super::call::CallInfo::connection_id).
+/// Source of [`CallInfo::connection_id`](crate::grpc::server::call::CallInfo::connection_id).
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The server's limits. Every field has a `DEFAULT_*` constant and a command-line flag.

@@ -24,12 +24,12 @@ use http::{HeaderMap, HeaderValue, Response};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
-use super::codec::{self, Decoder};
-use super::compression::{Encoding, Encodings, ACCEPT_ENCODING};
-use super::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING};
-use super::metadata::Metadata;
-use super::status::Status;
-use super::written::{Chunk, Tracker};
+use crate::grpc::codec::{self, Decoder};
+use crate::grpc::compression::{Encoding, Encodings, ACCEPT_ENCODING};
+use crate::grpc::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING};
+use crate::grpc::metadata::Metadata;
+use crate::grpc::server::written::{Chunk, Tracker};
+use crate::grpc::status::Status;
 
 mod state;
 
@@ -94,7 +94,7 @@ struct Inner {
 
 impl Call {
     /// A call over an accepted h2 stream.
-    pub(crate) fn new(
+    pub(in crate::grpc) fn new(
         info: CallInfo,
         body: RecvStream,
         respond: SendResponse<Chunk>,
@@ -129,7 +129,7 @@ impl Call {
     }
 
     /// Whether the call got a place among the connection's running handlers.
-    pub(crate) fn has_permit(&self) -> bool {
+    pub(in crate::grpc) fn has_permit(&self) -> bool {
         self.permit.is_some()
     }
 
@@ -335,7 +335,7 @@ impl Call {
     /// that task with h2 for request data, there is nothing to drain and h2 will wake the task on
     /// a reset or a lost connection anyway, so this skips both (two h2 locks and two waker
     /// registrations on every wake-up of a streaming call).
-    pub(crate) async fn watch_peer(&self) -> CloseCause {
+    pub(in crate::grpc) async fn watch_peer(&self) -> CloseCause {
         let id = self.info.stream_id;
         poll_fn(|cx| {
             let mut inner = self.lock();
@@ -356,7 +356,7 @@ impl Call {
 
     /// Ends the call: trailers with the status (or a Trailers-Only response when nothing was sent
     /// yet). Does nothing if the stream is already closed.
-    pub(crate) fn finish(&self, result: Result<(), Status>) {
+    pub(in crate::grpc) fn finish(&self, result: Result<(), Status>) {
         let status = result.err().unwrap_or_else(Status::ok);
         self.lock().finish(&self.info, &status);
     }
@@ -571,7 +571,7 @@ impl Inner {
 }
 
 /// The headers every gRPC response starts with.
-pub(crate) fn grpc_response_headers(encoding: Option<Encoding>) -> HeaderMap {
+pub(in crate::grpc) fn grpc_response_headers(encoding: Option<Encoding>) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(4);
     h.insert(
         http::header::CONTENT_TYPE,

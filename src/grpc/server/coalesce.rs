@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Writes at least this large go at once: they already carry many frames.
-pub(crate) const PUT_OFF_BELOW_BYTES: usize = 4096;
+pub const PUT_OFF_BELOW_BYTES: usize = 4096;
 
 /// Where a flush stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,14 +36,14 @@ enum Turn {
 
 /// A transport whose writes are put off by one scheduler turn at the start of each flush.
 #[derive(Debug)]
-pub(crate) struct CoalescedWrites<T> {
+pub struct CoalescedWrites<T> {
     io: T,
     turn: Turn,
 }
 
 impl<T> CoalescedWrites<T> {
     /// Wraps a transport.
-    pub(crate) fn new(io: T) -> CoalescedWrites<T> {
+    pub fn new(io: T) -> CoalescedWrites<T> {
         CoalescedWrites {
             io,
             turn: Turn::Idle,

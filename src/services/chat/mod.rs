@@ -10,6 +10,8 @@
 //! rate allows, so HTTP/2 flow control slows a fast sender down) and writes the room's events from
 //! its cursor as flow control allows. Nothing here can make it block the room.
 
+pub mod room;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +23,7 @@ use crate::grpc::{
     BoxFuture, Call, CallResult, CallState, CloseCause, Service, ShutdownSignal, Status,
 };
 use crate::pb::chat::v1::{ChatMessage, LeaveReason, MembersRequest, MembersResponse};
-use crate::room::{Member, RoomLimits, Rooms, StartAt};
+use crate::services::chat::room::{Member, RoomLimits, Rooms, StartAt};
 
 /// Default longest room or sender id, in bytes.
 pub const DEFAULT_MAX_ID_BYTES: usize = 64;

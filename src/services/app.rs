@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use crate::chat::{ChatConfig, ChatService};
-use crate::echo::EchoService;
 use crate::grpc::{Server, ServerConfig};
-use crate::logwatch::{LogWatcherService, LogsConfig};
-use crate::reflection::Reflection;
-use crate::{health, interop};
+use crate::services::chat::{ChatConfig, ChatService};
+use crate::services::echo::EchoService;
+use crate::services::logs::{LogWatcherService, LogsConfig};
+use crate::services::reflection::Reflection;
+use crate::services::{health, interop};
 
 /// Everything `h2chat serve` can be told.
 #[derive(Clone, Debug, Default)]

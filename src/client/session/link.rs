@@ -16,10 +16,10 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 
-use crate::chat::JOINED_SEQ_METADATA;
 use crate::grpc::client::{CallOptions, CallReceiver, CallSender, Channel};
 use crate::grpc::Status;
 use crate::pb::chat::v1::{ChatMessage, MembersRequest, MembersResponse};
+use crate::services::chat::JOINED_SEQ_METADATA;
 
 /// The path of `chat.v1.ChatService/Chat`.
 const CHAT_PATH: &str = "/chat.v1.ChatService/Chat";
