@@ -22,6 +22,7 @@
 //! | 6 | the server refused the join otherwise (e.g. RESOURCE_EXHAUSTED: room full) |
 //! | 130 | stopped by SIGINT or SIGTERM (after leaving cleanly) |
 
+pub mod credentials;
 pub mod render;
 pub mod scripted;
 pub mod session;
@@ -37,7 +38,9 @@ use rustyline::{
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
+use crate::client::credentials::TokenSource;
 use crate::client::session::{Session, SessionConfig, SessionError, Update};
+use crate::grpc::client::ClientTls;
 use crate::services::chat::DEFAULT_MAX_TEXT_BYTES;
 use crate::signal::interrupted;
 use render::Format;
@@ -75,6 +78,29 @@ pub struct ChatOptions {
     pub name: Option<String>,
     /// How events are printed.
     pub format: Format,
+    /// Speak TLS with these settings; plaintext when `None`.
+    pub tls: Option<ClientTls>,
+    /// The bearer token to send, read again on every reconnect.
+    pub token: Option<TokenSource>,
+}
+
+impl ChatOptions {
+    /// The session these options ask for, joining as `name`.
+    pub fn session_config(&self, name: impl Into<String>) -> SessionConfig {
+        let mut config = SessionConfig::new(&self.addr, &self.room, name);
+        config.tls = self.tls.clone();
+        config.token = self.token.clone();
+        config
+    }
+
+    /// The name to join as: `--name`, else the name the token gives (its `name` claim, else
+    /// `sub`), else `None` (to be asked for).
+    pub fn known_name(&self) -> Option<String> {
+        self.name.clone().or_else(|| {
+            let token = self.token.as_ref()?.read().ok()?;
+            credentials::token_name(&token)
+        })
+    }
 }
 
 /// Runs the chat client until the user leaves or the session fails; returns the exit code (see
@@ -129,7 +155,7 @@ async fn interactive(options: ChatOptions) -> u8 {
         Ok(printer) => printer,
         Err(_) => return crate::client::scripted::run(options).await,
     };
-    let name = match options.name.clone() {
+    let name = match options.known_name() {
         Some(name) => name,
         None => {
             let asked = tokio::task::spawn_blocking(move || {
@@ -147,7 +173,7 @@ async fn interactive(options: ChatOptions) -> u8 {
             }
         }
     };
-    let session_config = SessionConfig::new(&options.addr, &options.room, &name);
+    let session_config = options.session_config(&name);
     let (mut session, posts) = match Session::join(session_config).await {
         Ok(joined) => joined,
         Err(e) => {

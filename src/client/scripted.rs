@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 use crate::client::render::Format;
-use crate::client::session::{Session, SessionConfig, Update};
+use crate::client::session::{Session, Update};
 use crate::client::{
     exit_code, update_line, ChatOptions, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
 };
@@ -23,7 +23,7 @@ use crate::signal::interrupted;
 /// Runs the scripted client; returns the exit code.
 pub async fn run(options: ChatOptions) -> u8 {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let name = match options.name.clone() {
+    let name = match options.known_name() {
         Some(name) => name,
         None => match lines.next_line().await {
             Ok(Some(line)) => line.trim().to_string(),
@@ -37,7 +37,7 @@ pub async fn run(options: ChatOptions) -> u8 {
             }
         },
     };
-    let config = SessionConfig::new(&options.addr, &options.room, name);
+    let config = options.session_config(name);
     let (mut session, posts) = match Session::join(config).await {
         Ok(joined) => joined,
         Err(e) => {

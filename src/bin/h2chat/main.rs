@@ -8,13 +8,18 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use h2chat::client::credentials::TokenSource;
 use h2chat::client::render::Format;
 use h2chat::client::{self, ChatOptions};
+use h2chat::grpc::client::ClientTls;
 use h2chat::grpc::codec::DEFAULT_MAX_MESSAGE_BYTES;
-use h2chat::grpc::server::{self as srv, ServerConfig};
+use h2chat::grpc::server::{
+    self as srv, ClientAuth, Listener, ServerConfig, TlsAcceptor, TlsFiles,
+};
 use h2chat::services::app::{self, AppConfig};
 use h2chat::services::chat::room::{self, RoomLimits};
 use h2chat::services::chat::{self, ChatConfig};
@@ -68,6 +73,51 @@ struct ChatArgs {
     /// How room events are printed.
     #[arg(long, value_enum, default_value_t = FormatArg::Text)]
     format: FormatArg,
+    /// Speak TLS (the server's certificate is checked against the system's roots, or --ca).
+    #[arg(long)]
+    tls: bool,
+    /// Trust this CA (PEM) instead of the system's roots; implies --tls.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Present this client certificate (PEM) for mTLS; implies --tls.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Check the server's certificate against this name instead of the host in --addr.
+    #[arg(long)]
+    tls_server_name: Option<String>,
+    /// A file holding the bearer token to send; read again on every reconnect (else the token
+    /// in H2CHAT_TOKEN, if set).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+impl ChatArgs {
+    /// The TLS settings asked for, if any.
+    fn tls(&self) -> Result<Option<ClientTls>, String> {
+        if !(self.tls || self.ca.is_some() || self.cert.is_some()) {
+            return Ok(None);
+        }
+        let identity = self.cert.as_deref().zip(self.key.as_deref());
+        let tls = ClientTls::new(self.ca.as_deref(), identity).map_err(|e| e.to_string())?;
+        Ok(Some(match &self.tls_server_name {
+            Some(name) => tls.with_server_name(name),
+            None => tls,
+        }))
+    }
+
+    /// Where the token comes from: --token-file, else `H2CHAT_TOKEN`.
+    fn token(&self) -> Option<TokenSource> {
+        match &self.token_file {
+            Some(path) => Some(TokenSource::File(path.clone())),
+            None => std::env::var("H2CHAT_TOKEN")
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+                .map(TokenSource::Value),
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -123,9 +173,11 @@ struct StdioArgs {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on (TLS when --tls-cert is given).
     #[arg(long, default_value = "127.0.0.1:50051")]
     addr: SocketAddr,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Largest request message in bytes, before and after decompression.
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
@@ -238,6 +290,76 @@ impl ServeArgs {
     }
 }
 
+/// The server's TLS flags.
+#[derive(Args)]
+struct TlsArgs {
+    /// Serve TLS on --addr with this certificate chain (PEM, leaf first); SIGHUP reloads it.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to (mTLS).
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Whether clients must present a certificate signed by --tls-client-ca.
+    #[arg(long, value_enum, requires = "tls_client_ca")]
+    tls_client_auth: Option<ClientAuthArg>,
+    /// With TLS on --addr, also serve plaintext HTTP/2 on this address (off unless given).
+    #[arg(long, requires = "tls_cert")]
+    plaintext_addr: Option<SocketAddr>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ClientAuthArg {
+    /// Clients may present a certificate.
+    Optional,
+    /// Clients must present a certificate.
+    Required,
+}
+
+impl TlsArgs {
+    /// The TLS acceptor these flags ask for, loaded; `None` without --tls-cert.
+    fn acceptor(&self) -> Result<Option<Arc<TlsAcceptor>>, Box<dyn std::error::Error>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let client_auth = match (&self.tls_client_ca, self.tls_client_auth) {
+            (None, _) => ClientAuth::None,
+            (Some(_), Some(ClientAuthArg::Optional)) => ClientAuth::Optional,
+            // A client CA without a word on it means the CA is there to be used.
+            (Some(_), Some(ClientAuthArg::Required) | None) => ClientAuth::Required,
+        };
+        let files = TlsFiles {
+            cert_chain: cert.clone(),
+            key: key.clone(),
+            client_ca: self.tls_client_ca.clone(),
+            client_auth,
+        };
+        Ok(Some(Arc::new(TlsAcceptor::load(files)?)))
+    }
+}
+
+/// Reloads the TLS certificate and key on every SIGHUP, for new connections; a bad pair is
+/// refused with an error and the old one stays.
+fn reload_on_hangup(tls: Arc<TlsAcceptor>) {
+    tokio::spawn(async move {
+        let mut hangups = h2chat::signal::hangups();
+        while hangups.next().await {
+            match tls.reload() {
+                Ok(()) => tracing::info!(
+                    cert = %tls.files().cert_chain.display(),
+                    "SIGHUP: TLS certificate reloaded; new connections use it"
+                ),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: TLS certificate not reloaded; still serving the previous one"
+                ),
+            }
+        }
+    });
+}
+
 /// Logs to stderr and, if given, into `ring`, both filtered by `RUST_LOG` (default `info`).
 fn init_logging(ring: Option<&LogRing>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -254,12 +376,33 @@ fn init_logging(ring: Option<&LogRing>) {
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ring = args.logs.ring();
     init_logging(Some(&ring));
-    let listener = tokio::net::TcpListener::bind(args.addr)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    let tls = args.tls.acceptor()?;
+    let bind = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))
+    };
+    let mut listeners = Vec::new();
+    match &tls {
+        Some(tls) => {
+            listeners.push(Listener::tls(bind(args.addr).await?, tls.clone()));
+            if let Some(addr) = args.tls.plaintext_addr {
+                listeners.push(Listener::plaintext(bind(addr).await?));
+            }
+            reload_on_hangup(tls.clone());
+        }
+        None => listeners.push(Listener::plaintext(bind(args.addr).await?)),
+    }
     let server = app::build(args.config(ring));
-    tracing::info!(addr = %listener.local_addr()?, services = ?server.service_names(), "listening");
-    server.serve(listener, interrupted()).await?;
+    for listener in &listeners {
+        let tls = if listener.is_tls() {
+            "tls"
+        } else {
+            "plaintext"
+        };
+        tracing::info!(addr = %listener.local_addr()?, transport = tls, services = ?server.service_names(), "listening");
+    }
+    server.serve_on(listeners, interrupted()).await?;
     Ok(())
 }
 
@@ -268,6 +411,14 @@ fn chat(runtime: tokio::runtime::Runtime, args: ChatArgs) -> ExitCode {
     if std::env::var_os("RUST_LOG").is_some() {
         init_logging(None);
     }
+    let tls = match args.tls() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("h2chat: {e}");
+            return ExitCode::from(client::EXIT_USAGE);
+        }
+    };
+    let token = args.token();
     let options = ChatOptions {
         addr: args.addr,
         room: args.room,
@@ -276,6 +427,8 @@ fn chat(runtime: tokio::runtime::Runtime, args: ChatArgs) -> ExitCode {
             FormatArg::Text => Format::Text,
             FormatArg::Json => Format::Json,
         },
+        tls,
+        token,
     };
     let code = runtime.block_on(client::run(options));
     runtime.shutdown_background();

@@ -30,7 +30,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::client::credentials::TokenSource;
 use crate::client::session::link::{Attempt, Link};
+use crate::grpc::client::ClientTls;
 use crate::grpc::{Code, Status};
 use crate::pb::chat::v1::ChatMessage;
 
@@ -76,6 +78,10 @@ pub struct SessionConfig {
     pub probe_after: Duration,
     /// Time a probe or a `/who` may take.
     pub probe_timeout: Duration,
+    /// Speak TLS with these settings; plaintext when `None`.
+    pub tls: Option<ClientTls>,
+    /// Send this bearer token with every call, read again on every connection attempt.
+    pub token: Option<TokenSource>,
 }
 
 impl SessionConfig {
@@ -90,6 +96,8 @@ impl SessionConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             probe_after: DEFAULT_PROBE_AFTER,
             probe_timeout: DEFAULT_PROBE_TIMEOUT,
+            tls: None,
+            token: None,
         }
     }
 }
@@ -245,7 +253,7 @@ async fn open(config: &SessionConfig, resume: Option<u64>) -> Result<Link, Attem
         resume_after_seq: resume,
         ..Default::default()
     };
-    Link::open(&config.addr, &join, config.connect_timeout).await
+    Link::open(config, &join).await
 }
 
 /// The error for a refused first join.

@@ -2,7 +2,7 @@
 //! bad `grpc-timeout` or `grpc-encoding`, no room for another handler), and the call's facts read
 //! from its headers.
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use h2::server::SendResponse;
@@ -11,10 +11,11 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
-use super::{ServerConfig, Shared};
+use super::{ConnInfo, ServerConfig, Shared};
 use crate::grpc::compression::{Encoding, Encodings};
 use crate::grpc::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING, GRPC_TIMEOUT};
 use crate::grpc::metadata::Metadata;
+use crate::grpc::server::auth::{AuthRequest, Authenticator, Principal};
 use crate::grpc::server::call::{Call, CallInfo};
 use crate::grpc::server::written::Chunk;
 use crate::grpc::status::Status;
@@ -33,7 +34,7 @@ pub(super) fn accept_call(
     shared: &Shared,
     request: Request<RecvStream>,
     mut respond: SendResponse<Chunk>,
-    (connection_id, peer): (u64, SocketAddr),
+    conn: &ConnInfo,
     permit: Option<OwnedSemaphorePermit>,
 ) -> Option<Call> {
     let stream_id: u32 = respond.stream_id().as_u32();
@@ -54,13 +55,13 @@ pub(super) fn accept_call(
     }
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
-    let (info, early) = call_info(
-        &shared.config,
-        &parts.headers,
-        path,
-        stream_id,
-        (connection_id, peer),
-    );
+    let (mut info, mut early) = call_info(&shared.config, &parts.headers, path, stream_id, conn);
+    if let (None, Some(authenticator)) = (&early, &shared.authenticator) {
+        match authenticate(authenticator.as_ref(), &info) {
+            Ok(principal) => info.principal = principal,
+            Err(status) => early = Some(status),
+        }
+    }
     let call = Call::new(info, body, respond, permit);
     if let Some(status) = early {
         debug!(%status, "refused before the handler");
@@ -83,7 +84,7 @@ fn call_info(
     headers: &HeaderMap,
     path: String,
     stream_id: u32,
-    (connection_id, peer): (u64, SocketAddr),
+    conn: &ConnInfo,
 ) -> (CallInfo, Option<Status>) {
     let mut early = None;
     // Read the clock only for calls that have a deadline.
@@ -125,8 +126,10 @@ fn call_info(
     let info = CallInfo {
         path,
         stream_id,
-        connection_id,
-        peer: Some(peer),
+        connection_id: conn.id,
+        peer: Some(conn.peer),
+        peer_identity: conn.identity.clone(),
+        principal: None,
         metadata: Metadata::from_headers(headers),
         deadline,
         request_encoding,
@@ -135,4 +138,23 @@ fn call_info(
         max_message_bytes: config.max_message_bytes,
     };
     (info, early)
+}
+
+/// Asks the authenticator about a call whose facts are read; `Err` refuses it.
+fn authenticate(
+    authenticator: &dyn Authenticator,
+    info: &CallInfo,
+) -> Result<Option<Arc<Principal>>, Status> {
+    // A malformed path is refused later, by the router, as UNIMPLEMENTED.
+    let (service, method) = info
+        .path
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .unwrap_or(("", ""));
+    authenticator.authenticate(&AuthRequest {
+        service,
+        method,
+        metadata: &info.metadata,
+        peer_identity: info.peer_identity.as_deref(),
+    })
 }

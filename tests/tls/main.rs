@@ -1,0 +1,7 @@
+//! TLS and identity, over real sockets with certificates made in the test (rcgen): serving gRPC
+//! over TLS with ALPN `h2`, refusing what is not, client certificates, reloading the certificate,
+//! and bearer tokens checked before any handler runs.
+
+mod harness;
+mod pki;
+mod transport;
