@@ -6,6 +6,8 @@
 //! gRPC layer imports nothing outside itself.
 //! - [`grpc`]: the gRPC layer on h2 — framing, status, metadata, deadlines, compression, the
 //!   server (`grpc/server/`) and the client (`grpc/client/`). Knows nothing of chat.
+//! - [`auth`]: bearer tokens (JWT) checked before any handler runs, as the server's
+//!   authenticator; the keys and their algorithms; dev tokens for `h2chat token`.
 //! - [`pb`]: the protobuf types generated from `proto/`, and the encoded descriptor set.
 //! - [`protocol`]: the facts of `chat.v1` both sides share: method paths, metadata names, limits.
 //! - [`ring`]: a sequence-numbered bounded ring read by cursors: the one mechanism under chat
@@ -22,6 +24,7 @@
 
 #![warn(missing_docs, unreachable_pub, clippy::all)]
 
+pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod grpc;

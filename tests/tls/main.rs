@@ -4,4 +4,5 @@
 
 mod harness;
 mod pki;
+mod tokens;
 mod transport;

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use h2chat::auth::mint::{self, TokenRequest};
+use h2chat::auth::{self, keys, AuthConfig, JwtAuthenticator};
 use h2chat::client::credentials::TokenSource;
 use h2chat::client::render::Format;
 use h2chat::client::{self, ChatOptions};
@@ -46,17 +48,81 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gRPC server (chat, reflection and the other services).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Measure a running server: fan-out, idle members, and the baselines (raw h2, plain TCP).
     Bench(bench::BenchArgs),
     /// Run the same server as a JSON-lines node: requests on stdin, replies on stdout, logs on
     /// stderr.
     Stdio(StdioArgs),
+    /// Print an HS256 bearer token signed with a secret file (a development tool: in production
+    /// tokens come from an identity provider).
+    Token(TokenArgs),
     /// Chat in a room: interactive in a terminal, else one message per input line.
     ///
     /// Exit codes: 0 left normally; 1 local failure; 2 bad usage; 3 server unreachable; 4 name
     /// taken; 5 invalid room, name or text; 6 join refused otherwise; 130 stopped by a signal.
     Chat(ChatArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The HS256 secret file the server checks tokens with (--auth-hs256-secret-file).
+    #[arg(long)]
+    secret_file: PathBuf,
+    /// The token's subject.
+    #[arg(long)]
+    sub: String,
+    /// The name to chat as (default: the subject).
+    #[arg(long)]
+    name: Option<String>,
+    /// Rooms the token may join: names or `prefix*` patterns, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    rooms: Option<Vec<String>>,
+    /// Lifetime: a number with s, m, h or d (e.g. 90s, 1h).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    ttl: Duration,
+    /// The `iss` claim.
+    #[arg(long)]
+    issuer: Option<String>,
+    /// The `aud` claim.
+    #[arg(long)]
+    audience: Option<String>,
+}
+
+/// `90s`, `5m`, `1h`, `2d`, or plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 5m, 1h or 2d"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(unit)))
+}
+
+fn token(args: TokenArgs) -> Result<(), Box<dyn std::error::Error>> {
+    // The same checks as the server's: a short secret is refused here too.
+    keys::hs256_secret(&args.secret_file)?;
+    let secret = std::fs::read(&args.secret_file)?;
+    let request = TokenRequest {
+        sub: args.sub,
+        name: args.name,
+        rooms: args.rooms,
+        issuer: args.issuer,
+        audience: args.audience,
+        ttl: args.ttl,
+        not_before: None,
+    };
+    println!("{}", mint::hs256(secret.trim_ascii(), &request)?);
+    Ok(())
 }
 
 #[derive(Args)]
@@ -178,6 +244,8 @@ struct ServeArgs {
     addr: SocketAddr,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
     /// Largest request message in bytes, before and after decompression.
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
@@ -286,6 +354,7 @@ impl ServeArgs {
                 max_joins_per_connection: self.max_joins_per_connection,
             },
             logs: self.logs.config(ring),
+            auth: None,
         }
     }
 }
@@ -308,6 +377,60 @@ struct TlsArgs {
     /// With TLS on --addr, also serve plaintext HTTP/2 on this address (off unless given).
     #[arg(long, requires = "tls_cert")]
     plaintext_addr: Option<SocketAddr>,
+}
+
+/// The server's bearer-token flags.
+#[derive(Args)]
+struct AuthArgs {
+    /// Check bearer tokens signed HS256 with the secret in this file (at least 32 bytes).
+    #[arg(long, group = "auth_key")]
+    auth_hs256_secret_file: Option<PathBuf>,
+    /// Check bearer tokens with this public key (PEM: RSA → RS256 etc., EC → ES256/ES384,
+    /// Ed25519 → EdDSA).
+    #[arg(long, group = "auth_key")]
+    auth_public_key: Option<PathBuf>,
+    /// Check bearer tokens with the keys of this JWKS file (chosen by the token's kid).
+    #[arg(long, group = "auth_key")]
+    auth_jwks: Option<PathBuf>,
+    /// The `iss` tokens must carry.
+    #[arg(long, requires = "auth_key")]
+    auth_issuer: Option<String>,
+    /// The `aud` tokens must carry.
+    #[arg(long, requires = "auth_key")]
+    auth_audience: Option<String>,
+    /// Seconds of clock skew allowed on a token's exp and nbf.
+    #[arg(long, default_value_t = auth::DEFAULT_LEEWAY.as_secs())]
+    auth_leeway: u64,
+    /// Services that need a token, comma-separated (`*` = all).
+    #[arg(long, value_delimiter = ',', default_values_t = auth::DEFAULT_SERVICES.iter().map(|s| s.to_string()))]
+    auth_services: Vec<String>,
+    /// Allow token authentication without TLS (tokens then cross the network in the clear: for
+    /// tests and local use only).
+    #[arg(long)]
+    allow_insecure_auth: bool,
+}
+
+impl AuthArgs {
+    /// The authenticator these flags ask for; `None` without a key flag.
+    fn authenticator(&self) -> Result<Option<Arc<JwtAuthenticator>>, Box<dyn std::error::Error>> {
+        let keys = if let Some(path) = &self.auth_hs256_secret_file {
+            vec![keys::hs256_secret(path)?]
+        } else if let Some(path) = &self.auth_public_key {
+            vec![keys::public_key(path)?]
+        } else if let Some(path) = &self.auth_jwks {
+            keys::jwks(path)?
+        } else {
+            return Ok(None);
+        };
+        let config = AuthConfig {
+            keys,
+            issuer: self.auth_issuer.clone(),
+            audience: self.auth_audience.clone(),
+            leeway: Duration::from_secs(self.auth_leeway),
+            services: self.auth_services.clone(),
+        };
+        Ok(Some(Arc::new(JwtAuthenticator::new(config)?)))
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -377,6 +500,16 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ring = args.logs.ring();
     init_logging(Some(&ring));
     let tls = args.tls.acceptor()?;
+    let authenticator = args.auth.authenticator()?;
+    let plaintext = tls.is_none() || args.tls.plaintext_addr.is_some();
+    if authenticator.is_some() && plaintext && !args.auth.allow_insecure_auth {
+        return Err(
+            "token authentication on a plaintext listener would carry tokens in the \
+                    clear: serve TLS only (--tls-cert, --tls-key, no --plaintext-addr), or pass \
+                    --allow-insecure-auth for tests and local use"
+                .into(),
+        );
+    }
     let bind = |addr: SocketAddr| async move {
         tokio::net::TcpListener::bind(addr)
             .await
@@ -393,7 +526,9 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         None => listeners.push(Listener::plaintext(bind(args.addr).await?)),
     }
-    let server = app::build(args.config(ring));
+    let mut config = args.config(ring);
+    config.auth = authenticator;
+    let server = app::build(config);
     for listener in &listeners {
         let tls = if listener.is_tls() {
             "tls"
@@ -461,9 +596,10 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Serve(args) => runtime.block_on(serve(*args)),
         Command::Stdio(args) => runtime.block_on(run_stdio(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
+        Command::Token(args) => token(args),
         Command::Chat(args) => return chat(runtime, args),
     };
     match result {
