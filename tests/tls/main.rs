@@ -2,7 +2,11 @@
 //! over TLS with ALPN `h2`, refusing what is not, client certificates, reloading the certificate,
 //! and bearer tokens checked before any handler runs.
 
+mod cli;
 mod harness;
+mod identity;
+mod mtls;
 mod pki;
+mod reload;
 mod tokens;
 mod transport;

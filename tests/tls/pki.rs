@@ -1,6 +1,5 @@
 //! Certificates made in the test with rcgen: a CA, server certificates for 127.0.0.1 and
 //! localhost, client certificates; written as PEM files into a directory of the test's own.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
