@@ -359,7 +359,7 @@ impl Member {
             // it, and the batch leaves as one DATA frame.
             return match batch.count {
                 0 => None,
-                1 => batch.entries.cloned().next(),
+                1 => batch.entries.clone().next().cloned(),
                 _ => {
                     let mut buf = BytesMut::with_capacity(batch.bytes);
                     batch.entries.for_each(|f| buf.extend_from_slice(f));
