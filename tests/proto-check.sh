@@ -7,7 +7,9 @@
 #        was checked), pinned by commit so that a batch of commits cannot drift away from it step by
 #        step, however it is merged;
 #      - HEAD~1, the first-parent previous commit: on main that is the previous state of main (for a
-#        merge, main before the merge), so what was added since RELEASED is held to the same promise.
+#        merge, main before the merge), so what was added since RELEASED is held to the same promise;
+#      - HEAD, which differs from the work tree only before a commit: a local run then checks the
+#        change about to be committed, too (on CI it is the same tree, and passes).
 # Both are read with `git archive`, which needs the commits in this clone: in a shallow clone or
 # without them the check fails and says so; it never skips. Needs buf from `npm ci --prefix tests/tools`.
 set -euo pipefail
@@ -45,7 +47,7 @@ commit_of() {
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 checked=" "
-for against in "RELEASED:$RELEASED" "HEAD~1:HEAD~1"; do
+for against in "RELEASED:$RELEASED" "HEAD~1:HEAD~1" "HEAD:HEAD"; do
   name=${against%%:*}
   rev=$(commit_of "${against#*:}" "$name")
   tree=$(git rev-parse "$rev:proto")
