@@ -10,7 +10,7 @@ temporary directory when --stubs is not given). Exits 0 when the case passed; ot
 what differed and exits 1. Exit 2 means the client itself could not run (missing grpcio, ...).
 
 What grpcio cannot observe: the per-message compressed flag of responses (server_compressed_*
-assert sizes only here; tests/interop_wire.rs checks the flags on the wire). grpcio also has no
+assert sizes only here; tests/protocol/compression.rs checks the flags on the wire). grpcio also has no
 switch to send one message of a compressing call uncompressed, but the C core sends a message
 uncompressed when compression would not shrink it; client_compressed_streaming therefore makes
 its "uncompressed" message incompressible (45904 random bytes instead of zeros; only the size

@@ -1,10 +1,8 @@
 //! Message compression on the wire, seen through a raw h2 client: what grpcio cannot show
 //! (per-message flags) and what it never sends (an encoding the server does not know).
 
-mod common;
-mod wire;
-
-use common::TestServer;
+use crate::support::wire::{frame, message, WireClient};
+use crate::support::TestServer;
 use h2chat::grpc::compression::{Encoding, Encodings};
 use h2chat::grpc::Code;
 use h2chat::pb::grpc::testing::{
@@ -13,7 +11,6 @@ use h2chat::pb::grpc::testing::{
     StreamingOutputCallResponse,
 };
 use prost::Message;
-use wire::{frame, message, WireClient};
 
 fn zeros(n: usize) -> Payload {
     Payload {

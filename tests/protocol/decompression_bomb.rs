@@ -1,19 +1,16 @@
 //! A compressed message that inflates far past the receive limit is refused with
 //! RESOURCE_EXHAUSTED, and refusing it costs the server no more memory than the limit.
 //!
-//! Alone in its own test binary: it reads this process's memory figures (the server runs in the
-//! test process), which other tests running beside it would disturb.
-
-mod common;
-mod wire;
+//! The server is the `h2chat serve` binary in a process of its own, so that its memory figures in
+//! /proc are its own and no other test running beside this one disturbs them.
 
 use std::io::Read;
 
-use common::TestServer;
+use crate::support::process::ServerProcess;
+use crate::support::wire::{frame, WireClient};
 use flate2::{Compress, Compression, Crc, FlushCompress};
 use h2chat::grpc::codec::DEFAULT_MAX_MESSAGE_BYTES;
 use h2chat::grpc::Code;
-use wire::{frame, WireClient};
 
 /// What the bomb inflates to: 1 GiB of zeros.
 const INFLATED_BYTES: usize = 1 << 30;
@@ -61,28 +58,6 @@ fn gzip_bomb() -> Vec<u8> {
     out
 }
 
-/// A figure (in bytes) from /proc/self/status, e.g. `VmRSS` or `VmHWM`.
-fn proc_status_bytes(field: &str) -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(&format!("{field}:")))
-        .unwrap_or_else(|| panic!("{field} missing from /proc/self/status"));
-    let kib: usize = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("unreadable line {line:?}"));
-    kib * 1024
-}
-
-/// Resets VmHWM to the current RSS (Linux 4.0+), so that VmHWM afterwards is the peak of what
-/// follows.
-fn reset_peak_rss() {
-    std::fs::write("/proc/self/clear_refs", "5")
-        .expect("cannot reset VmHWM through /proc/self/clear_refs (Linux 4.0 or later is needed)");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_bomb_is_resource_exhausted_and_memory_stays_bounded() {
     let bomb = gzip_bomb();
@@ -111,11 +86,11 @@ async fn gzip_bomb_is_resource_exhausted_and_memory_stays_bounded() {
     drop(buf);
     let payload = frame(true, &bomb);
 
-    let server = TestServer::default().await;
+    let server = ServerProcess::start(&[]);
     let mut client = WireClient::connect(server.addr).await;
 
-    let before = proc_status_bytes("VmRSS");
-    reset_peak_rss();
+    let before = server.rss_kib() as usize * 1024;
+    server.reset_peak_rss();
     let mut call = client
         .start(
             "/grpc.testing.TestService/UnaryCall",
@@ -124,7 +99,7 @@ async fn gzip_bomb_is_resource_exhausted_and_memory_stays_bounded() {
         .await;
     call.send(payload, true);
     let (status, _) = call.finish().await;
-    let peak = proc_status_bytes("VmHWM");
+    let peak = server.peak_rss_kib() as usize * 1024;
 
     assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
     let growth = peak.saturating_sub(before);
@@ -137,5 +112,5 @@ async fn gzip_bomb_is_resource_exhausted_and_memory_stays_bounded() {
         growth < limit + SLACK_BYTES,
         "RSS grew by {growth} bytes refusing a bomb; allowed {limit} + {SLACK_BYTES}"
     );
-    server.shutdown().await;
+    assert!(server.terminate().success(), "server exits 0 on SIGTERM");
 }

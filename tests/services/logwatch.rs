@@ -1,26 +1,20 @@
-//! LogWatcher.WatchLogs and Chat.BiDiChat over real sockets: the in-process server for exact
-//! scenarios, the `h2chat serve` binary where its own logging and `--watch-file` are the point,
+//! LogWatcher.WatchLogs over real sockets: the in-process server for exact scenarios, the `h2chat serve` binary where its own logging and `--watch-file` are the point,
 //! and grpcurl as an independent client.
-
-mod common;
 
 use std::time::Duration;
 
+use crate::support::process::ServerProcess;
+use crate::support::{grpcurl, TempFile, TestServer};
 use bytes::Bytes;
-use common::process::ServerProcess;
-use common::{require_tool, TempFile, TestServer};
 use h2chat::grpc::{CallOptions, Channel, ClientCall, Code};
-use h2chat::pb::h2chat::echo::v1::EchoMessage;
 use h2chat::pb::h2chat::logs::v1::{LogEntry, WatchLogsRequest};
 use h2chat::services::app::AppConfig;
 use h2chat::services::logs::ring::LogRing;
 use h2chat::services::logs::LogsConfig;
 use tokio::net::TcpStream;
-use tokio::process::Command;
 use tracing::Level;
 
 const WATCH_LOGS: &str = "/h2chat.logs.v1.LogWatcher/WatchLogs";
-const BIDI_CHAT: &str = "/h2chat.echo.v1.Chat/BiDiChat";
 /// Safety net for every test; none of them waits on time otherwise.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -84,19 +78,7 @@ async fn server_with_ring(ring: &LogRing) -> TestServer {
 
 /// Runs grpcurl (which learns the schema by reflection) and returns its stdout.
 async fn grpcurl(data: &str, addr: &str, method: &str) -> String {
-    let out = Command::new(require_tool("grpcurl"))
-        .args(["-plaintext", "-v"])
-        .args(["-d", data, addr, method])
-        .output()
-        .await
-        .expect("run grpcurl");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "grpcurl failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    grpcurl::ok(&["-plaintext", "-v", "-d", data, addr, method]).await
 }
 
 const WATCH_FILE_LINES: &[&str] = &[
@@ -308,49 +290,6 @@ async fn a_request_that_is_not_a_watch_request_is_internal() {
         call.close_send().expect("close");
         let status = call.recv::<LogEntry>().await.expect_err("fails");
         assert_eq!(status.code(), Code::Internal);
-        server.shutdown().await;
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn bidi_chat_answers_each_message_before_the_next_and_ends_ok_on_half_close() {
-    within(async {
-        let server = TestServer::default().await;
-        let ch = connect(&server.target()).await;
-        let mut call = ch
-            .start(BIDI_CHAT, CallOptions::default())
-            .await
-            .expect("start");
-        for text in ["hello", "", "wörld"] {
-            call.send(&EchoMessage { text: text.into() })
-                .await
-                .expect("send");
-            let reply: EchoMessage = call.recv().await.expect("ok").expect("reply");
-            assert_eq!(reply.text, format!("echo: {text}"));
-        }
-        call.close_send().expect("close");
-        assert!(call.recv::<EchoMessage>().await.expect("OK").is_none());
-        server.shutdown().await;
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn bidi_chat_echoes_through_grpcurl() {
-    within(async {
-        let server = TestServer::default().await;
-        let out = grpcurl(
-            r#"{"text":"hello"} {"text":"again"}"#,
-            &server.target(),
-            "h2chat.echo.v1.Chat/BiDiChat",
-        )
-        .await;
-        let texts: Vec<&str> = out
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("\"text\": "))
-            .collect();
-        assert_eq!(texts, ["\"echo: hello\"", "\"echo: again\""]);
         server.shutdown().await;
     })
     .await;

@@ -1,12 +1,10 @@
 //! The README's two-terminal grpcurl session, with real grpcurl processes and no .proto files on
 //! the client side (grpcurl learns the schema through reflection).
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{require_tool, TestServer};
+use crate::support::{require_tool, TestServer};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 

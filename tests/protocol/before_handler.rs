@@ -1,8 +1,6 @@
 //! What the server does before a call reaches a handler, checked on the wire with raw h2 requests.
 
-mod common;
-
-use common::TestServer;
+use crate::support::TestServer;
 use h2chat::grpc::client::{CallOptions, Channel};
 use h2chat::grpc::{Code, Status};
 use h2chat::pb::chat::v1::{MembersRequest, MembersResponse};

@@ -3,14 +3,12 @@
 //! shows every event once, in order (a gap for what the room no longer has), and posts each line
 //! once.
 
-mod common;
-
 use std::time::Duration;
 
-use common::chat::{self, kind, reason};
-use common::cli::ChatProcess;
-use common::proxy::Proxy;
-use common::TestServer;
+use crate::support::chat::{self, kind, reason};
+use crate::support::cli::ChatProcess;
+use crate::support::proxy::Proxy;
+use crate::support::TestServer;
 use h2chat::client::session::{Session, SessionConfig, Update};
 use h2chat::grpc::client::Channel;
 use h2chat::pb::chat::v1::{EventKind, LeaveReason};

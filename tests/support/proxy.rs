@@ -1,5 +1,4 @@
 //! A TCP proxy on 127.0.0.1 that can lose data and cut connections, to test reconnecting.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 

@@ -1,11 +1,9 @@
 //! `h2chat stdio` as a harness drives it: the built binary, JSON lines on its stdin and stdout.
 
-mod common;
-
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use common::TempFile;
+use crate::support::TempFile;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};

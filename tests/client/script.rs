@@ -1,11 +1,9 @@
 //! `h2chat chat` with piped stdin against a real server: what it prints, when it exits, and its
 //! exit codes.
 
-mod common;
-
-use common::chat::{self, kind, reason};
-use common::cli::{signal, ChatProcess};
-use common::TestServer;
+use crate::support::chat::{self, kind, reason};
+use crate::support::cli::{signal, ChatProcess};
+use crate::support::TestServer;
 use h2chat::grpc::client::Channel;
 use h2chat::pb::chat::v1::{EventKind, LeaveReason};
 use h2chat::services::app::AppConfig;

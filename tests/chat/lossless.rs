@@ -1,10 +1,8 @@
 //! Chat that loses nothing: sequence numbers, presence, history, resume, slow members, post rate.
 
-mod common;
-
-use common::chat::*;
-use common::process::ServerProcess;
-use common::TestServer;
+use crate::support::chat::*;
+use crate::support::process::ServerProcess;
+use crate::support::TestServer;
 use h2chat::grpc::client::{CallOptions, Channel, ChannelConfig, ClientCall};
 use h2chat::pb::chat::v1::{ChatMessage, EventKind, LeaveReason};
 use h2chat::services::app::AppConfig;

@@ -1,15 +1,13 @@
 //! `h2chat chat` in a pseudo-terminal, read back through a terminal emulator (`vt100`): what the
 //! screen shows, that typing survives incoming lines, and that every way out leaves cleanly.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use common::chat::{self, kind, reason, PATIENCE};
-use common::proxy::Proxy;
-use common::TestServer;
+use crate::support::chat::{self, kind, reason, PATIENCE};
+use crate::support::proxy::Proxy;
+use crate::support::TestServer;
 use h2chat::grpc::client::{Channel, ClientCall};
 use h2chat::pb::chat::v1::{EventKind, LeaveReason};
 use h2chat::services::app::AppConfig;

@@ -1,7 +1,14 @@
-//! Shared test harness: starts the real server on 127.0.0.1:0 and stops it.
+//! The one test harness every test target includes (`#[path = "../support/mod.rs"] mod support;`):
+//! the real server in this process on 127.0.0.1:0 ([`TestServer`]), the `h2chat` binary as a child
+//! process ([`process`]), a raw h2 gRPC client ([`wire`]), chat helpers on the library's client
+//! ([`chat`]), the chat CLI as a child process ([`cli`]) and a TCP proxy that fails on purpose
+//! ([`proxy`]).
+// Each test target uses a part of the harness, so what one target leaves unused is not dead.
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use h2chat::services::app::{self, AppConfig};
 use tokio::net::TcpListener;
@@ -10,8 +17,22 @@ use tokio::task::JoinHandle;
 
 pub mod chat;
 pub mod cli;
+pub mod grpcurl;
 pub mod process;
 pub mod proxy;
+pub mod wire;
+
+/// Longest a test waits for any one thing it expects before it fails: a safety net against hangs,
+/// never a timing check (a healthy run waits milliseconds).
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Awaits `fut`, failing the test with "`what` did not happen within `limit`" if it takes longer.
+pub async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
+    }
+}
 
 /// A server running in this test's runtime.
 pub struct TestServer {

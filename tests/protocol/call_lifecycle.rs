@@ -1,19 +1,17 @@
 //! How a call lives and ends, seen from a probe service's handlers: deadlines (`grpc-timeout`
 //! and the server's cap), cancellation, metadata in both directions, response compression.
 
-mod wire;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::wire::{message, WireClient};
 use h2chat::grpc::compression::Encoding;
 use h2chat::grpc::{BoxFuture, Call, CallResult, Code, Server, ServerConfig, Service, Status};
 use h2chat::pb::grpc::testing::Empty;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use wire::{message, WireClient};
 
 /// Test methods, each a handler that shows one thing.
 struct Probe {

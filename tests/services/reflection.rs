@@ -1,12 +1,10 @@
 //! Server reflection, over real sockets: grpcurl as users run it, and the protocol itself through
 //! the library's client (requests and answers on one stream, v1 and v1alpha).
 
-mod common;
-
 use std::net::SocketAddr;
 use std::process::Output;
 
-use common::{require_tool, TestServer};
+use crate::support::{require_tool, TestServer};
 use h2chat::grpc::client::{CallOptions, Channel, ClientCall};
 use h2chat::grpc::{Code, Status};
 use h2chat::pb::grpc::reflection::{v1, v1alpha};

@@ -1,5 +1,4 @@
 //! `h2chat chat` as a child process with piped stdin, stdout and stderr.
-#![allow(dead_code)]
 
 use std::process::Stdio;
 

@@ -1,13 +1,11 @@
 //! chat.v1.ChatService over real sockets with the library's own h2 client: joining, posting,
-//! validation, presence, cancellation and shutdown.
+//! validation, presence, cancellation and shutdown. (Message framing is tested at the protocol
+//! layer, in `tests/protocol/framing.rs`.)
 
-mod common;
-
-use bytes::Bytes;
-use common::chat::*;
-use common::TestServer;
+use crate::support::chat::*;
+use crate::support::TestServer;
 use h2chat::grpc::client::{CallOptions, Channel};
-use h2chat::grpc::{codec, Code};
+use h2chat::grpc::Code;
 use h2chat::pb::chat::v1::{ChatMessage, EventKind, LeaveReason, MembersRequest, MembersResponse};
 use h2chat::services::app::AppConfig;
 
@@ -214,100 +212,6 @@ async fn members_lists_in_join_order_and_unknown_room_is_empty() {
         .await
         .expect("members");
     assert!(none.member_ids.is_empty());
-}
-
-#[tokio::test]
-async fn join_split_into_one_byte_data_frames_is_understood() {
-    let (_server, ch) = setup().await;
-    let frame = codec::encode_message(&msg("r", "splitter", "in pieces"));
-    let mut call = ch.start(CHAT, CallOptions::default()).await.expect("start");
-    for i in 0..frame.len() {
-        call.send_raw(frame.slice(i..i + 1))
-            .await
-            .expect("send byte");
-    }
-    let m = until_text(&mut call, "in pieces").await;
-    assert_eq!(m.sender_id, "splitter");
-}
-
-#[tokio::test]
-async fn many_messages_in_one_data_frame_are_all_posted() {
-    let (_server, ch) = setup().await;
-    let mut all = bytes::BytesMut::new();
-    for f in [msg("r", "batcher", "one"), post("two"), post("three")] {
-        all.extend_from_slice(&codec::encode_message(&f));
-    }
-    let mut call = ch.start(CHAT, CallOptions::default()).await.expect("start");
-    call.send_raw(all.freeze()).await.expect("send");
-    for text in ["one", "two", "three"] {
-        assert_eq!(
-            next_where(&mut call, |m| kind(m) == EventKind::Message)
-                .await
-                .text,
-            text
-        );
-    }
-}
-
-/// Sends `bytes` as the whole request body of a chat call and returns the final status.
-async fn status_for_body(ch: &Channel, bytes: &'static [u8]) -> h2chat::grpc::Status {
-    let mut call = ch.start(CHAT, CallOptions::default()).await.expect("start");
-    call.send_raw(Bytes::from_static(bytes))
-        .await
-        .expect("send");
-    let _ = call.close_send();
-    final_status(&mut call).await
-}
-
-#[tokio::test]
-async fn oversize_length_prefix_is_resource_exhausted() {
-    let (_server, ch) = setup().await;
-    let status = status_for_body(&ch, &[0, 0xff, 0xff, 0xff, 0xff]).await;
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
-}
-
-#[tokio::test]
-async fn compressed_flag_out_of_range_is_internal() {
-    let (_server, ch) = setup().await;
-    assert_eq!(
-        status_for_body(&ch, &[2, 0, 0, 0, 0]).await.code(),
-        Code::Internal
-    );
-}
-
-#[tokio::test]
-async fn compressed_flag_without_grpc_encoding_is_internal() {
-    let (_server, ch) = setup().await;
-    let status = status_for_body(&ch, &[1, 0, 0, 0, 1, 0]).await;
-    assert_eq!(status.code(), Code::Internal, "{status}");
-    assert!(status.message().contains("grpc-encoding"), "{status}");
-}
-
-#[tokio::test]
-async fn stream_ending_inside_a_message_is_internal() {
-    let (_server, ch) = setup().await;
-    let status = status_for_body(&ch, &[0, 0, 0, 0, 10, 1, 2]).await;
-    assert_eq!(status.code(), Code::Internal, "{status}");
-}
-
-#[tokio::test]
-async fn body_that_is_not_the_methods_message_is_internal() {
-    let (_server, ch) = setup().await;
-    // Field 1 as a length-delimited string claiming 100 bytes that are not there.
-    let status = status_for_body(&ch, &[0, 0, 0, 0, 2, 0x0a, 100]).await;
-    assert_eq!(status.code(), Code::Internal, "{status}");
-}
-
-#[tokio::test]
-async fn connection_survives_bad_streams() {
-    let (_server, ch) = setup().await;
-    assert_eq!(
-        status_for_body(&ch, &[7, 0, 0, 0, 0]).await.code(),
-        Code::Internal
-    );
-    let mut ok = join(&ch, "r", "survivor").await;
-    ok.send(&post("fine")).await.expect("post");
-    until_text(&mut ok, "fine").await;
 }
 
 #[tokio::test]

@@ -1,14 +1,10 @@
 //! Helpers for talking to `chat.v1.ChatService` with the library's own client.
-#![allow(dead_code)]
-
-use std::time::Duration;
 
 use h2chat::grpc::client::{CallOptions, Channel, ClientCall};
 use h2chat::grpc::Status;
 use h2chat::pb::chat::v1::{ChatMessage, EventKind, LeaveReason};
 
-/// Longest a test waits for one expected event before it fails (a safety net, not a timing check).
-pub const PATIENCE: Duration = Duration::from_secs(20);
+pub use super::PATIENCE;
 
 /// The path of the chat method.
 pub const CHAT: &str = "/chat.v1.ChatService/Chat";

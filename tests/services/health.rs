@@ -1,13 +1,11 @@
 //! `grpc.health.v1.Health` against the real server: grpcurl, Check, List, Watch, slow watchers
 //! and graceful shutdown.
 
-mod common;
-mod wire;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use common::{require_tool, TestServer};
+use crate::support::wire::{message, WireCall, WireClient};
+use crate::support::{require_tool, TestServer};
 use h2chat::grpc::{Code, Server, ServerConfig};
 use h2chat::pb::grpc::health::v1::health_check_response::ServingStatus;
 use h2chat::pb::grpc::health::v1::{
@@ -18,7 +16,6 @@ use h2chat::services::interop::InteropService;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use wire::{message, WireCall, WireClient};
 
 const CHECK: &str = "/grpc.health.v1.Health/Check";
 const WATCH: &str = "/grpc.health.v1.Health/Watch";

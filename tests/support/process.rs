@@ -1,5 +1,4 @@
 //! The real `h2chat` binary as a child process, for tests that measure the server from outside.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -60,6 +59,20 @@ impl ServerProcess {
     /// The server's resident set size in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
         proc_status_kib(self.pid(), "VmRSS:")
+    }
+
+    /// The server's peak resident set size in KiB since it started or since the last
+    /// [`reset_peak_rss`](ServerProcess::reset_peak_rss), from /proc.
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM:")
+    }
+
+    /// Resets the server's peak RSS (VmHWM) to its current RSS (Linux 4.0+), so that
+    /// [`peak_rss_kib`](ServerProcess::peak_rss_kib) afterwards is the peak of what follows.
+    pub fn reset_peak_rss(&self) {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5").expect(
+            "cannot reset VmHWM through /proc/PID/clear_refs (Linux 4.0 or later is needed)",
+        );
     }
 
     /// Sends SIGTERM and waits for the exit status.

@@ -1,11 +1,9 @@
 //! A smoke run of each `h2chat bench` mode with tiny numbers, against the real server as a child
 //! process: the report is one line of JSON, nothing is lost. Never a timing.
 
-mod common;
-
 use std::process::{Command, Output};
 
-use common::process::ServerProcess;
+use crate::support::process::ServerProcess;
 use h2chat::bench::unary;
 use h2chat::grpc::client::{CallOptions, Channel};
 use h2chat::pb::grpc::testing::SimpleRequest;

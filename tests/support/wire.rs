@@ -1,7 +1,6 @@
 //! A deliberately small gRPC client on raw h2, for tests that must see or shape the wire:
 //! per-message compressed flags, unknown encodings, compression bombs, flow control. Not a
 //! client library: it panics (the test fails) on anything unexpected.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 
