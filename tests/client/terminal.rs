@@ -1,6 +1,7 @@
 //! `h2chat chat` in a pseudo-terminal, read back through a terminal emulator (`vt100`): what the
 //! screen shows, that typing survives incoming lines, and that every way out leaves cleanly.
 
+use crate::support::{within, TEST_PATIENCE};
 use std::io::{Read, Write};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
@@ -160,178 +161,227 @@ async fn member(server: &TestServer, room: &str, name: &str) -> ClientCall {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_screen_shows_history_then_live_lines_and_the_own_line_once() {
-    let server = TestServer::default().await;
-    let mut dave = member(&server, "tty", "dave").await;
-    dave.send(&chat::post("hello carol")).await.expect("post");
-    chat::until_text(&mut dave, "hello carol").await;
+    within(
+        TEST_PATIENCE,
+        "the whole of test the_screen_shows_history_then_live_lines_and_the_own_line_once",
+        async {
+            let server = TestServer::default().await;
+            let mut dave = member(&server, "tty", "dave").await;
+            dave.send(&chat::post("hello carol")).await.expect("post");
+            chat::until_text(&mut dave, "hello carol").await;
 
-    let mut carol = Tty::spawn(&[
-        "--addr",
-        &server.target(),
-        "--room",
-        "tty",
-        "--name",
-        "carol",
-    ]);
-    carol.wait_for("the prompt after the history", |s| {
-        let text = s.contents();
-        text.contains("] dave: hello carol")
-            && text.contains("* carol joined")
-            && cursor_row(s) == ">"
-    });
+            let mut carol = Tty::spawn(&[
+                "--addr",
+                &server.target(),
+                "--room",
+                "tty",
+                "--name",
+                "carol",
+            ]);
+            carol.wait_for("the prompt after the history", |s| {
+                let text = s.contents();
+                text.contains("] dave: hello carol")
+                    && text.contains("* carol joined")
+                    && cursor_row(s) == ">"
+            });
 
-    carol.type_keys("hi dave\r");
-    let screen = carol.wait_text("] carol: hi dave");
-    assert_eq!(screen.matches("hi dave").count(), 1, "{screen}");
-    carol.wait_for("an empty prompt", |s| cursor_row(s) == ">");
-    let got = chat::until_text(&mut dave, "hi dave").await;
-    assert_eq!(got.sender_id, "carol");
+            carol.type_keys("hi dave\r");
+            let screen = carol.wait_text("] carol: hi dave");
+            assert_eq!(screen.matches("hi dave").count(), 1, "{screen}");
+            carol.wait_for("an empty prompt", |s| cursor_row(s) == ">");
+            let got = chat::until_text(&mut dave, "hi dave").await;
+            assert_eq!(got.sender_id, "carol");
 
-    dave.send(&chat::post("how are you")).await.expect("post");
-    carol.wait_text("] dave: how are you");
-    carol.type_keys("/quit\r");
-    assert_eq!(carol.exit_code(), 0);
-    server.shutdown().await;
+            dave.send(&chat::post("how are you")).await.expect("post");
+            carol.wait_text("] dave: how are you");
+            carol.type_keys("/quit\r");
+            assert_eq!(carol.exit_code(), 0);
+            server.shutdown().await;
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incoming_lines_print_above_a_half_typed_line() {
-    let server = TestServer::default().await;
-    let mut dave = member(&server, "typing", "dave").await;
-    let mut carol = Tty::spawn(&[
-        "--addr",
-        &server.target(),
-        "--room",
-        "typing",
-        "--name",
-        "carol",
-    ]);
-    carol.wait_for("the prompt", |s| {
-        s.contents().contains("* carol joined") && cursor_row(s) == ">"
-    });
-    carol.type_keys("half typed");
-    carol.wait_for("the typed text", |s| cursor_row(s) == "> half typed");
+    within(
+        TEST_PATIENCE,
+        "the whole of test incoming_lines_print_above_a_half_typed_line",
+        async {
+            let server = TestServer::default().await;
+            let mut dave = member(&server, "typing", "dave").await;
+            let mut carol = Tty::spawn(&[
+                "--addr",
+                &server.target(),
+                "--room",
+                "typing",
+                "--name",
+                "carol",
+            ]);
+            carol.wait_for("the prompt", |s| {
+                s.contents().contains("* carol joined") && cursor_row(s) == ">"
+            });
+            carol.type_keys("half typed");
+            carol.wait_for("the typed text", |s| cursor_row(s) == "> half typed");
 
-    for i in 1..=3 {
-        let text = format!("interruption {i}");
-        dave.send(&chat::post(&text)).await.expect("post");
-        carol.wait_for(&text, |s| {
-            row_above_cursor(s).ends_with(&format!("] dave: {text}"))
-                && cursor_row(s) == "> half typed"
-        });
-    }
-    carol.type_keys(" and done\r");
-    carol.wait_text("] carol: half typed and done");
-    let got = chat::until_text(&mut dave, "half typed and done").await;
-    assert_eq!(got.sender_id, "carol");
-    carol.type_keys("exit\r");
-    assert_eq!(carol.exit_code(), 0);
-    server.shutdown().await;
+            for i in 1..=3 {
+                let text = format!("interruption {i}");
+                dave.send(&chat::post(&text)).await.expect("post");
+                carol.wait_for(&text, |s| {
+                    row_above_cursor(s).ends_with(&format!("] dave: {text}"))
+                        && cursor_row(s) == "> half typed"
+                });
+            }
+            carol.type_keys(" and done\r");
+            carol.wait_text("] carol: half typed and done");
+            let got = chat::until_text(&mut dave, "half typed and done").await;
+            assert_eq!(got.sender_id, "carol");
+            carol.type_keys("exit\r");
+            assert_eq!(carol.exit_code(), 0);
+            server.shutdown().await;
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn who_lists_the_members_in_join_order() {
-    let server = TestServer::default().await;
-    let _dave = member(&server, "who", "dave").await;
-    let mut carol = Tty::spawn(&[
-        "--addr",
-        &server.target(),
-        "--room",
-        "who",
-        "--name",
-        "carol",
-    ]);
-    carol.wait_text("* carol joined");
-    carol.type_keys("/who\r");
-    carol.wait_text("members (2): dave, carol");
-    carol.type_keys("\x04");
-    assert_eq!(carol.exit_code(), 0);
-    server.shutdown().await;
+    within(
+        TEST_PATIENCE,
+        "the whole of test who_lists_the_members_in_join_order",
+        async {
+            let server = TestServer::default().await;
+            let _dave = member(&server, "who", "dave").await;
+            let mut carol = Tty::spawn(&[
+                "--addr",
+                &server.target(),
+                "--room",
+                "who",
+                "--name",
+                "carol",
+            ]);
+            carol.wait_text("* carol joined");
+            carol.type_keys("/who\r");
+            carol.wait_text("members (2): dave, carol");
+            carol.type_keys("\x04");
+            assert_eq!(carol.exit_code(), 0);
+            server.shutdown().await;
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quit_exit_ctrl_d_and_ctrl_c_leave_cleanly() {
-    let server = TestServer::default().await;
-    let mut dave = member(&server, "leaving", "dave").await;
-    for keys in ["/quit\r", "exit\r", "\x04", "\x03"] {
-        let mut carol = Tty::spawn(&[
-            "--addr",
-            &server.target(),
-            "--room",
-            "leaving",
-            "--name",
-            "carol",
-        ]);
-        carol.wait_for("the prompt", |s| {
-            s.contents().contains("* carol joined") && cursor_row(s) == ">"
-        });
-        carol.type_keys(keys);
-        assert_eq!(carol.exit_code(), 0, "leaving with {keys:?}");
-        let left = chat::next_where(&mut dave, |m| kind(m) == EventKind::Left).await;
-        assert_eq!(
-            (left.sender_id.as_str(), reason(&left)),
-            ("carol", LeaveReason::Left),
-            "leaving with {keys:?}"
-        );
-    }
-    server.shutdown().await;
+    within(
+        TEST_PATIENCE,
+        "the whole of test quit_exit_ctrl_d_and_ctrl_c_leave_cleanly",
+        async {
+            let server = TestServer::default().await;
+            let mut dave = member(&server, "leaving", "dave").await;
+            for keys in ["/quit\r", "exit\r", "\x04", "\x03"] {
+                let mut carol = Tty::spawn(&[
+                    "--addr",
+                    &server.target(),
+                    "--room",
+                    "leaving",
+                    "--name",
+                    "carol",
+                ]);
+                carol.wait_for("the prompt", |s| {
+                    s.contents().contains("* carol joined") && cursor_row(s) == ">"
+                });
+                carol.type_keys(keys);
+                assert_eq!(carol.exit_code(), 0, "leaving with {keys:?}");
+                let left = chat::next_where(&mut dave, |m| kind(m) == EventKind::Left).await;
+                assert_eq!(
+                    (left.sender_id.as_str(), reason(&left)),
+                    ("carol", LeaveReason::Left),
+                    "leaving with {keys:?}"
+                );
+            }
+            server.shutdown().await;
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_name_it_asks_for_one() {
-    let server = TestServer::default().await;
-    let mut erin = Tty::spawn(&["--addr", &server.target(), "--room", "ask"]);
-    erin.wait_text("Your name:");
-    erin.type_keys("erin\r");
-    erin.wait_text("* erin joined");
-    erin.type_keys("/quit\r");
-    assert_eq!(erin.exit_code(), 0);
-    server.shutdown().await;
+    within(
+        TEST_PATIENCE,
+        "the whole of test without_a_name_it_asks_for_one",
+        async {
+            let server = TestServer::default().await;
+            let mut erin = Tty::spawn(&["--addr", &server.target(), "--room", "ask"]);
+            erin.wait_text("Your name:");
+            erin.type_keys("erin\r");
+            erin.wait_text("* erin joined");
+            erin.type_keys("/quit\r");
+            assert_eq!(erin.exit_code(), 0);
+            server.shutdown().await;
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_connection_says_reconnecting_then_reconnected_and_misses_nothing() {
-    let server = TestServer::default().await;
-    let proxy = Proxy::start(server.addr).await;
-    let mut dave = member(&server, "flaky", "dave").await;
-    let addr = proxy.addr.to_string();
-    let mut carol = Tty::spawn(&["--addr", &addr, "--room", "flaky", "--name", "carol"]);
-    carol.wait_text("* carol joined");
-    proxy.cut();
-    // Posted while carol is away: she sees it once she is back.
-    dave.send(&chat::post("while you were out"))
-        .await
-        .expect("post");
-    carol.wait_text("reconnecting…");
-    let screen = carol.wait_for("the missed line after reconnecting", |s| {
-        let text = s.contents();
-        text.contains("! reconnected") && text.contains("] dave: while you were out")
-    });
-    assert_eq!(screen.matches("while you were out").count(), 1, "{screen}");
-    carol.type_keys("/quit\r");
-    assert_eq!(carol.exit_code(), 0);
-    server.shutdown().await;
+    within(
+        TEST_PATIENCE,
+        "the whole of test a_lost_connection_says_reconnecting_then_reconnected_and_misses_nothing",
+        async {
+            let server = TestServer::default().await;
+            let proxy = Proxy::start(server.addr).await;
+            let mut dave = member(&server, "flaky", "dave").await;
+            let addr = proxy.addr.to_string();
+            let mut carol = Tty::spawn(&["--addr", &addr, "--room", "flaky", "--name", "carol"]);
+            carol.wait_text("* carol joined");
+            proxy.cut().await;
+            // Posted while carol is away: she sees it once she is back.
+            dave.send(&chat::post("while you were out"))
+                .await
+                .expect("post");
+            carol.wait_text("reconnecting…");
+            let screen = carol.wait_for("the missed line after reconnecting", |s| {
+                let text = s.contents();
+                text.contains("! reconnected") && text.contains("] dave: while you were out")
+            });
+            assert_eq!(screen.matches("while you were out").count(), 1, "{screen}");
+            carol.type_keys("/quit\r");
+            assert_eq!(carol.exit_code(), 0);
+            server.shutdown().await;
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_text_the_server_refuses_ends_the_session_with_exit_5() {
-    let mut config = AppConfig::default();
-    config.chat.max_text_bytes = 8;
-    let server = TestServer::start(config).await;
-    let mut carol = Tty::spawn(&[
-        "--addr",
-        &server.target(),
-        "--room",
-        "short",
-        "--name",
-        "carol",
-    ]);
-    carol.wait_for("the prompt", |s| {
-        s.contents().contains("* carol joined") && cursor_row(s) == ">"
-    });
-    carol.type_keys("far too long for this server\r");
-    carol.wait_text("text is 28 bytes; the limit is 8");
-    // The editor was still reading when the session ended: the terminal is given back anyway.
-    assert_eq!(carol.exit_code(), 5);
-    server.shutdown().await;
+    within(
+        TEST_PATIENCE,
+        "the whole of test a_text_the_server_refuses_ends_the_session_with_exit_5",
+        async {
+            let mut config = AppConfig::default();
+            config.chat.max_text_bytes = 8;
+            let server = TestServer::start(config).await;
+            let mut carol = Tty::spawn(&[
+                "--addr",
+                &server.target(),
+                "--room",
+                "short",
+                "--name",
+                "carol",
+            ]);
+            carol.wait_for("the prompt", |s| {
+                s.contents().contains("* carol joined") && cursor_row(s) == ">"
+            });
+            carol.type_keys("far too long for this server\r");
+            carol.wait_text("text is 28 bytes; the limit is 8");
+            // The editor was still reading when the session ended: the terminal is given back anyway.
+            assert_eq!(carol.exit_code(), 5);
+            server.shutdown().await;
+        },
+    )
+    .await;
 }

@@ -4,13 +4,13 @@
 //! The server is the `h2chat serve` binary in a process of its own, so that its memory figures in
 //! /proc are its own and no other test running beside this one disturbs them.
 
+use crate::support::{within, TEST_PATIENCE};
 use std::io::Read;
 
 use crate::support::process::ServerProcess;
-use crate::support::wire::{frame, WireClient};
+use crate::support::wire::{frame, Code, WireClient};
 use flate2::{Compress, Compression, Crc, FlushCompress};
 use h2chat::grpc::codec::DEFAULT_MAX_MESSAGE_BYTES;
-use h2chat::grpc::Code;
 
 /// What the bomb inflates to: 1 GiB of zeros.
 const INFLATED_BYTES: usize = 1 << 30;
@@ -60,57 +60,60 @@ fn gzip_bomb() -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_bomb_is_resource_exhausted_and_memory_stays_bounded() {
-    let bomb = gzip_bomb();
-    let limit = DEFAULT_MAX_MESSAGE_BYTES;
-    assert!(
-        bomb.len() < limit,
-        "the bomb ({} bytes) must pass the length-prefix check",
-        bomb.len()
-    );
-    // It really inflates past the limit (checked on a prefix; inflating all of it is the
-    // server's cost, not the test's).
-    let mut inflated = 0u64;
-    let mut reader = flate2::read::GzDecoder::new(&bomb[..]).take(2 * limit as u64);
-    let mut buf = vec![0u8; 64 << 10];
-    while let Ok(n) = reader.read(&mut buf) {
-        if n == 0 {
-            break;
+    within(TEST_PATIENCE, "the whole of test gzip_bomb_is_resource_exhausted_and_memory_stays_bounded", async {
+        let bomb = gzip_bomb();
+        let limit = DEFAULT_MAX_MESSAGE_BYTES;
+        assert!(
+            bomb.len() < limit,
+            "the bomb ({} bytes) must pass the length-prefix check",
+            bomb.len()
+        );
+        // It really inflates past the limit (checked on a prefix; inflating all of it is the
+        // server's cost, not the test's).
+        let mut inflated = 0u64;
+        let mut reader = flate2::read::GzDecoder::new(&bomb[..]).take(2 * limit as u64);
+        let mut buf = vec![0u8; 64 << 10];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            inflated += n as u64;
         }
-        inflated += n as u64;
-    }
-    assert_eq!(
-        inflated,
-        2 * limit as u64,
-        "the bomb inflates past the limit"
-    );
-    drop(buf);
-    let payload = frame(true, &bomb);
+        assert_eq!(
+            inflated,
+            2 * limit as u64,
+            "the bomb inflates past the limit"
+        );
+        drop(buf);
+        let payload = frame(true, &bomb);
 
-    let server = ServerProcess::start(&[]);
-    let mut client = WireClient::connect(server.addr).await;
+        let server = ServerProcess::start(&[]).await;
+        let mut client = WireClient::connect(server.addr).await;
 
-    let before = server.rss_kib() as usize * 1024;
-    server.reset_peak_rss();
-    let mut call = client
-        .start(
-            "/grpc.testing.TestService/UnaryCall",
-            &[("grpc-encoding", "gzip")],
-        )
-        .await;
-    call.send(payload, true);
-    let (status, _) = call.finish().await;
-    let peak = server.peak_rss_kib() as usize * 1024;
+        let before = server.rss_kib() as usize * 1024;
+        server.reset_peak_rss();
+        let mut call = client
+            .start(
+                "/grpc.testing.TestService/UnaryCall",
+                &[("grpc-encoding", "gzip")],
+            )
+            .await;
+        call.send(payload, true);
+        let (status, _) = call.finish().await;
+        let peak = server.peak_rss_kib() as usize * 1024;
 
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
-    let growth = peak.saturating_sub(before);
-    eprintln!(
-        "bomb: {} bytes compressed, {INFLATED_BYTES} inflated; RSS before {before}, peak {peak}, \
-         growth {growth} (limit {limit} + slack {SLACK_BYTES})",
-        bomb.len()
-    );
-    assert!(
-        growth < limit + SLACK_BYTES,
-        "RSS grew by {growth} bytes refusing a bomb; allowed {limit} + {SLACK_BYTES}"
-    );
-    assert!(server.terminate().success(), "server exits 0 on SIGTERM");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+        let growth = peak.saturating_sub(before);
+        eprintln!(
+            "bomb: {} bytes compressed, {INFLATED_BYTES} inflated; RSS before {before}, peak {peak}, \
+             growth {growth} (limit {limit} + slack {SLACK_BYTES})",
+            bomb.len()
+        );
+        assert!(
+            growth < limit + SLACK_BYTES,
+            "RSS grew by {growth} bytes refusing a bomb; allowed {limit} + {SLACK_BYTES}"
+        );
+        assert!(server.terminate().await.success(), "server exits 0 on SIGTERM");
+    })
+    .await;
 }

@@ -9,3 +9,4 @@ mod call_lifecycle;
 mod compression;
 mod decompression_bomb;
 mod framing;
+mod wire_client;

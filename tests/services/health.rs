@@ -1,12 +1,13 @@
 //! `grpc.health.v1.Health` against the real server: grpcurl, Check, List, Watch, slow watchers
 //! and graceful shutdown.
 
+use crate::support::{within, TEST_PATIENCE};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::support::wire::{message, WireCall, WireClient};
+use crate::support::wire::{message, Code, WireCall, WireClient};
 use crate::support::{require_tool, TestServer};
-use h2chat::grpc::{Code, Server, ServerConfig};
+use h2chat::grpc::{Server, ServerConfig};
 use h2chat::pb::grpc::health::v1::health_check_response::ServingStatus;
 use h2chat::pb::grpc::health::v1::{
     HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse,
@@ -120,179 +121,243 @@ async fn grpcurl(target: &str, data: Option<&str>) -> String {
 
 #[tokio::test]
 async fn grpcurl_check_answers_serving() {
-    let server = TestServer::default().await;
-    let whole = grpcurl(&server.target(), None).await;
-    assert!(whole.contains("\"status\": \"SERVING\""), "{whole}");
-    let one = grpcurl(
-        &server.target(),
-        Some(r#"{"service": "grpc.testing.TestService"}"#),
+    within(
+        TEST_PATIENCE,
+        "the whole of test grpcurl_check_answers_serving",
+        async {
+            let server = TestServer::default().await;
+            let whole = grpcurl(&server.target(), None).await;
+            assert!(whole.contains("\"status\": \"SERVING\""), "{whole}");
+            let one = grpcurl(
+                &server.target(),
+                Some(r#"{"service": "grpc.testing.TestService"}"#),
+            )
+            .await;
+            assert!(one.contains("\"status\": \"SERVING\""), "{one}");
+            server.shutdown().await;
+        },
     )
     .await;
-    assert!(one.contains("\"status\": \"SERVING\""), "{one}");
-    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn every_service_is_registered_serving_at_startup() {
-    let server = TestServer::default().await;
-    let mut client = WireClient::connect(server.addr).await;
-    for service in ["", "grpc.testing.TestService", "grpc.health.v1.Health"] {
-        assert_eq!(
-            check(&mut client, service).await,
-            Ok(ServingStatus::Serving),
-            "{service:?}"
-        );
-    }
-    let mut call = client.start(LIST, &[]).await;
-    call.send(message(&HealthListRequest {}), true);
-    let list: HealthListResponse = call.next_message().await.expect("a list");
-    let mut names: Vec<_> = list.statuses.keys().cloned().collect();
-    names.sort();
-    let mut expected: Vec<String> = h2chat::services::app::build(Default::default())
-        .service_names()
-        .into_iter()
-        .map(String::from)
-        .collect();
-    expected.push(String::new());
-    expected.sort();
-    assert_eq!(names, expected);
-    for service in ["chat.v1.ChatService", "grpc.reflection.v1.ServerReflection"] {
-        assert!(names.iter().any(|n| n == service), "{service} missing");
-    }
-    assert!(list
-        .statuses
-        .values()
-        .all(|s| status_of(s) == ServingStatus::Serving));
-    server.shutdown().await;
+    within(
+        TEST_PATIENCE,
+        "the whole of test every_service_is_registered_serving_at_startup",
+        async {
+            let server = TestServer::default().await;
+            let mut client = WireClient::connect(server.addr).await;
+            for service in ["", "grpc.testing.TestService", "grpc.health.v1.Health"] {
+                assert_eq!(
+                    check(&mut client, service).await,
+                    Ok(ServingStatus::Serving),
+                    "{service:?}"
+                );
+            }
+            let mut call = client.start(LIST, &[]).await;
+            call.send(message(&HealthListRequest {}), true);
+            let list: HealthListResponse = call.next_message().await.expect("a list");
+            let mut names: Vec<_> = list.statuses.keys().cloned().collect();
+            names.sort();
+            let mut expected: Vec<String> = h2chat::services::app::build(Default::default())
+                .service_names()
+                .into_iter()
+                .map(String::from)
+                .collect();
+            expected.push(String::new());
+            expected.sort();
+            assert_eq!(names, expected);
+            for service in ["chat.v1.ChatService", "grpc.reflection.v1.ServerReflection"] {
+                assert!(names.iter().any(|n| n == service), "{service} missing");
+            }
+            assert!(list
+                .statuses
+                .values()
+                .all(|s| status_of(s) == ServingStatus::Serving));
+            server.shutdown().await;
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn check_on_an_unknown_service_is_not_found() {
-    let server = TestServer::default().await;
-    let mut client = WireClient::connect(server.addr).await;
-    assert_eq!(
-        check(&mut client, "no.such.Service").await,
-        Err(Code::NotFound)
-    );
-    server.shutdown().await;
+    within(
+        TEST_PATIENCE,
+        "the whole of test check_on_an_unknown_service_is_not_found",
+        async {
+            let server = TestServer::default().await;
+            let mut client = WireClient::connect(server.addr).await;
+            assert_eq!(
+                check(&mut client, "no.such.Service").await,
+                Err(Code::NotFound)
+            );
+            server.shutdown().await;
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn status_changes_reach_check_and_watch() {
-    let server = HandleServer::start().await;
-    let mut client = WireClient::connect(server.addr).await;
-    let mut call = watch(&mut client, "grpc.testing.TestService").await;
-    assert_eq!(next_status(&mut call).await, ServingStatus::Serving);
-    server
-        .health
-        .set_status("grpc.testing.TestService", ServingStatus::NotServing);
-    assert_eq!(next_status(&mut call).await, ServingStatus::NotServing);
-    assert_eq!(
-        check(&mut client, "grpc.testing.TestService").await,
-        Ok(ServingStatus::NotServing)
-    );
-    server.shutdown().await;
+    within(
+        TEST_PATIENCE,
+        "the whole of test status_changes_reach_check_and_watch",
+        async {
+            let server = HandleServer::start().await;
+            let mut client = WireClient::connect(server.addr).await;
+            let mut call = watch(&mut client, "grpc.testing.TestService").await;
+            assert_eq!(next_status(&mut call).await, ServingStatus::Serving);
+            server
+                .health
+                .set_status("grpc.testing.TestService", ServingStatus::NotServing);
+            assert_eq!(next_status(&mut call).await, ServingStatus::NotServing);
+            assert_eq!(
+                check(&mut client, "grpc.testing.TestService").await,
+                Ok(ServingStatus::NotServing)
+            );
+            server.shutdown().await;
+        },
+    )
+    .await;
 }
 
 /// Watch on an unknown name answers SERVICE_UNKNOWN and keeps the call open: when the name is
 /// registered later, its status arrives on the same call.
 #[tokio::test]
 async fn watch_on_an_unknown_service_stays_open() {
-    let server = HandleServer::start().await;
-    let mut client = WireClient::connect(server.addr).await;
-    let mut call = watch(&mut client, "later.Service").await;
-    assert_eq!(next_status(&mut call).await, ServingStatus::ServiceUnknown);
-    assert_eq!(
-        check(&mut client, "later.Service").await,
-        Err(Code::NotFound)
-    );
-    server
-        .health
-        .set_status("later.Service", ServingStatus::Serving);
-    assert_eq!(next_status(&mut call).await, ServingStatus::Serving);
-    server.shutdown().await;
+    within(
+        TEST_PATIENCE,
+        "the whole of test watch_on_an_unknown_service_stays_open",
+        async {
+            let server = HandleServer::start().await;
+            let mut client = WireClient::connect(server.addr).await;
+            let mut call = watch(&mut client, "later.Service").await;
+            assert_eq!(next_status(&mut call).await, ServingStatus::ServiceUnknown);
+            assert_eq!(
+                check(&mut client, "later.Service").await,
+                Err(Code::NotFound)
+            );
+            server
+                .health
+                .set_status("later.Service", ServingStatus::Serving);
+            assert_eq!(next_status(&mut call).await, ServingStatus::Serving);
+            server.shutdown().await;
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn watch_refuses_a_message_sized_service_name() {
-    let server = TestServer::default().await;
-    let mut client = WireClient::connect(server.addr).await;
-    let mut call = watch(&mut client, &"x".repeat(health::MAX_SERVICE_NAME_BYTES + 1)).await;
-    assert_eq!(call.finish().await.0.code(), Code::InvalidArgument);
-    server.shutdown().await;
+    within(
+        TEST_PATIENCE,
+        "the whole of test watch_refuses_a_message_sized_service_name",
+        async {
+            let server = TestServer::default().await;
+            let mut client = WireClient::connect(server.addr).await;
+            let mut call =
+                watch(&mut client, &"x".repeat(health::MAX_SERVICE_NAME_BYTES + 1)).await;
+            assert_eq!(call.finish().await.0.code(), Code::InvalidArgument);
+            server.shutdown().await;
+        },
+    )
+    .await;
 }
 
 /// A watcher that does not read holds the server to one message in flight (its window is one
 /// message) and, however often the status changes meanwhile, gets only the latest one next.
 #[tokio::test]
 async fn slow_watcher_gets_only_the_latest_status() {
-    const ONE_MESSAGE: u32 = 7; // 5-byte prefix + a 2-byte HealthCheckResponse
-    let server = HandleServer::start().await;
-    let mut client = WireClient::connect_with_window(server.addr, ONE_MESSAGE).await;
-    let mut call = watch(&mut client, "").await;
-    call.headers().await;
-    for i in 0..1000 {
-        let status = if i % 2 == 0 {
-            ServingStatus::NotServing
-        } else {
-            ServingStatus::Serving
-        };
-        server.health.set_status("", status);
-        // Lets the watcher run, so it does try to send each change.
-        tokio::task::yield_now().await;
-    }
-    server.health.set_status("", ServingStatus::Unknown);
+    within(
+        TEST_PATIENCE,
+        "the whole of test slow_watcher_gets_only_the_latest_status",
+        async {
+            const ONE_MESSAGE: u32 = 7; // 5-byte prefix + a 2-byte HealthCheckResponse
+            let server = HandleServer::start().await;
+            let mut client = WireClient::connect_with_window(server.addr, ONE_MESSAGE).await;
+            let mut call = watch(&mut client, "").await;
+            call.headers().await;
+            for i in 0..1000 {
+                let status = if i % 2 == 0 {
+                    ServingStatus::NotServing
+                } else {
+                    ServingStatus::Serving
+                };
+                server.health.set_status("", status);
+                // Lets the watcher run, so it does try to send each change.
+                tokio::task::yield_now().await;
+            }
+            server.health.set_status("", ServingStatus::Unknown);
 
-    let mut seen = Vec::new();
-    while seen.last() != Some(&ServingStatus::Unknown) {
-        seen.push(next_status(&mut call).await);
-        assert!(seen.len() <= 3, "a slow watcher got a queue: {seen:?}");
-    }
-    assert_eq!(seen.first(), Some(&ServingStatus::Serving), "{seen:?}");
-    server.shutdown().await;
+            let mut seen = Vec::new();
+            while seen.last() != Some(&ServingStatus::Unknown) {
+                seen.push(next_status(&mut call).await);
+                assert!(seen.len() <= 3, "a slow watcher got a queue: {seen:?}");
+            }
+            assert_eq!(seen.first(), Some(&ServingStatus::Serving), "{seen:?}");
+            server.shutdown().await;
+        },
+    )
+    .await;
 }
 
 /// On graceful shutdown every watcher hears NOT_SERVING before its call ends UNAVAILABLE. On a
 /// multi-threaded runtime, as the shipped server runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_sends_not_serving_to_every_watcher_before_closing() {
-    let server = TestServer::default().await;
-    let mut client = WireClient::connect(server.addr).await;
-    let mut watchers = Vec::new();
-    for service in ["", "grpc.testing.TestService", "grpc.health.v1.Health"] {
-        let mut call = watch(&mut client, service).await;
-        assert_eq!(next_status(&mut call).await, ServingStatus::Serving);
-        watchers.push((service, call));
-    }
-    let stopping = tokio::spawn(server.shutdown());
-    for (service, call) in &mut watchers {
-        assert_eq!(
-            next_status(call).await,
-            ServingStatus::NotServing,
-            "{service:?}"
-        );
-        let (status, _) = call.finish().await;
-        assert_eq!(status.code(), Code::Unavailable, "{service:?}: {status}");
-    }
-    stopping.await.expect("server stopped");
+    within(
+        TEST_PATIENCE,
+        "the whole of test shutdown_sends_not_serving_to_every_watcher_before_closing",
+        async {
+            let server = TestServer::default().await;
+            let mut client = WireClient::connect(server.addr).await;
+            let mut watchers = Vec::new();
+            for service in ["", "grpc.testing.TestService", "grpc.health.v1.Health"] {
+                let mut call = watch(&mut client, service).await;
+                assert_eq!(next_status(&mut call).await, ServingStatus::Serving);
+                watchers.push((service, call));
+            }
+            let stopping = tokio::spawn(server.shutdown());
+            for (service, call) in &mut watchers {
+                assert_eq!(
+                    next_status(call).await,
+                    ServingStatus::NotServing,
+                    "{service:?}"
+                );
+                let (status, _) = call.finish().await;
+                assert_eq!(status.code(), Code::Unavailable, "{service:?}: {status}");
+            }
+            stopping.await.expect("server stopped");
+        },
+    )
+    .await;
 }
 
 /// Shutdown also reaches the statuses themselves, and nothing turns them back.
 #[tokio::test]
 async fn shutdown_leaves_every_status_not_serving() {
-    let server = HandleServer::start().await;
-    let mut client = WireClient::connect(server.addr).await;
-    let mut call = watch(&mut client, "").await;
-    assert_eq!(next_status(&mut call).await, ServingStatus::Serving);
-    let health = server.health.clone();
-    let stopping = tokio::spawn(server.shutdown());
-    assert_eq!(next_status(&mut call).await, ServingStatus::NotServing);
-    stopping.await.expect("server stopped");
-    health.set_status("grpc.testing.TestService", ServingStatus::Serving);
-    let statuses = health.statuses();
-    assert_eq!(statuses.len(), 3, "{statuses:?}");
-    assert!(
-        statuses.values().all(|s| *s == ServingStatus::NotServing),
-        "{statuses:?}"
-    );
+    within(
+        TEST_PATIENCE,
+        "the whole of test shutdown_leaves_every_status_not_serving",
+        async {
+            let server = HandleServer::start().await;
+            let mut client = WireClient::connect(server.addr).await;
+            let mut call = watch(&mut client, "").await;
+            assert_eq!(next_status(&mut call).await, ServingStatus::Serving);
+            let health = server.health.clone();
+            let stopping = tokio::spawn(server.shutdown());
+            assert_eq!(next_status(&mut call).await, ServingStatus::NotServing);
+            stopping.await.expect("server stopped");
+            health.set_status("grpc.testing.TestService", ServingStatus::Serving);
+            let statuses = health.statuses();
+            assert_eq!(statuses.len(), 3, "{statuses:?}");
+            assert!(
+                statuses.values().all(|s| *s == ServingStatus::NotServing),
+                "{statuses:?}"
+            );
+        },
+    )
+    .await;
 }

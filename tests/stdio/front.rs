@@ -1,21 +1,12 @@
 //! `h2chat stdio` as a harness drives it: the built binary, JSON lines on its stdin and stdout.
 
+use crate::support::{within, TEST_PATIENCE};
 use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
 
 use crate::support::TempFile;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-
-/// Safety net for every test; none of them waits on time otherwise.
-const TEST_TIMEOUT: Duration = Duration::from_secs(60);
-
-async fn within<T>(body: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(TEST_TIMEOUT, body)
-        .await
-        .expect("test timed out")
-}
 
 /// A running `h2chat stdio`.
 struct Node {
@@ -137,357 +128,405 @@ fn assert_error(body: &Value, code: i64) {
 
 #[tokio::test]
 async fn sample_init_then_a_server_stream_of_the_watch_files_errors() {
-    within(async {
-        let file = TempFile::with_lines(
-            "stdio.log",
-            &[
-                "ERROR disk full",
-                "INFO started",
-                "ERROR connection reset",
-                "ERROR timeout",
-            ],
-        );
-        let path = file.0.to_string_lossy().into_owned();
-        let mut node = Node::start(&["--watch-file", &path]);
-        node.init().await;
-        node.send(
-            json!({"type": "grpc_server_stream", "msg_id": 2, "service": "LogWatcher",
+    within(
+        TEST_PATIENCE,
+        "the whole of test sample_init_then_a_server_stream_of_the_watch_files_errors",
+        async {
+            let file = TempFile::with_lines(
+                "stdio.log",
+                &[
+                    "ERROR disk full",
+                    "INFO started",
+                    "ERROR connection reset",
+                    "ERROR timeout",
+                ],
+            );
+            let path = file.0.to_string_lossy().into_owned();
+            let mut node = Node::start(&["--watch-file", &path]);
+            node.init().await;
+            node.send(
+                json!({"type": "grpc_server_stream", "msg_id": 2, "service": "LogWatcher",
                          "method": "WatchLogs", "request": {"filter": "ERROR", "limit": 3}}),
-        )
-        .await;
-        for (k, msg) in ["disk full", "connection reset", "timeout"]
-            .iter()
-            .enumerate()
-        {
-            let body = node.recv_body().await;
-            assert_eq!(body["type"], "grpc_stream_msg", "{body}");
-            assert_eq!(body["in_reply_to"], 2);
-            assert_eq!(body["seq"], k + 1);
-            assert_eq!(body["msg_id"], k + 1);
-            assert_eq!(body["data"]["level"], "ERROR");
-            assert_eq!(body["data"]["msg"], *msg);
-            assert_eq!(body["data"]["target"], format!("file:{path}"));
-        }
-        let end = node.recv_body().await;
-        assert_eq!(
-            end,
-            json!({"type": "grpc_stream_end", "in_reply_to": 2, "status": "OK", "count": 3,
+            )
+            .await;
+            for (k, msg) in ["disk full", "connection reset", "timeout"]
+                .iter()
+                .enumerate()
+            {
+                let body = node.recv_body().await;
+                assert_eq!(body["type"], "grpc_stream_msg", "{body}");
+                assert_eq!(body["in_reply_to"], 2);
+                assert_eq!(body["seq"], k + 1);
+                assert_eq!(body["msg_id"], k + 1);
+                assert_eq!(body["data"]["level"], "ERROR");
+                assert_eq!(body["data"]["msg"], *msg);
+                assert_eq!(body["data"]["target"], format!("file:{path}"));
+            }
+            let end = node.recv_body().await;
+            assert_eq!(
+                end,
+                json!({"type": "grpc_stream_end", "in_reply_to": 2, "status": "OK", "count": 3,
                    "msg_id": 4})
-        );
-    })
+            );
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn sample_init_then_bidi_open_and_send() {
-    within(async {
-        let mut node = Node::start(&[]);
-        node.init().await;
-        node.send(json!({"type": "grpc_bidi_stream_open", "msg_id": 2,
+    within(
+        TEST_PATIENCE,
+        "the whole of test sample_init_then_bidi_open_and_send",
+        async {
+            let mut node = Node::start(&[]);
+            node.init().await;
+            node.send(json!({"type": "grpc_bidi_stream_open", "msg_id": 2,
                          "service": "Chat", "method": "BiDiChat"}))
-            .await;
-        let ok = node.recv_body().await;
-        assert_eq!(ok["type"], "grpc_bidi_stream_open_ok");
-        assert_eq!(
-            (ok["in_reply_to"].clone(), ok["stream_id"].clone()),
-            (json!(2), json!("s1"))
-        );
-        node.send(
-            json!({"type": "grpc_bidi_stream_send", "msg_id": 3, "stream_id": "s1",
+                .await;
+            let ok = node.recv_body().await;
+            assert_eq!(ok["type"], "grpc_bidi_stream_open_ok");
+            assert_eq!(
+                (ok["in_reply_to"].clone(), ok["stream_id"].clone()),
+                (json!(2), json!("s1"))
+            );
+            node.send(
+                json!({"type": "grpc_bidi_stream_send", "msg_id": 3, "stream_id": "s1",
                          "data": {"text": "hello"}}),
-        )
-        .await;
-        let recv = node.recv_body().await;
-        assert_eq!(recv["type"], "grpc_bidi_stream_recv");
-        assert_eq!(recv["in_reply_to"], 3);
-        assert_eq!(recv["data"], json!({"text": "echo: hello"}));
-        node.send(json!({"type": "grpc_bidi_stream_close", "msg_id": 4, "stream_id": "s1"}))
+            )
             .await;
-        let end = node.recv_body().await;
-        assert_eq!(end["type"], "grpc_stream_end");
-        assert_eq!(
-            (end["in_reply_to"].clone(), end["status"].clone()),
-            (json!(4), json!("OK"))
-        );
-        assert_eq!(end["count"], 1);
-    })
+            let recv = node.recv_body().await;
+            assert_eq!(recv["type"], "grpc_bidi_stream_recv");
+            assert_eq!(recv["in_reply_to"], 3);
+            assert_eq!(recv["data"], json!({"text": "echo: hello"}));
+            node.send(json!({"type": "grpc_bidi_stream_close", "msg_id": 4, "stream_id": "s1"}))
+                .await;
+            let end = node.recv_body().await;
+            assert_eq!(end["type"], "grpc_stream_end");
+            assert_eq!(
+                (end["in_reply_to"].clone(), end["status"].clone()),
+                (json!(4), json!("OK"))
+            );
+            assert_eq!(end["count"], 1);
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn streams_are_numbered_and_independent() {
-    within(async {
-        let mut node = Node::start(&[]);
-        node.init().await;
-        assert_eq!(node.open_echo(2).await, "s1");
-        assert_eq!(node.open_echo(3).await, "s2");
-        assert_eq!(node.echo(4, "s1", "one").await["data"]["text"], "echo: one");
-        node.send(json!({"type": "grpc_bidi_stream_close", "msg_id": 5, "stream_id": "s1"}))
-            .await;
-        assert_eq!(node.reply_to(5).await["type"], "grpc_stream_end");
-        let recv = node.echo(6, "s2", "two").await;
-        assert_eq!(
-            (recv["stream_id"].clone(), recv["data"]["text"].clone()),
-            (json!("s2"), json!("echo: two"))
-        );
-        assert_eq!(node.open_echo(7).await, "s3");
-    })
+    within(
+        TEST_PATIENCE,
+        "the whole of test streams_are_numbered_and_independent",
+        async {
+            let mut node = Node::start(&[]);
+            node.init().await;
+            assert_eq!(node.open_echo(2).await, "s1");
+            assert_eq!(node.open_echo(3).await, "s2");
+            assert_eq!(node.echo(4, "s1", "one").await["data"]["text"], "echo: one");
+            node.send(json!({"type": "grpc_bidi_stream_close", "msg_id": 5, "stream_id": "s1"}))
+                .await;
+            assert_eq!(node.reply_to(5).await["type"], "grpc_stream_end");
+            let recv = node.echo(6, "s2", "two").await;
+            assert_eq!(
+                (recv["stream_id"].clone(), recv["data"]["text"].clone()),
+                (json!("s2"), json!("echo: two"))
+            );
+            assert_eq!(node.open_echo(7).await, "s3");
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn a_send_on_a_half_closed_or_closed_stream_is_an_error() {
-    within(async {
-        let mut node = Node::start(&[]);
-        node.init().await;
-        let s = node.open_echo(2).await;
-        node.send(json!({"type": "grpc_bidi_stream_close", "msg_id": 3, "stream_id": s}))
-            .await;
-        node.send(
-            json!({"type": "grpc_bidi_stream_send", "msg_id": 4, "stream_id": s,
+    within(
+        TEST_PATIENCE,
+        "the whole of test a_send_on_a_half_closed_or_closed_stream_is_an_error",
+        async {
+            let mut node = Node::start(&[]);
+            node.init().await;
+            let s = node.open_echo(2).await;
+            node.send(json!({"type": "grpc_bidi_stream_close", "msg_id": 3, "stream_id": s}))
+                .await;
+            node.send(
+                json!({"type": "grpc_bidi_stream_send", "msg_id": 4, "stream_id": s,
                          "data": {"text": "late"}}),
-        )
-        .await;
-        // HALF_CLOSED or, once the call ended, CLOSED: either way not OPEN. The stream's end
-        // (answering the close) may come before or after that error.
-        let (mut error, mut end) = (None, None);
-        while error.is_none() || end.is_none() {
-            let body = node.recv_body().await;
-            match body["in_reply_to"].as_u64() {
-                Some(3) => end = Some(body),
-                Some(4) => error = Some(body),
-                _ => panic!("unexpected {body}"),
-            }
-        }
-        assert_error(&error.unwrap_or_default(), 9);
-        assert_eq!(end.unwrap_or_default()["type"], "grpc_stream_end");
-        let closed = node.echo(5, &s, "later").await;
-        assert_error(&closed, 9);
-        assert!(
-            closed["text"]
-                .as_str()
-                .is_some_and(|t| t.contains("CLOSED")),
-            "{closed}"
-        );
-        node.send(json!({"type": "grpc_bidi_stream_close", "msg_id": 6, "stream_id": s}))
+            )
             .await;
-        assert_error(&node.reply_to(6).await, 9);
-    })
+            // HALF_CLOSED or, once the call ended, CLOSED: either way not OPEN. The stream's end
+            // (answering the close) may come before or after that error.
+            let (mut error, mut end) = (None, None);
+            while error.is_none() || end.is_none() {
+                let body = node.recv_body().await;
+                match body["in_reply_to"].as_u64() {
+                    Some(3) => end = Some(body),
+                    Some(4) => error = Some(body),
+                    _ => panic!("unexpected {body}"),
+                }
+            }
+            assert_error(&error.unwrap_or_default(), 9);
+            assert_eq!(end.unwrap_or_default()["type"], "grpc_stream_end");
+            let closed = node.echo(5, &s, "later").await;
+            assert_error(&closed, 9);
+            assert!(
+                closed["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("CLOSED")),
+                "{closed}"
+            );
+            node.send(json!({"type": "grpc_bidi_stream_close", "msg_id": 6, "stream_id": s}))
+                .await;
+            assert_error(&node.reply_to(6).await, 9);
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn unknown_services_and_methods_are_unimplemented() {
-    within(async {
-        let mut node = Node::start(&[]);
-        node.init().await;
-        node.send(
-            json!({"type": "grpc_server_stream", "msg_id": 2, "service": "Nope",
+    within(
+        TEST_PATIENCE,
+        "the whole of test unknown_services_and_methods_are_unimplemented",
+        async {
+            let mut node = Node::start(&[]);
+            node.init().await;
+            node.send(
+                json!({"type": "grpc_server_stream", "msg_id": 2, "service": "Nope",
                          "method": "WatchLogs", "request": {}}),
-        )
-        .await;
-        assert_error(&node.reply_to(2).await, 12);
-        node.send(
-            json!({"type": "grpc_server_stream", "msg_id": 3, "service": "LogWatcher",
-                         "method": "Nope", "request": {}}),
-        )
-        .await;
-        assert_error(&node.reply_to(3).await, 12);
-        node.send(
-            json!({"type": "grpc_bidi_stream_open", "msg_id": 4, "service": "Chat",
-                         "method": "Nope"}),
-        )
-        .await;
-        assert_error(&node.reply_to(4).await, 12);
-        node.send(json!({"type": "no_such_type", "msg_id": 5}))
+            )
             .await;
-        assert_error(&node.reply_to(5).await, 12);
-    })
+            assert_error(&node.reply_to(2).await, 12);
+            node.send(
+                json!({"type": "grpc_server_stream", "msg_id": 3, "service": "LogWatcher",
+                         "method": "Nope", "request": {}}),
+            )
+            .await;
+            assert_error(&node.reply_to(3).await, 12);
+            node.send(
+                json!({"type": "grpc_bidi_stream_open", "msg_id": 4, "service": "Chat",
+                         "method": "Nope"}),
+            )
+            .await;
+            assert_error(&node.reply_to(4).await, 12);
+            node.send(json!({"type": "no_such_type", "msg_id": 5}))
+                .await;
+            assert_error(&node.reply_to(5).await, 12);
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn an_unknown_stream_is_not_found() {
-    within(async {
-        let mut node = Node::start(&[]);
-        node.init().await;
-        node.send(
-            json!({"type": "grpc_bidi_stream_send", "msg_id": 2, "stream_id": "s7",
+    within(
+        TEST_PATIENCE,
+        "the whole of test an_unknown_stream_is_not_found",
+        async {
+            let mut node = Node::start(&[]);
+            node.init().await;
+            node.send(
+                json!({"type": "grpc_bidi_stream_send", "msg_id": 2, "stream_id": "s7",
                          "data": {"text": "x"}}),
-        )
-        .await;
-        assert_error(&node.reply_to(2).await, 5);
-        node.send(json!({"type": "grpc_bidi_stream_close", "msg_id": 3, "stream_id": "zz"}))
+            )
             .await;
-        assert_error(&node.reply_to(3).await, 5);
-    })
+            assert_error(&node.reply_to(2).await, 5);
+            node.send(json!({"type": "grpc_bidi_stream_close", "msg_id": 3, "stream_id": "zz"}))
+                .await;
+            assert_error(&node.reply_to(3).await, 5);
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn malformed_json_is_an_error_and_the_node_keeps_its_streams() {
-    within(async {
-        let mut node = Node::start(&[]);
-        node.init().await;
-        let s = node.open_echo(2).await;
-        for bad in ["{not json", "[1, 2]", r#"{"src": "c1", "body": 5}"#] {
-            node.send_line(bad).await;
-            assert_error(&node.recv_body_any().await, 3);
-        }
-        assert_eq!(
-            node.echo(3, &s, "still here").await["data"]["text"],
-            "echo: still here"
-        );
-    })
+    within(
+        TEST_PATIENCE,
+        "the whole of test malformed_json_is_an_error_and_the_node_keeps_its_streams",
+        async {
+            let mut node = Node::start(&[]);
+            node.init().await;
+            let s = node.open_echo(2).await;
+            for bad in ["{not json", "[1, 2]", r#"{"src": "c1", "body": 5}"#] {
+                node.send_line(bad).await;
+                assert_error(&node.recv_body_any().await, 3);
+            }
+            assert_eq!(
+                node.echo(3, &s, "still here").await["data"]["text"],
+                "echo: still here"
+            );
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn a_request_that_does_not_fit_the_message_is_invalid_argument() {
-    within(async {
-        let mut node = Node::start(&[]);
-        node.init().await;
-        node.send(
-            json!({"type": "grpc_server_stream", "msg_id": 2, "service": "LogWatcher",
+    within(
+        TEST_PATIENCE,
+        "the whole of test a_request_that_does_not_fit_the_message_is_invalid_argument",
+        async {
+            let mut node = Node::start(&[]);
+            node.init().await;
+            node.send(
+                json!({"type": "grpc_server_stream", "msg_id": 2, "service": "LogWatcher",
                          "method": "WatchLogs", "request": {"filter": 5}}),
-        )
-        .await;
-        assert_error(&node.reply_to(2).await, 3);
-        node.send(
-            json!({"type": "grpc_server_stream", "msg_id": 3, "service": "LogWatcher",
+            )
+            .await;
+            assert_error(&node.reply_to(2).await, 3);
+            node.send(
+                json!({"type": "grpc_server_stream", "msg_id": 3, "service": "LogWatcher",
                          "method": "WatchLogs", "request": {"limit": 1, "colour": "red"}}),
-        )
-        .await;
-        assert_error(&node.reply_to(3).await, 3);
-        let s = node.open_echo(4).await;
-        node.send(
-            json!({"type": "grpc_bidi_stream_send", "msg_id": 5, "stream_id": s,
+            )
+            .await;
+            assert_error(&node.reply_to(3).await, 3);
+            let s = node.open_echo(4).await;
+            node.send(
+                json!({"type": "grpc_bidi_stream_send", "msg_id": 5, "stream_id": s,
                          "data": {"text": ["not", "a", "string"]}}),
-        )
-        .await;
-        assert_error(&node.reply_to(5).await, 3);
-        // The stream is still OPEN.
-        assert_eq!(node.echo(6, &s, "ok").await["data"]["text"], "echo: ok");
-        // The wrong kind of call for the method.
-        node.send(
-            json!({"type": "grpc_server_stream", "msg_id": 7, "service": "Chat",
+            )
+            .await;
+            assert_error(&node.reply_to(5).await, 3);
+            // The stream is still OPEN.
+            assert_eq!(node.echo(6, &s, "ok").await["data"]["text"], "echo: ok");
+            // The wrong kind of call for the method.
+            node.send(
+                json!({"type": "grpc_server_stream", "msg_id": 7, "service": "Chat",
                          "method": "BiDiChat", "request": {}}),
-        )
-        .await;
-        assert_error(&node.reply_to(7).await, 3);
-        node.send(
-            json!({"type": "grpc_bidi_stream_open", "msg_id": 8, "service": "LogWatcher",
+            )
+            .await;
+            assert_error(&node.reply_to(7).await, 3);
+            node.send(
+                json!({"type": "grpc_bidi_stream_open", "msg_id": 8, "service": "LogWatcher",
                          "method": "WatchLogs"}),
-        )
-        .await;
-        assert_error(&node.reply_to(8).await, 3);
-    })
+            )
+            .await;
+            assert_error(&node.reply_to(8).await, 3);
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn an_overlong_line_is_an_error_and_the_node_goes_on() {
-    within(async {
-        let mut node = Node::start(&["--max-line-bytes", "200"]);
-        node.init().await;
-        let long = format!(
-            r#"{{"src":"c1","dest":"n1","body":{{"pad":"{}"}}}}"#,
-            "x".repeat(500)
-        );
-        node.send_line(&long).await;
-        assert_error(&node.recv_body_any().await, 3);
-        assert_eq!(node.open_echo(2).await, "s1");
-    })
+    within(
+        TEST_PATIENCE,
+        "the whole of test an_overlong_line_is_an_error_and_the_node_goes_on",
+        async {
+            let mut node = Node::start(&["--max-line-bytes", "200"]);
+            node.init().await;
+            let long = format!(
+                r#"{{"src":"c1","dest":"n1","body":{{"pad":"{}"}}}}"#,
+                "x".repeat(500)
+            );
+            node.send_line(&long).await;
+            assert_error(&node.recv_body_any().await, 3);
+            assert_eq!(node.open_echo(2).await, "s1");
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn chat_rooms_work_through_the_stdio_front() {
-    within(async {
-        let mut node = Node::start(&[]);
-        node.init().await;
-        node.send(json!({"type": "grpc_bidi_stream_open", "msg_id": 2,
+    within(
+        TEST_PATIENCE,
+        "the whole of test chat_rooms_work_through_the_stdio_front",
+        async {
+            let mut node = Node::start(&[]);
+            node.init().await;
+            node.send(json!({"type": "grpc_bidi_stream_open", "msg_id": 2,
                          "service": "chat.v1.ChatService", "method": "Chat"}))
-            .await;
-        let s = node.reply_to(2).await["stream_id"].clone();
-        node.send(
-            json!({"type": "grpc_bidi_stream_send", "msg_id": 3, "stream_id": s,
+                .await;
+            let s = node.reply_to(2).await["stream_id"].clone();
+            node.send(
+                json!({"type": "grpc_bidi_stream_send", "msg_id": 3, "stream_id": s,
                          "data": {"roomId": "lobby", "senderId": "alice", "text": "hi"}}),
-        )
-        .await;
-        // The join event, then the post.
-        let mut texts = Vec::new();
-        while texts.last() != Some(&json!("hi")) {
-            let body = node.recv_body().await;
-            assert_eq!(body["type"], "grpc_bidi_stream_recv", "{body}");
-            assert_eq!(body["data"]["roomId"], "lobby");
-            texts.push(body["data"]["text"].clone());
-        }
-        node.send(
-            json!({"type": "grpc_unary", "msg_id": 4, "service": "ChatService",
-                         "method": "Members", "request": {"roomId": "lobby"}}),
-        )
-        .await;
-        let members = node.reply_to(4).await;
-        assert_eq!(members["type"], "grpc_unary_ok");
-        assert_eq!(members["data"], json!({"memberIds": ["alice"]}));
-        node.send(json!({"type": "grpc_bidi_stream_cancel", "msg_id": 5, "stream_id": s}))
+            )
             .await;
-        let end = node.reply_to(5).await;
-        assert_eq!(
-            (end["type"].clone(), end["status"].clone()),
-            (json!("grpc_stream_end"), json!("CANCELLED"))
-        );
-        assert_eq!(end["code"], 1);
-    })
+            // The join event, then the post.
+            let mut texts = Vec::new();
+            while texts.last() != Some(&json!("hi")) {
+                let body = node.recv_body().await;
+                assert_eq!(body["type"], "grpc_bidi_stream_recv", "{body}");
+                assert_eq!(body["data"]["roomId"], "lobby");
+                texts.push(body["data"]["text"].clone());
+            }
+            node.send(
+                json!({"type": "grpc_unary", "msg_id": 4, "service": "ChatService",
+                         "method": "Members", "request": {"roomId": "lobby"}}),
+            )
+            .await;
+            let members = node.reply_to(4).await;
+            assert_eq!(members["type"], "grpc_unary_ok");
+            assert_eq!(members["data"], json!({"memberIds": ["alice"]}));
+            node.send(json!({"type": "grpc_bidi_stream_cancel", "msg_id": 5, "stream_id": s}))
+                .await;
+            let end = node.reply_to(5).await;
+            assert_eq!(
+                (end["type"].clone(), end["status"].clone()),
+                (json!("grpc_stream_end"), json!("CANCELLED"))
+            );
+            assert_eq!(end["code"], 1);
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn a_failed_call_ends_its_stream_with_the_status() {
-    within(async {
-        let mut node = Node::start(&[]);
-        node.init().await;
-        node.send(json!({"type": "grpc_bidi_stream_open", "msg_id": 2,
+    within(
+        TEST_PATIENCE,
+        "the whole of test a_failed_call_ends_its_stream_with_the_status",
+        async {
+            let mut node = Node::start(&[]);
+            node.init().await;
+            node.send(json!({"type": "grpc_bidi_stream_open", "msg_id": 2,
                          "service": "ChatService", "method": "Chat"}))
-            .await;
-        let s = node.reply_to(2).await["stream_id"].clone();
-        // Joining needs a room and a name.
-        node.send(
-            json!({"type": "grpc_bidi_stream_send", "msg_id": 3, "stream_id": s,
+                .await;
+            let s = node.reply_to(2).await["stream_id"].clone();
+            // Joining needs a room and a name.
+            node.send(
+                json!({"type": "grpc_bidi_stream_send", "msg_id": 3, "stream_id": s,
                          "data": {"text": "who am I"}}),
-        )
-        .await;
-        let end = node.recv_body().await;
-        assert_eq!(end["type"], "grpc_stream_end", "{end}");
-        assert_eq!(
-            (end["status"].clone(), end["code"].clone()),
-            (json!("INVALID_ARGUMENT"), json!(3))
-        );
-    })
+            )
+            .await;
+            let end = node.recv_body().await;
+            assert_eq!(end["type"], "grpc_stream_end", "{end}");
+            assert_eq!(
+                (end["status"].clone(), end["code"].clone()),
+                (json!("INVALID_ARGUMENT"), json!(3))
+            );
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn end_of_input_half_closes_the_streams_and_the_node_exits() {
-    within(async {
-        let mut node = Node::start(&[]);
-        node.init().await;
-        let s = node.open_echo(2).await;
-        node.send(
-            json!({"type": "grpc_bidi_stream_send", "msg_id": 3, "stream_id": s,
+    within(
+        TEST_PATIENCE,
+        "the whole of test end_of_input_half_closes_the_streams_and_the_node_exits",
+        async {
+            let mut node = Node::start(&[]);
+            node.init().await;
+            let s = node.open_echo(2).await;
+            node.send(
+                json!({"type": "grpc_bidi_stream_send", "msg_id": 3, "stream_id": s,
                          "data": {"text": "last words"}}),
-        )
-        .await;
-        let (rest, status) = node.finish().await;
-        assert!(status.success(), "{status}");
-        let types: Vec<&str> = rest
-            .iter()
-            .filter_map(|l| l["body"]["type"].as_str())
-            .collect();
-        assert_eq!(types, ["grpc_bidi_stream_recv", "grpc_stream_end"]);
-        assert_eq!(rest[1]["body"]["status"], "OK");
-    })
+            )
+            .await;
+            let (rest, status) = node.finish().await;
+            assert!(status.success(), "{status}");
+            let types: Vec<&str> = rest
+                .iter()
+                .filter_map(|l| l["body"]["type"].as_str())
+                .collect();
+            assert_eq!(types, ["grpc_bidi_stream_recv", "grpc_stream_end"]);
+            assert_eq!(rest[1]["body"]["status"], "OK");
+        },
+    )
     .await;
 }
 

@@ -6,9 +6,11 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
-use super::chat::PATIENCE;
+use super::process::dies_with_the_test;
+use super::PATIENCE;
 
-/// A running `h2chat chat` whose stdin is a pipe (so it runs scripted). Killed when dropped.
+/// A running `h2chat chat` whose stdin is a pipe (so it runs scripted). Killed when dropped, and
+/// by the kernel if the test process dies first.
 pub struct ChatProcess {
     child: Child,
     stdin: Option<ChildStdin>,
@@ -43,9 +45,10 @@ impl ChatProcess {
             .env_remove("RUST_LOG")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("start h2chat chat");
+            .stderr(Stdio::piped());
+        let mut child = dies_with_the_test(&mut cmd)
+            .spawn()
+            .expect("start h2chat chat");
         let stdin = child.stdin.take();
         let stdout = lines(child.stdout.take().expect("stdout"));
         let stderr = lines(child.stderr.take().expect("stderr"));
@@ -161,11 +164,7 @@ fn lines(pipe: impl AsyncRead + Unpin + Send + 'static) -> mpsc::UnboundedReceiv
     rx
 }
 
-/// Sends `signal` (e.g. `-INT`) to `pid` with `kill`.
-pub fn signal(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {signal} {pid} failed");
+/// Sends `signal` (e.g. `libc::SIGINT`) to `pid`, a process this test started.
+pub fn signal(pid: u32, signal: libc::c_int) {
+    super::process::send_signal(pid, signal);
 }
