@@ -4,7 +4,8 @@ use crate::support::chat::*;
 use crate::support::process::ServerProcess;
 use crate::support::TestServer;
 use crate::support::{within, TEST_PATIENCE};
-use h2chat::grpc::client::{CallOptions, Channel, ChannelConfig, ClientCall};
+use h2chat::grpc::client::{Channel, ChannelConfig, ClientCall};
+use h2chat::grpc::Code;
 use h2chat::pb::chat::v1::{ChatMessage, EventKind, LeaveReason};
 use h2chat::services::app::AppConfig;
 
@@ -501,49 +502,65 @@ async fn member_that_stops_reading_gets_one_gap_and_cannot_grow_server_memory() 
     .await;
 }
 
-#[tokio::test]
-async fn rooms_keep_numbering_after_they_empty() {
-    within(
-        TEST_PATIENCE,
-        "the whole of test rooms_keep_numbering_after_they_empty",
-        async {
-            let server = TestServer::default().await;
-            let ch = Channel::connect(server.addr).await.expect("connect");
-            let mut a = start(&ch, &msg("again", "a", "first life")).await;
-            let m = until_text(&mut a, "first life").await;
-            a.cancel();
-            drop(a);
-            // Wait until the server has removed the room (its member list is empty), then join again.
-            let options = CallOptions::default;
-            let gone = async {
-                loop {
-                    let who: h2chat::pb::chat::v1::MembersResponse = ch
-                        .unary(
-                            "/chat.v1.ChatService/Members",
-                            &h2chat::pb::chat::v1::MembersRequest {
-                                room_id: "again".into(),
-                            },
-                            options(),
-                        )
-                        .await
-                        .expect("members");
-                    if who.member_ids.is_empty() {
-                        break;
-                    }
+/// Joins `room` as `name` on a server that is at its room limit, retrying while it refuses
+/// (RESOURCE_EXHAUSTED "max-rooms"): returns once the join is accepted, which proves that an
+/// emptied room was removed.
+async fn join_once_a_room_is_gone(ch: &Channel, room: &str, name: &str) -> ClientCall {
+    let attempt = async {
+        loop {
+            let mut call = start(ch, &msg(room, name, "")).await;
+            match call.headers().await {
+                Ok(_) => return call,
+                Err(s)
+                    if s.code() == Code::ResourceExhausted && s.message().contains("max-rooms") =>
+                {
                     tokio::task::yield_now().await;
                 }
-            };
-            tokio::time::timeout(PATIENCE, gone)
-                .await
-                .expect("room removed");
-            let mut b = start(&ch, &msg("again", "b", "second life")).await;
-            let m2 = until_text(&mut b, "second life").await;
+                Err(s) => panic!("join {room:?} refused otherwise: {s}"),
+            }
+        }
+    };
+    let what = format!("the server to remove an empty room so that {room:?} can be made");
+    within(PATIENCE, &what, attempt).await
+}
+
+#[tokio::test]
+async fn an_empty_room_is_removed_and_keeps_its_numbering_when_made_again() {
+    within(
+        TEST_PATIENCE,
+        "the whole of test an_empty_room_is_removed_and_keeps_its_numbering_when_made_again",
+        async {
+            // Two rooms at most, one of them always held: a room can only be made once the
+            // other one is removed. (Removed rooms remember their numbering, up to max-rooms
+            // of them.)
+            let mut config = AppConfig::default();
+            config.chat.rooms.max_rooms = 2;
+            let server = TestServer::start(config).await;
+            let ch = Channel::connect(server.addr).await.expect("connect");
+            let _anchor = join(&ch, "anchor", "keeper").await;
+            let mut a = start(&ch, &msg("again", "a", "first life")).await;
+            let first = until_text(&mut a, "first life").await;
+            // While "again" has a member, no third room can be made.
+            let mut refused = start(&ch, &msg("probe", "p", "")).await;
+            let status = final_status(&mut refused).await;
+            assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+            a.cancel();
+            drop(a);
+            // "again" emptied: it is removed, so "probe" can be made; then "probe" empties too.
+            let mut probe = join_once_a_room_is_gone(&ch, "probe", "p").await;
+            probe.cancel();
+            drop(probe);
+            // "again" is made anew, and numbers on from where its first life stopped.
+            let mut b = join_once_a_room_is_gone(&ch, "again", "b").await;
+            b.send(&post("second life")).await.expect("post");
+            let second = until_text(&mut b, "second life").await;
             assert!(
-                m2.seq > m.seq,
+                second.seq > first.seq,
                 "sequence restarted: {} after {}",
-                m2.seq,
-                m.seq
+                second.seq,
+                first.seq
             );
+            server.shutdown().await;
         },
     )
     .await;

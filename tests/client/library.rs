@@ -584,7 +584,12 @@ async fn the_client_enforces_the_deadline_itself_and_cancels_the_stream() {
                 .err();
             assert_eq!(err.map(|s| s.code()), Some(Code::DeadlineExceeded));
             let (timeout, reset) = seen_rx.await.expect("server saw the call");
-            assert_eq!(timeout, Some(HeaderValue::from_static("100000u")));
+            // Whatever unit the client picks, the value is the time it had left: at most 100 ms.
+            let sent = timeout.map(|t| grpc_timeout(t.as_bytes()));
+            assert!(
+                sent.is_some_and(|t| t > Duration::ZERO && t <= Duration::from_millis(100)),
+                "grpc-timeout {sent:?}"
+            );
             assert_eq!(reset, Some(Reason::CANCEL));
         },
     )
@@ -1038,6 +1043,29 @@ async fn a_refused_connection_is_unavailable() {
         },
     )
     .await;
+}
+
+/// A `grpc-timeout` value read per the spec: 1 to 8 ASCII digits, then one unit of
+/// `H M S m u n`. Panics on anything else.
+fn grpc_timeout(value: &[u8]) -> Duration {
+    let (unit, digits) = value.split_last().expect("a grpc-timeout value");
+    assert!(
+        (1..=8).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit),
+        "grpc-timeout {value:?}: 1 to 8 digits"
+    );
+    let n: u64 = std::str::from_utf8(digits)
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .expect("digits");
+    match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => panic!("grpc-timeout {value:?}: unknown unit"),
+    }
 }
 
 /// Response headers of a gRPC call.

@@ -1,7 +1,7 @@
 //! How a call lives and ends, seen from a probe service's handlers: deadlines (`grpc-timeout`
 //! and the server's cap), cancellation, metadata in both directions, response compression.
 
-use crate::support::{within, TEST_PATIENCE};
+use crate::support::{within, TestServer, PATIENCE, TEST_PATIENCE};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,9 +10,7 @@ use crate::support::wire::{message, Code, WireClient};
 use h2chat::grpc::compression::Encoding;
 use h2chat::grpc::{BoxFuture, Call, CallResult, Server, ServerConfig, Service, Status};
 use h2chat::pb::grpc::testing::Empty;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 
 /// Test methods, each a handler that shows one thing.
 struct Probe {
@@ -111,39 +109,33 @@ async fn gzip(call: &Call, late: bool) -> CallResult {
 }
 
 struct ProbeServer {
+    server: TestServer,
     addr: SocketAddr,
     stopped: mpsc::UnboundedReceiver<&'static str>,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<std::io::Result<()>>,
 }
 
 impl ProbeServer {
     async fn start(config: ServerConfig) -> ProbeServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let (tx, stopped) = mpsc::unbounded_channel();
         let mut server = Server::new(config);
         server.add_service(Arc::new(Probe { stopped: tx }));
-        let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(listener, async {
-            let _ = rx.await;
-        }));
+        let server = TestServer::serve(server).await;
         ProbeServer {
-            addr,
+            addr: server.addr,
+            server,
             stopped,
-            stop,
-            task,
         }
     }
 
-    /// Waits until a handler has been stopped and returns its name.
+    /// Waits (at most [`PATIENCE`]) until a handler has been stopped and returns its name.
     async fn handler_stopped(&mut self) -> &'static str {
-        self.stopped.recv().await.expect("server alive")
+        within(PATIENCE, "a handler to be stopped", self.stopped.recv())
+            .await
+            .expect("server alive")
     }
 
     async fn shutdown(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
+        self.server.shutdown().await;
     }
 }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::support::wire::{message, Code, WireCall, WireClient};
-use crate::support::{require_tool, TestServer};
+use crate::support::{grpcurl, TestServer};
 use h2chat::grpc::{Server, ServerConfig};
 use h2chat::pb::grpc::health::v1::health_check_response::ServingStatus;
 use h2chat::pb::grpc::health::v1::{
@@ -14,9 +14,6 @@ use h2chat::pb::grpc::health::v1::{
 };
 use h2chat::services::health::{self, HealthHandle};
 use h2chat::services::interop::InteropService;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 const CHECK: &str = "/grpc.health.v1.Health/Check";
 const WATCH: &str = "/grpc.health.v1.Health/Watch";
@@ -25,34 +22,26 @@ const LIST: &str = "/grpc.health.v1.Health/List";
 /// A server like the shipped one (interop and health services) whose health handle the test
 /// holds.
 struct HandleServer {
+    server: TestServer,
     addr: SocketAddr,
     health: HealthHandle,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<std::io::Result<()>>,
 }
 
 impl HandleServer {
     async fn start() -> HandleServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let mut server = Server::new(ServerConfig::default());
         server.add_service(Arc::new(InteropService::new()));
         let health = health::install(&mut server);
-        let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(listener, async {
-            let _ = rx.await;
-        }));
+        let server = TestServer::serve(server).await;
         HandleServer {
-            addr,
+            addr: server.addr,
+            server,
             health,
-            stop,
-            task,
         }
     }
 
     async fn shutdown(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
+        self.server.shutdown().await;
     }
 }
 
@@ -93,30 +82,18 @@ async fn check(client: &mut WireClient, service: &str) -> Result<ServingStatus, 
 }
 
 async fn grpcurl(target: &str, data: Option<&str>) -> String {
-    let mut cmd = tokio::process::Command::new(require_tool("grpcurl"));
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+    let mut args = vec![
         "-plaintext",
         "-import-path",
         "proto",
         "-proto",
         "grpc/health/v1/health.proto",
-    ]);
+    ];
     if let Some(d) = data {
-        cmd.args(["-d", d]);
+        args.extend(["-d", d]);
     }
-    let out = cmd
-        .args([target, "grpc.health.v1.Health/Check"])
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run grpcurl");
-    assert!(
-        out.status.success(),
-        "grpcurl failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    args.extend([target, "grpc.health.v1.Health/Check"]);
+    grpcurl::ok(&args).await
 }
 
 #[tokio::test]
@@ -160,17 +137,18 @@ async fn every_service_is_registered_serving_at_startup() {
             let list: HealthListResponse = call.next_message().await.expect("a list");
             let mut names: Vec<_> = list.statuses.keys().cloned().collect();
             names.sort();
-            let mut expected: Vec<String> = h2chat::services::app::build(Default::default())
-                .service_names()
-                .into_iter()
-                .map(String::from)
-                .collect();
-            expected.push(String::new());
-            expected.sort();
+            // Every service the README lists, and "" for the whole server.
+            let expected = [
+                "",
+                "chat.v1.ChatService",
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection",
+                "grpc.testing.TestService",
+                "h2chat.echo.v1.Chat",
+                "h2chat.logs.v1.LogWatcher",
+            ];
             assert_eq!(names, expected);
-            for service in ["chat.v1.ChatService", "grpc.reflection.v1.ServerReflection"] {
-                assert!(names.iter().any(|n| n == service), "{service} missing");
-            }
             assert!(list
                 .statuses
                 .values()
