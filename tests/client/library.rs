@@ -972,6 +972,45 @@ async fn trailers_without_grpc_status_are_unknown() {
 }
 
 #[tokio::test]
+async fn the_client_splits_comma_joined_bin_trailers() {
+    within(
+        TEST_PATIENCE,
+        "the whole of test the_client_splits_comma_joined_bin_trailers",
+        async {
+            let addr = bare_server(|_req, mut respond| async move {
+                let Ok(mut stream) = respond.send_response(grpc_response(), false) else {
+                    return;
+                };
+                // Field 1 (seconds), varint 42.
+                let _ = stream.send_data(Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 42]), false);
+                let mut trailers = HeaderMap::new();
+                trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                // Two values joined by a comma, as a proxy may join repeated headers.
+                trailers.insert("x-joined-bin", HeaderValue::from_static("AQI=,AwQ"));
+                let _ = stream.send_trailers(trailers);
+            })
+            .await;
+            let ch = Channel::connect(addr).await.expect("connect");
+            let mut call = ch
+                .start(&path("Unary"), CallOptions::default())
+                .await
+                .expect("start");
+            call.send_last(&any("x", "y")).await.expect("send");
+            let resp: PbDuration = call.recv().await.expect("OK").expect("a message");
+            assert_eq!(resp.seconds, 42);
+            assert!(call.recv::<PbDuration>().await.expect("OK").is_none());
+            let trailers = call.trailers().expect("trailers");
+            assert_eq!(
+                trailers.get_all_bin("x-joined-bin"),
+                Some(vec![vec![1, 2], vec![3, 4]])
+            );
+            assert_eq!(trailers.get_bin("x-joined-bin"), Some(vec![1, 2]));
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn a_stream_ending_without_trailers_is_internal() {
     within(
         TEST_PATIENCE,

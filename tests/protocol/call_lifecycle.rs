@@ -65,14 +65,21 @@ async fn deadline(call: &Call) -> CallResult {
     Ok(())
 }
 
-/// Echoes `x-ascii`, `x-pad-bin` and `x-nopad-bin` in the trailers (binary ones re-encoded),
-/// says in `x-reserved-seen` whether any reserved header reached it, and checks that it cannot
-/// set reserved headers itself.
+/// Echoes `x-ascii` in the headers (with a binary `x-initial-bin` of its own), `x-pad-bin`,
+/// `x-nopad-bin` and every value of `x-joined-bin` in the trailers (binary ones re-encoded), says
+/// in `x-bad-bin-reads` how a malformed `x-bad-bin` read and in `x-reserved-seen` whether any
+/// reserved header reached it, and checks that it cannot set reserved headers itself.
 async fn metadata(call: &Call) -> CallResult {
     let md = call.metadata();
     let ascii = md.get("x-ascii").unwrap_or("").to_owned();
     let pad = md.get_bin("x-pad-bin").unwrap_or_default();
     let nopad = md.get_bin("x-nopad-bin").unwrap_or_default();
+    let joined = md.get_all_bin("x-joined-bin").unwrap_or_default();
+    let bad = if md.get_bin("x-bad-bin").is_some() {
+        "decoded"
+    } else {
+        "absent"
+    };
     let reserved_seen = md.iter().any(|(name, _)| {
         let n = name.as_str();
         n.starts_with("grpc-") || n == "te" || n == "content-type" || n == "user-agent"
@@ -90,10 +97,17 @@ async fn metadata(call: &Call) -> CallResult {
             return Err(Status::internal(format!("handler could set {name}")));
         }
     }
-    call.with_headers(|h| h.insert("x-ascii", &ascii))?;
+    call.with_headers(|h| {
+        h.insert("x-ascii", &ascii)?;
+        h.insert_bin("x-initial-bin", &[0xff, 0x00, 0x7f])
+    })?;
     call.with_trailers(|t| {
         t.insert_bin("x-pad-bin", &pad)?;
         t.insert_bin("x-nopad-bin", &nopad)?;
+        for value in &joined {
+            t.insert_bin("x-joined-bin", value)?;
+        }
+        t.insert("x-bad-bin-reads", bad)?;
         t.insert("x-reserved-seen", if reserved_seen { "yes" } else { "no" })
     })?;
     call.send(&Empty {}).await
@@ -299,6 +313,9 @@ async fn metadata_reaches_handlers_without_reserved_headers_and_comes_back() {
                         ("x-ascii", "hello world"),
                         ("x-pad-bin", "AQI="),
                         ("x-nopad-bin", "AQI"),
+                        // Two values joined by a comma, as a proxy may join repeated headers.
+                        ("x-joined-bin", "AQI=,AwQ"),
+                        ("x-bad-bin", "not*base64"),
                         ("grpc-custom", "reserved"),
                         ("user-agent", "wire-test"),
                     ],
@@ -318,6 +335,15 @@ async fn metadata_reaches_handlers_without_reserved_headers_and_comes_back() {
             assert_eq!(trailers["x-pad-bin"], "AQI", "sent unpadded");
             assert_eq!(trailers["x-nopad-bin"], "AQI");
             assert_eq!(trailers["x-reserved-seen"], "no");
+            let joined: Vec<_> = trailers.get_all("x-joined-bin").iter().collect();
+            assert_eq!(
+                joined,
+                ["AQI", "AwQ"],
+                "split, then each re-encoded unpadded"
+            );
+            assert_eq!(trailers["x-bad-bin-reads"], "absent");
+            // Base64 of ff 00 7f, unpadded.
+            assert_eq!(headers["x-initial-bin"], "/wB/");
             server.shutdown().await;
         },
     )
