@@ -7,6 +7,7 @@ use std::process::Stdio;
 use tokio::io::AsyncWriteExt;
 
 use crate::harness::{run_h2chat, within, Pki, ServerProcess};
+use crate::reload::path;
 use crate::tokens::SECRET;
 
 /// `h2chat chat` scripted with `args`, `input` on stdin; returns (exit code, stdout, stderr).
@@ -39,13 +40,14 @@ async fn a_minted_token_chats_over_tls_in_the_rooms_it_allows() {
     let pki = Pki::new("cli");
     let secret = pki.dir.write("jwt.secret", SECRET);
     let server = ServerProcess::start(&[
-        OsStr::new("--tls-cert"),
-        pki.files.cert.as_os_str(),
-        OsStr::new("--tls-key"),
-        pki.files.key.as_os_str(),
-        OsStr::new("--auth-hs256-secret-file"),
-        secret.as_os_str(),
-    ]);
+        "--tls-cert",
+        path(&pki.files.cert),
+        "--tls-key",
+        path(&pki.files.key),
+        "--auth-hs256-secret-file",
+        path(&secret),
+    ])
+    .await;
     let (ok, token, err) = run_h2chat(&[
         OsStr::new("token"),
         OsStr::new("--secret-file"),
@@ -106,8 +108,8 @@ async fn a_minted_token_chats_over_tls_in_the_rooms_it_allows() {
     assert!(err.contains("missing token"), "{err}");
 }
 
-#[test]
-fn token_auth_without_tls_refuses_to_start_unless_allowed() {
+#[tokio::test]
+async fn token_auth_without_tls_refuses_to_start_unless_allowed() {
     let pki = Pki::new("insecure");
     let secret = pki.dir.write("jwt.secret", SECRET);
     let (ok, _, err) = run_h2chat(&[
@@ -135,10 +137,11 @@ fn token_auth_without_tls_refuses_to_start_unless_allowed() {
     ]);
     assert!(!ok && err.contains("--allow-insecure-auth"), "{err}");
     let _server = ServerProcess::start(&[
-        OsStr::new("--auth-hs256-secret-file"),
-        secret.as_os_str(),
-        OsStr::new("--allow-insecure-auth"),
-    ]);
+        "--auth-hs256-secret-file",
+        path(&secret),
+        "--allow-insecure-auth",
+    ])
+    .await;
     let short = pki.dir.write("short.secret", "too short");
     let (ok, _, err) = run_h2chat(&[
         OsStr::new("token"),

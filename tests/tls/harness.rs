@@ -3,9 +3,8 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use h2chat::grpc::client::{CallOptions, Channel, ChannelConfig, ClientTls};
 use h2chat::grpc::server::{ClientAuth, Listener, TlsAcceptor, TlsFiles};
@@ -18,15 +17,13 @@ use tokio::task::JoinHandle;
 
 use crate::pki::{write_server, Ca, ServerFiles, TempDir};
 
-/// Longest wait for anything a test awaits (a guard, not a measure of speed).
-pub const PATIENCE: Duration = Duration::from_secs(30);
+pub use crate::support::process::ServerProcess;
+pub use crate::support::require_tool;
+use crate::support::PATIENCE;
 
-/// Awaits `future` for at most [`PATIENCE`], failing the test with `what` otherwise.
+/// Awaits `future` for at most the suite's patience, failing the test with `what` otherwise.
 pub async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
-    match tokio::time::timeout(PATIENCE, future).await {
-        Ok(out) => out,
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
+    crate::support::within(PATIENCE, what, future).await
 }
 
 /// A CA, a server certificate it issued, and the files of both in a directory of their own.
@@ -153,96 +150,6 @@ pub async fn health(
         ),
     )
     .await
-}
-
-/// The path of a command-line tool the tests need; panics when it is missing.
-pub fn require_tool(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(name);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!("{name} is not on PATH: run the README's test command, which installs it");
-}
-
-/// The real `h2chat serve` as a child process, stopped (by its PID) when dropped; its log lines
-/// come through a channel so tests can wait for one.
-pub struct ServerProcess {
-    child: std::process::Child,
-    /// Where it listens.
-    pub addr: SocketAddr,
-    log: std::sync::mpsc::Receiver<String>,
-}
-
-impl ServerProcess {
-    /// Starts `h2chat serve --addr 127.0.0.1:0 <args>` and waits for its "listening" line.
-    pub fn start(args: &[&std::ffi::OsStr]) -> ServerProcess {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_h2chat"))
-            .args(["serve", "--addr", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start h2chat serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, log) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(line);
-            }
-        });
-        let mut process = ServerProcess {
-            child,
-            addr: ([127, 0, 0, 1], 0).into(),
-            log,
-        };
-        let line = process.wait_for_log("listening");
-        let addr = line
-            .split("addr=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        process.addr = addr;
-        process
-    }
-
-    /// Waits (at most [`PATIENCE`]) for a log line containing `needle`; returns it.
-    pub fn wait_for_log(&mut self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.log.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => continue,
-                Err(_) => panic!("the server never logged {needle:?}"),
-            }
-        }
-    }
-
-    /// Sends `signal` (e.g. `-HUP`) to the server, by its PID.
-    pub fn signal(&self, signal: &str) {
-        let status = std::process::Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {signal} failed");
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Runs the `h2chat` binary with `args` to the end; returns (success, stdout, stderr).

@@ -3,6 +3,9 @@
 //! and bearer tokens checked before any handler runs.
 
 mod cli;
+#[path = "../support/mod.rs"]
+mod support;
+
 mod harness;
 mod identity;
 mod mtls;

@@ -1,12 +1,15 @@
 //! Reloading the certificate without a restart: SIGHUP to the real binary; new connections get
 //! the new certificate, open ones keep going, a bad new pair keeps the old one.
 
-use std::ffi::OsStr;
-
 use h2chat::grpc::client::{CallOptions, Channel, ClientTls};
 use tokio::net::TcpStream;
 
 use crate::harness::{health, within, Pki, ServerProcess};
+
+/// A temp path as the `&str` a command line takes.
+pub fn path(p: &std::path::Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
 
 /// A channel to `addr` and the DER of the certificate the server presented on it.
 async fn connect_seeing(addr: std::net::SocketAddr, tls: &ClientTls) -> (Channel, Vec<u8>) {
@@ -37,11 +40,12 @@ async fn sighup_reloads_the_certificate_for_new_connections_only() {
     std::fs::write(&pki.files.cert, &first.cert_pem).expect("write");
     std::fs::write(&pki.files.key, &first.key_pem).expect("write");
     let mut server = ServerProcess::start(&[
-        OsStr::new("--tls-cert"),
-        pki.files.cert.as_os_str(),
-        OsStr::new("--tls-key"),
-        pki.files.key.as_os_str(),
-    ]);
+        "--tls-cert",
+        path(&pki.files.cert),
+        "--tls-key",
+        path(&pki.files.key),
+    ])
+    .await;
     let client = pki.client();
     let (old, seen) = connect_seeing(server.addr, &client).await;
     assert_eq!(seen, first.cert_der, "the first certificate");
@@ -50,8 +54,10 @@ async fn sighup_reloads_the_certificate_for_new_connections_only() {
     let second = pki.ca.server();
     std::fs::write(&pki.files.cert, &second.cert_pem).expect("write");
     std::fs::write(&pki.files.key, &second.key_pem).expect("write");
-    server.signal("-HUP");
-    server.wait_for_log("TLS certificate reloaded");
+    server.signal(libc::SIGHUP);
+    server
+        .expect_log("the reload", |l| l.contains("TLS certificate reloaded"))
+        .await;
     let (new, seen) = connect_seeing(server.addr, &client).await;
     assert_eq!(
         seen, second.cert_der,
@@ -69,8 +75,12 @@ async fn sighup_reloads_the_certificate_for_new_connections_only() {
     let third = pki.ca.server();
     std::fs::write(&pki.files.cert, &third.cert_pem).expect("write");
     std::fs::write(&pki.files.key, &second.key_pem).expect("write");
-    server.signal("-HUP");
-    server.wait_for_log("TLS certificate not reloaded");
+    server.signal(libc::SIGHUP);
+    server
+        .expect_log("the refused reload", |l| {
+            l.contains("TLS certificate not reloaded")
+        })
+        .await;
     let (after_bad, seen) = connect_seeing(server.addr, &client).await;
     assert_eq!(
         seen, second.cert_der,
@@ -81,8 +91,12 @@ async fn sighup_reloads_the_certificate_for_new_connections_only() {
         .expect("served");
     // A corrupt file: the same.
     std::fs::write(&pki.files.key, "-----BEGIN PRIVATE KEY-----\ngarbage\n").expect("write");
-    server.signal("-HUP");
-    server.wait_for_log("TLS certificate not reloaded");
+    server.signal(libc::SIGHUP);
+    server
+        .expect_log("the refused reload", |l| {
+            l.contains("TLS certificate not reloaded")
+        })
+        .await;
     let (_, seen) = connect_seeing(server.addr, &client).await;
     assert_eq!(seen, second.cert_der);
     health(&old, CallOptions::default())

@@ -23,6 +23,8 @@
 
 mod call;
 mod response;
+mod shared;
+mod status;
 pub mod tls;
 
 use std::fmt;
@@ -45,10 +47,11 @@ use super::compression::{Encoding, ACCEPT_ENCODING};
 use super::metadata::Metadata;
 use super::status::Status;
 use super::timeout;
-use response::status_from_h2;
+use status::status_from_h2;
 
 pub use call::{CallSender, ClientCall};
-pub use response::{code_from_http, code_from_reset, CallReceiver};
+pub use response::CallReceiver;
+pub use status::{code_from_http, code_from_reset};
 pub use tls::ClientTls;
 
 /// Default HTTP/2 receive window of each call: 1 MiB, so a fast server is not held to 64 KiB per
