@@ -17,6 +17,13 @@ pub const MEMBERS_PATH: &str = "/chat.v1.ChatService/Members";
 /// own are the messages from its name numbered above it.
 pub const JOINED_SEQ_METADATA: &str = "chat-joined-seq";
 
+/// The response header of a `Subscribe` call without token authentication holding the member key
+/// (a random secret): the request header `Post` must present so that it posts as that member.
+pub const MEMBER_KEY_METADATA: &str = "chat-member-key";
+
+/// The chat metadata a browser page sends or reads, which CORS must let through.
+pub const WEB_METADATA: &[&str] = &[JOINED_SEQ_METADATA, MEMBER_KEY_METADATA];
+
 /// Default longest room or sender id, in bytes.
 pub const DEFAULT_MAX_ID_BYTES: usize = 64;
 /// Default longest text, in bytes.

@@ -14,6 +14,7 @@ pub mod server;
 pub mod status;
 pub mod timeout;
 pub mod tls;
+pub mod web;
 
 pub use client::{CallOptions, Channel, ClientCall, ClientError};
 pub use server::call::{Call, CallState, CloseCause};

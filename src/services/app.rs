@@ -3,12 +3,14 @@
 use std::sync::Arc;
 
 use crate::auth::JwtAuthenticator;
+use crate::grpc::server::CorsPolicy;
 use crate::grpc::{Server, ServerConfig};
+use crate::protocol::WEB_METADATA;
 use crate::services::chat::{ChatConfig, ChatService};
 use crate::services::echo::EchoService;
 use crate::services::logs::{LogWatcherService, LogsConfig};
 use crate::services::reflection::Reflection;
-use crate::services::{health, interop};
+use crate::services::{health, interop, page};
 
 /// Everything `h2chat serve` can be told.
 #[derive(Clone, Debug, Default)]
@@ -21,6 +23,8 @@ pub struct AppConfig {
     pub logs: LogsConfig,
     /// Bearer tokens checked before any handler runs; `None` leaves every call open.
     pub auth: Option<Arc<JwtAuthenticator>>,
+    /// Origins whose pages may call the server with gRPC-Web besides its own (`--web-origin`).
+    pub web_origins: Vec<String>,
 }
 
 /// A server with every h2chat service added, ready to [`Server::serve`]. With a watch file set,
@@ -30,6 +34,17 @@ pub fn build(config: AppConfig) -> Server {
     if let Some(auth) = config.auth {
         server.set_authenticator(auth);
     }
+    // Browsers: the chat page at `/`, and the chat metadata a page may send and read.
+    server.add_pages(&page::PAGES);
+    let chat_headers: Vec<http::HeaderName> = WEB_METADATA
+        .iter()
+        .map(|name| http::HeaderName::from_static(name))
+        .collect();
+    server.set_cors(CorsPolicy {
+        origins: config.web_origins,
+        allow_headers: chat_headers.clone(),
+        expose_headers: chat_headers,
+    });
     let shutdown = server.shutdown_signal();
     server.add_service(ChatService::new(config.chat, shutdown.clone()));
     server.add_service(LogWatcherService::new(config.logs, shutdown.clone()));

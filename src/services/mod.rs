@@ -9,6 +9,7 @@
 //! - [`health`]: `grpc.health.v1.Health`, and the handle that sets each service's status.
 //! - [`echo`]: `h2chat.echo.v1.Chat`, a bidirectional echo.
 //! - [`interop`]: `grpc.testing.TestService`, the service gRPC's interop clients test against.
+//! - [`page`]: the chat page for browsers, served at `GET /` (it calls chat over gRPC-Web).
 //! - [`app`]: every service on one server, one config struct.
 
 pub mod app;
@@ -17,4 +18,5 @@ pub mod echo;
 pub mod health;
 pub mod interop;
 pub mod logs;
+pub mod page;
 pub mod reflection;

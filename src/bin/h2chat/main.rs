@@ -313,6 +313,10 @@ struct ServeArgs {
     /// Posts a member may make in a burst before the rate applies.
     #[arg(long, default_value_t = chat::DEFAULT_POST_BURST)]
     post_burst: f64,
+    /// An origin (`https://host:port`) whose pages may call the server with gRPC-Web, besides the
+    /// server's own; repeatable, `*` for any.
+    #[arg(long = "web-origin")]
+    web_origins: Vec<String>,
     #[command(flatten)]
     logs: LogArgs,
 }
@@ -355,6 +359,7 @@ impl ServeArgs {
             },
             logs: self.logs.config(ring),
             auth: None,
+            web_origins: self.web_origins.clone(),
         }
     }
 }

@@ -1,6 +1,7 @@
-//! From an h2 request to a call: what is refused before any handler runs (not POST, not gRPC, a
-//! bad `grpc-timeout` or `grpc-encoding`, no room for another handler), and the call's facts read
-//! from its headers.
+//! From an h2 request to a call: what is refused before any handler runs (not POST, not gRPC or
+//! gRPC-Web, a browser's origin that is not allowed, a bad `grpc-timeout` or `grpc-encoding`, no
+//! room for another handler), and the call's facts read from its headers. A CORS preflight
+//! (`OPTIONS`) and a `GET` of a static page are answered here too, without a call.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,10 +17,13 @@ use crate::grpc::compression::{Encoding, Encodings};
 use crate::grpc::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING, GRPC_TIMEOUT};
 use crate::grpc::metadata::Metadata;
 use crate::grpc::server::auth::{AuthRequest, Authenticator, Principal};
-use crate::grpc::server::call::{Call, CallInfo};
+use crate::grpc::server::call::{Call, CallInfo, WebCall};
+use crate::grpc::server::cors::Verdict;
+use crate::grpc::server::pages;
 use crate::grpc::server::written::Chunk;
 use crate::grpc::status::Status;
 use crate::grpc::timeout;
+use crate::grpc::web::Protocol;
 
 /// Refuses a request that is not gRPC with a bare HTTP status.
 fn refuse_http(respond: &mut SendResponse<Chunk>, status: StatusCode) {
@@ -38,24 +42,54 @@ pub(super) fn accept_call(
     permit: Option<OwnedSemaphorePermit>,
 ) -> Option<Call> {
     let stream_id: u32 = respond.stream_id().as_u32();
-    if request.method() != Method::POST {
-        debug!(method = %request.method(), "refused: not POST");
+    let method = request.method();
+    if *method == Method::OPTIONS {
+        let answer = shared.cors.preflight(&request);
+        debug!(status = %answer.status(), "CORS preflight");
+        let _ = respond.send_response(answer, true);
+        return None;
+    }
+    let page = *method == Method::GET || *method == Method::HEAD;
+    if page && pages::answer(&shared.pages, method, request.uri().path(), &mut respond) {
+        return None;
+    }
+    if *method != Method::POST {
+        debug!(%method, "refused: not POST");
         refuse_http(&mut respond, StatusCode::METHOD_NOT_ALLOWED);
         return None;
     }
-    let grpc_content = request
-        .headers()
-        .get(http::header::CONTENT_TYPE)
+    let content_type = request.headers().get(http::header::CONTENT_TYPE);
+    let protocol = content_type
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/grpc"));
-    if !grpc_content {
-        debug!("refused: content-type is not application/grpc");
+        .and_then(Protocol::from_content_type);
+    let Some(protocol) = protocol else {
+        debug!("refused: content-type is not application/grpc or application/grpc-web");
         refuse_http(&mut respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
         return None;
-    }
+    };
+    let web = match (protocol.is_web(), content_type) {
+        (true, Some(content_type)) => {
+            let response_headers = match shared.cors.verdict(&request) {
+                Verdict::NoOrigin => HeaderMap::new(),
+                Verdict::Allowed(origin) => shared.cors.response_headers(&origin),
+                Verdict::Refused => {
+                    debug!("refused: gRPC-Web call from an origin that is not allowed");
+                    refuse_http(&mut respond, StatusCode::FORBIDDEN);
+                    return None;
+                }
+            };
+            Some(Box::new(WebCall {
+                text: protocol == Protocol::WebText,
+                content_type: content_type.clone(),
+                response_headers,
+            }))
+        }
+        _ => None,
+    };
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let (mut info, mut early) = call_info(&shared.config, &parts.headers, path, stream_id, conn);
+    info.web = web;
     if let (None, Some(authenticator)) = (&early, &shared.authenticator) {
         match authenticate(authenticator.as_ref(), &info) {
             Ok(principal) => info.principal = principal,
@@ -136,6 +170,7 @@ fn call_info(
         accepted_encoding,
         accepted_encodings,
         max_message_bytes: config.max_message_bytes,
+        web: None,
     };
     (info, early)
 }

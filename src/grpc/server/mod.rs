@@ -1,12 +1,18 @@
 //! The server: accepts TCP connections, speaks HTTP/2 on them with h2, and runs one task per call.
 //!
 //! Before a call reaches its handler the server refuses what is not gRPC (`:method` other than
-//! POST → HTTP 405, `content-type` not `application/grpc*` → HTTP 415) and ends with a
+//! POST → HTTP 405, `content-type` neither `application/grpc[+…]` nor gRPC-Web's
+//! `application/grpc-web[-text][+…]` → HTTP 415) and ends with a
 //! Trailers-Only status what is gRPC but cannot run: unknown service or method (UNIMPLEMENTED),
 //! unknown `grpc-encoding` (UNIMPLEMENTED, with `grpc-accept-encoding`), malformed `grpc-timeout`
 //! (INTERNAL), too many running calls on the connection (RESOURCE_EXHAUSTED).
 //!
 //! A missing `te: trailers` header is accepted (as grpc-go does); h2 itself rejects any other `te`.
+//!
+//! gRPC-Web ([`crate::grpc::web`]) runs on the same port and router, with the same limits,
+//! deadlines and authentication: only the response's framing differs (trailers in the body).
+//! Browsers from other origins are governed by a [`CorsPolicy`] ([`cors`]); static files given
+//! with [`Server::add_pages`] answer `GET` ([`pages`]).
 //!
 //! Transport: each [`Listener`] speaks plaintext HTTP/2 or TLS ([`tls`]); the TLS handshake and
 //! the HTTP/2 preface share one `handshake_timeout`. With an [`Authenticator`] set, every call is
@@ -37,7 +43,9 @@ use crate::grpc::codec::DEFAULT_MAX_MESSAGE_BYTES;
 pub use crate::grpc::server::auth::{AuthRequest, Authenticator, Principal};
 use crate::grpc::server::call::Call;
 use crate::grpc::server::coalesce::CoalescedWrites;
+pub use crate::grpc::server::cors::CorsPolicy;
 use crate::grpc::server::keepalive::{keep_alive, Keepalive};
+pub use crate::grpc::server::pages::Page;
 use crate::grpc::server::router::{Router, Service};
 pub use crate::grpc::server::shutdown::{ShutdownSignal, ShutdownTrigger};
 pub use crate::grpc::server::tls::{ClientAuth, TlsAcceptor, TlsFiles};
@@ -51,7 +59,9 @@ mod accept;
 pub mod auth;
 pub mod call;
 pub mod coalesce;
+pub mod cors;
 mod keepalive;
+pub mod pages;
 pub mod router;
 pub mod shutdown;
 pub mod tls;
@@ -144,6 +154,8 @@ pub struct Server {
     config: Arc<ServerConfig>,
     router: Router,
     authenticator: Option<Arc<dyn Authenticator>>,
+    cors: CorsPolicy,
+    pages: Vec<Page>,
     trigger: ShutdownTrigger,
     signal: ShutdownSignal,
 }
@@ -153,6 +165,8 @@ struct Shared {
     config: Arc<ServerConfig>,
     router: Router,
     authenticator: Option<Arc<dyn Authenticator>>,
+    cors: CorsPolicy,
+    pages: Vec<Page>,
     signal: ShutdownSignal,
     /// Held by every task; its channel closes when all are gone.
     _alive: mpsc::Sender<()>,
@@ -166,6 +180,8 @@ impl Server {
             config: Arc::new(config),
             router: Router::new(),
             authenticator: None,
+            cors: CorsPolicy::default(),
+            pages: Vec::new(),
             trigger,
             signal,
         }
@@ -184,6 +200,17 @@ impl Server {
     /// Authenticates every call with `authenticator` before its handler runs.
     pub fn set_authenticator(&mut self, authenticator: Arc<dyn Authenticator>) {
         self.authenticator = Some(authenticator);
+    }
+
+    /// Which browser origins may make gRPC-Web calls (by default only the server's own).
+    pub fn set_cors(&mut self, policy: CorsPolicy) {
+        self.cors = policy;
+    }
+
+    /// Answers `GET`/`HEAD` of these files' paths with them; any other `GET` is refused like
+    /// every method but POST (HTTP 405).
+    pub fn add_pages(&mut self, pages: &[Page]) {
+        self.pages.extend_from_slice(pages);
     }
 
     /// The names of the services added so far.
@@ -302,6 +329,8 @@ impl Server {
             config: self.config,
             router: self.router,
             authenticator: self.authenticator,
+            cors: self.cors,
+            pages: self.pages,
             signal: self.signal,
             _alive: alive_tx,
         });

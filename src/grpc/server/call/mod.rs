@@ -31,6 +31,7 @@ use crate::grpc::metadata::Metadata;
 use crate::grpc::server::auth::Principal;
 use crate::grpc::server::written::{Chunk, Tracker};
 use crate::grpc::status::Status;
+use crate::grpc::web::{self, TextDecoder};
 
 mod state;
 
@@ -64,6 +65,20 @@ pub struct CallInfo {
     pub accepted_encodings: Encodings,
     /// Largest request message, before and after decompression.
     pub max_message_bytes: usize,
+    /// Set when the call is gRPC-Web: the trailers then travel in the body.
+    pub web: Option<Box<WebCall>>,
+}
+
+/// How a gRPC-Web call differs on the wire (see [`crate::grpc::web`]). The handler sees the same
+/// call either way; only the framing of the response changes.
+#[derive(Debug)]
+pub struct WebCall {
+    /// `-text`: both bodies are base64.
+    pub text: bool,
+    /// The request's `content-type`, which the response repeats.
+    pub content_type: HeaderValue,
+    /// HTTP headers added to the response (CORS for an allowed origin).
+    pub response_headers: HeaderMap,
 }
 
 /// A server-side call. See the module documentation.
@@ -96,6 +111,8 @@ struct Inner {
     /// The handler's last poll left its task waiting on h2 for request data, which h2 also wakes
     /// on a reset or a lost connection: until the next poll, `watch_peer` has nothing to add.
     handler_waits_on_recv: bool,
+    /// Decodes a gRPC-Web `-text` request body before the message decoder sees it.
+    text: Option<TextDecoder>,
 }
 
 impl Call {
@@ -112,6 +129,11 @@ impl Call {
             state.recv_end_stream(info.stream_id);
         }
         let decoder = Decoder::new(info.max_message_bytes);
+        let text = info
+            .web
+            .as_ref()
+            .filter(|w| w.text)
+            .map(|_| TextDecoder::default());
         Call {
             info,
             permit,
@@ -130,6 +152,7 @@ impl Call {
                 last_compressed: false,
                 tracker: None,
                 handler_waits_on_recv: false,
+                text,
             }),
         }
     }
@@ -284,6 +307,11 @@ impl Call {
     /// a dropped `send_frames` future, queued frames are never lost: use this where the wait for
     /// the client may be abandoned (e.g. in a `select!`).
     pub fn queue_frames(&self, frames: Bytes) -> Result<(), Status> {
+        // gRPC-Web text: each batch becomes one padded base64 chunk.
+        let frames = match &self.info.web {
+            Some(w) if w.text => web::encode_text(&frames),
+            _ => frames,
+        };
         let mut inner = self.lock();
         inner.ensure_headers(&self.info)?;
         if inner.pending.is_empty() {
@@ -417,8 +445,18 @@ impl Inner {
         match self.body.poll_data(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(chunk))) => {
-                self.decoder.push(&chunk);
                 self.unreleased += chunk.len();
+                match self.text.as_mut() {
+                    None => self.decoder.push(&chunk),
+                    Some(text) => {
+                        let mut decoded = bytes::BytesMut::with_capacity(chunk.len() / 4 * 3 + 3);
+                        if let Err(e) = text.push(&chunk, &mut decoded) {
+                            debug!(stream_id, error = %e, "bad request body");
+                            return Poll::Ready(Err(Status::internal(e.to_string())));
+                        }
+                        self.decoder.push(&decoded);
+                    }
+                }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -429,7 +467,13 @@ impl Inner {
             Poll::Ready(None) => {
                 self.recv_done = true;
                 self.state.recv_end_stream(stream_id);
-                Poll::Ready(Ok(()))
+                match self.text.as_ref().map(TextDecoder::finish) {
+                    Some(Err(e)) => {
+                        debug!(stream_id, error = %e, "bad request body");
+                        Poll::Ready(Err(Status::internal(e.to_string())))
+                    }
+                    _ => Poll::Ready(Ok(())),
+                }
             }
         }
     }
@@ -464,6 +508,7 @@ impl Inner {
             return Err(Status::cancelled("call is closed"));
         }
         let mut headers = grpc_response_headers(self.response_encoding);
+        add_web_headers(info, &mut headers);
         self.headers.move_to(&mut headers);
         let mut response = Response::new(());
         *response.headers_mut() = headers;
@@ -554,12 +599,33 @@ impl Inner {
                 // A frame cut short by a stopped handler is completed (at most one frame), so
                 // the client never sees a truncated message before the status.
                 let rest = std::mem::take(&mut self.pending);
-                let data_ok = rest.is_empty() || stream.send_data(rest.into(), false).is_ok();
-                data_ok && stream.send_trailers(trailers).is_ok()
+                match &info.web {
+                    None => {
+                        let data_ok =
+                            rest.is_empty() || stream.send_data(rest.into(), false).is_ok();
+                        data_ok && stream.send_trailers(trailers).is_ok()
+                    }
+                    // gRPC-Web: the trailers are the body's last frame, and END_STREAM goes on
+                    // that DATA frame (at most one frame past flow control, as above).
+                    Some(w) => {
+                        let frame = web::encode_trailers(&trailers);
+                        let frame = if w.text {
+                            web::encode_text(&frame)
+                        } else {
+                            frame
+                        };
+                        let mut last = bytes::BytesMut::with_capacity(rest.len() + frame.len());
+                        last.extend_from_slice(&rest);
+                        last.extend_from_slice(&frame);
+                        stream.send_data(last.freeze().into(), true).is_ok()
+                    }
+                }
             }
             None => {
-                // Trailers-Only: one HEADERS frame carrying the status, then END_STREAM.
+                // Trailers-Only: one HEADERS frame carrying the status, then END_STREAM (also
+                // for gRPC-Web, which allows the status in the headers).
                 let mut headers = grpc_response_headers(None);
+                add_web_headers(info, &mut headers);
                 self.headers.move_to(&mut headers);
                 headers.extend(trailers);
                 let mut response = Response::new(());
@@ -573,6 +639,17 @@ impl Inner {
             self.state.recv_reset(info.stream_id, None);
         }
         debug!(stream_id = info.stream_id, code = %status.code(), "call finished");
+    }
+}
+
+/// For a gRPC-Web call: the request's content type instead of `application/grpc`, and the
+/// extra HTTP headers (CORS).
+fn add_web_headers(info: &CallInfo, headers: &mut HeaderMap) {
+    if let Some(w) = &info.web {
+        headers.insert(http::header::CONTENT_TYPE, w.content_type.clone());
+        for (name, value) in &w.response_headers {
+            headers.append(name, value.clone());
+        }
     }
 }
 
