@@ -4,6 +4,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod buf_curl;
 mod cors;
 mod grpc_web;
+mod tools;
 mod webwire;
