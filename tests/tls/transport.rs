@@ -1,6 +1,7 @@
 //! Serving over TLS: ALPN `h2`, real clients (h2chat's own, grpcurl, grpcio, `h2chat chat`), and
 //! what is refused without harming anyone else.
 
+use std::ffi::OsStr;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -242,28 +243,14 @@ async fn grpcio_runs_every_interop_case_over_tls() {
 async fn h2chat_chat_over_tls_posts_and_sees_its_post() {
     let pki = Pki::new("chat");
     let server = TlsServer::start(AppConfig::default(), pki.tls_files(ClientAuth::None)).await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_h2chat"))
-        .args(["chat", "--addr", &server.target(), "--room", "tls-room"])
-        .args(["--name", "alice", "--ca"])
-        .arg(&pki.files.ca)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run h2chat chat");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(b"hello over tls\n").await.expect("write");
-    drop(stdin);
-    let out = within("h2chat chat to finish", child.wait_with_output())
-        .await
-        .expect("h2chat chat");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "h2chat chat failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("alice: hello over tls"), "{stdout}");
+    let target = server.target();
+    let args = [
+        "--addr", &target, "--room", "tls-room", "--name", "alice", "--ca",
+    ];
+    let mut args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    args.push(pki.files.ca.as_os_str());
+    let (code, out, err) = crate::cli::chat(&args, "hello over tls\n").await;
+    assert_eq!(code, Some(0), "h2chat chat failed: {out}{err}");
+    assert!(out.contains("alice: hello over tls"), "{out}");
     server.shutdown().await;
 }
