@@ -18,13 +18,22 @@ use crate::harness::{connect, health, require_tool, within, Pki, TlsServer};
 
 /// A rustls client trusting the test CA that offers these ALPN protocols.
 fn raw_client(pki: &Pki, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    raw_client_with(pki, alpn, rustls::DEFAULT_VERSIONS)
+}
+
+/// [`raw_client`] speaking only the given TLS versions.
+fn raw_client_with(
+    pki: &Pki,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for cert in h2chat::grpc::tls::load_certs(&pki.files.ca, "CA").expect("CA") {
         roots.add(cert).expect("root");
     }
     let mut config =
         rustls::ClientConfig::builder_with_provider(h2chat::grpc::tls::crypto_provider())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .expect("versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
@@ -51,6 +60,35 @@ async fn grpc_over_tls_negotiates_h2_and_serves_calls() {
     health(&channel, CallOptions::default())
         .await
         .expect("health by name");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn tls_1_2_and_1_3_both_negotiate_h2() {
+    let pki = Pki::new("versions");
+    let server = TlsServer::start(AppConfig::default(), pki.tls_files(ClientAuth::None)).await;
+    for (version, name) in [
+        (&rustls::version::TLS12, "1.2"),
+        (&rustls::version::TLS13, "1.3"),
+    ] {
+        let tcp = TcpStream::connect(server.addr).await.expect("tcp");
+        let connector = raw_client_with(&pki, &[b"h2"], &[version]);
+        let stream = within("handshake", connector.connect(localhost(), tcp))
+            .await
+            .unwrap_or_else(|e| panic!("TLS {name}: {e}"));
+        let conn = stream.get_ref().1;
+        assert_eq!(conn.alpn_protocol(), Some(&b"h2"[..]), "TLS {name}");
+        assert_eq!(conn.protocol_version(), Some(version.version), "TLS {name}");
+        let channel = within(
+            "HTTP/2 handshake",
+            Channel::connect_io_to(stream, &server.target(), true, Default::default()),
+        )
+        .await
+        .expect("HTTP/2");
+        health(&channel, CallOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("TLS {name}: {e:?}"));
+    }
     server.shutdown().await;
 }
 
