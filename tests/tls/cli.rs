@@ -11,7 +11,7 @@ use crate::reload::path;
 use crate::tokens::SECRET;
 
 /// `h2chat chat` scripted with `args`, `input` on stdin; returns (exit code, stdout, stderr).
-async fn chat(args: &[&OsStr], input: &str) -> (Option<i32>, String, String) {
+pub async fn chat(args: &[&OsStr], input: &str) -> (Option<i32>, String, String) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_h2chat"))
         .arg("chat")
         .args(args)
@@ -38,7 +38,15 @@ async fn chat(args: &[&OsStr], input: &str) -> (Option<i32>, String, String) {
 #[tokio::test]
 async fn a_minted_token_chats_over_tls_in_the_rooms_it_allows() {
     let pki = Pki::new("cli");
-    let secret = pki.dir.write("jwt.secret", SECRET);
+    // The README's way to make a secret.
+    let secret = pki.dir.path("jwt.secret");
+    let made = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("head -c 32 /dev/urandom | base64 > jwt.secret")
+        .current_dir(&pki.dir.0)
+        .status()
+        .expect("sh");
+    assert!(made.success() && secret.exists());
     let server = ServerProcess::start(&[
         "--tls-cert",
         path(&pki.files.cert),
@@ -83,6 +91,26 @@ async fn a_minted_token_chats_over_tls_in_the_rooms_it_allows() {
     let (code, out, err) = chat(&args, "hello with a token\n").await;
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("Alice: hello with a token"), "{out}");
+    // grpcurl with the token in a header; without it, the chat service is closed.
+    let header = format!("authorization: Bearer {}", token.trim());
+    let members = [
+        "-cacert",
+        path(&pki.files.ca),
+        "-d",
+        r#"{"room_id":"team-red"}"#,
+        &addr,
+        "chat.v1.ChatService/Members",
+    ];
+    let with_token: Vec<&str> = ["-H", header.as_str()].into_iter().chain(members).collect();
+    let out = crate::support::grpcurl::run(&with_token).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = crate::support::grpcurl::run(&members).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing token"));
     // A room the token does not allow.
     let args = common("ops");
     let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
@@ -169,4 +197,63 @@ fn a_server_with_a_key_that_is_not_its_certificates_refuses_to_start() {
     ]);
     assert!(!ok, "must not start");
     assert!(err.contains("certificate") && err.contains("key"), "{err}");
+}
+
+#[tokio::test]
+async fn the_binary_requires_client_certificates_when_told() {
+    let pki = Pki::new("cli-mtls");
+    let server = ServerProcess::start(&[
+        "--tls-cert",
+        path(&pki.files.cert),
+        "--tls-key",
+        path(&pki.files.key),
+        "--tls-client-ca",
+        path(&pki.files.ca),
+        "--tls-client-auth",
+        "required",
+    ])
+    .await;
+    let addr = server.addr.to_string();
+    let carol = pki.ca.client("carol", None);
+    let (cert, key) = crate::pki::write_client(&pki.dir, "carol", &carol);
+    let list = |with_cert: bool| {
+        let mut args = vec!["-cacert", path(&pki.files.ca)];
+        if with_cert {
+            args.extend(["-cert", path(&cert), "-key", path(&key)]);
+        }
+        args.extend([addr.as_str(), "list"]);
+        args.into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+    let args = list(true);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = crate::support::grpcurl::run(&args).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let args = list(false);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = crate::support::grpcurl::run(&args).await;
+    assert!(!out.status.success(), "no certificate, no service");
+    let (code, out, err) = chat(
+        &[
+            OsStr::new("--addr"),
+            OsStr::new(&addr),
+            OsStr::new("--room"),
+            OsStr::new("rust"),
+            OsStr::new("--name"),
+            OsStr::new("carol"),
+            OsStr::new("--ca"),
+            pki.files.ca.as_os_str(),
+            OsStr::new("--cert"),
+            cert.as_os_str(),
+            OsStr::new("--key"),
+            key.as_os_str(),
+        ],
+        "hello with a certificate\n",
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("carol: hello with a certificate"), "{out}");
 }

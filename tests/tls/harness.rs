@@ -165,3 +165,26 @@ pub fn run_h2chat(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Starts a `Chat` call with `options` and sends the join of `room` as `sender`; returns the call
+/// once the server answered the join (Ok) or refused it (Err).
+pub async fn join_chat(
+    channel: &Channel,
+    options: CallOptions,
+    room: &str,
+    sender: &str,
+) -> Result<h2chat::grpc::client::ClientCall, Status> {
+    let mut call = within(
+        "start chat",
+        channel.start("/chat.v1.ChatService/Chat", options),
+    )
+    .await?;
+    let join = h2chat::pb::chat::v1::ChatMessage {
+        room_id: room.into(),
+        sender_id: sender.into(),
+        ..Default::default()
+    };
+    let _ = call.send(&join).await;
+    within("the join's answer", call.headers()).await?;
+    Ok(call)
+}

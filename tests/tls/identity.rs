@@ -10,33 +10,17 @@ use h2chat::grpc::{Code, Status};
 use h2chat::pb::chat::v1::{ChatMessage, EventKind};
 use serde_json::json;
 
-use crate::harness::within;
+use crate::harness::{join_chat, within};
 use crate::tokens::{bearer, hs256, now, AuthServer, SECRET};
 
-/// Starts a `Chat` call with `token` and sends the join; returns the call once the server
-/// answered the join (Ok) or refused it (Err).
+/// Joins `room` as `sender` with `token`.
 async fn join(
     channel: &Channel,
     token: &str,
     room: &str,
     sender: &str,
 ) -> Result<ClientCall, Status> {
-    let mut call = within(
-        "start chat",
-        channel.start(
-            "/chat.v1.ChatService/Chat",
-            bearer(&format!("Bearer {token}")),
-        ),
-    )
-    .await?;
-    let join = ChatMessage {
-        room_id: room.into(),
-        sender_id: sender.into(),
-        ..Default::default()
-    };
-    let _ = call.send(&join).await;
-    within("the join's answer", call.headers()).await?;
-    Ok(call)
+    join_chat(channel, bearer(&format!("Bearer {token}")), room, sender).await
 }
 
 /// The next event of a joined call.

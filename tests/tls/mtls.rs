@@ -7,24 +7,12 @@ use h2chat::grpc::{Code, Status};
 use h2chat::pb::chat::v1::{ChatMessage, EventKind};
 use h2chat::services::app::AppConfig;
 
-use crate::harness::{connect, health, require_tool, within, Pki, TlsServer};
+use crate::harness::{connect, health, join_chat, require_tool, within, Pki, TlsServer};
 use crate::pki::{write_client, Ca};
 
-/// Joins `room` as `sender`; Ok once the server answered the join.
+/// Joins `room` as `sender`, with no token.
 async fn join(channel: &Channel, room: &str, sender: &str) -> Result<ClientCall, Status> {
-    let mut call = within(
-        "start chat",
-        channel.start("/chat.v1.ChatService/Chat", CallOptions::default()),
-    )
-    .await?;
-    let join = ChatMessage {
-        room_id: room.into(),
-        sender_id: sender.into(),
-        ..Default::default()
-    };
-    let _ = call.send(&join).await;
-    within("the join's answer", call.headers()).await?;
-    Ok(call)
+    join_chat(channel, CallOptions::default(), room, sender).await
 }
 
 async fn joined_name(call: &mut ClientCall) -> String {

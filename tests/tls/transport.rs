@@ -1,6 +1,7 @@
 //! Serving over TLS: ALPN `h2`, real clients (h2chat's own, grpcurl, grpcio, `h2chat chat`), and
 //! what is refused without harming anyone else.
 
+use std::ffi::OsStr;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,13 +18,22 @@ use crate::harness::{connect, health, require_tool, within, Pki, TlsServer};
 
 /// A rustls client trusting the test CA that offers these ALPN protocols.
 fn raw_client(pki: &Pki, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    raw_client_with(pki, alpn, rustls::DEFAULT_VERSIONS)
+}
+
+/// [`raw_client`] speaking only the given TLS versions.
+fn raw_client_with(
+    pki: &Pki,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for cert in h2chat::grpc::tls::load_certs(&pki.files.ca, "CA").expect("CA") {
         roots.add(cert).expect("root");
     }
     let mut config =
         rustls::ClientConfig::builder_with_provider(h2chat::grpc::tls::crypto_provider())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .expect("versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
@@ -50,6 +60,35 @@ async fn grpc_over_tls_negotiates_h2_and_serves_calls() {
     health(&channel, CallOptions::default())
         .await
         .expect("health by name");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn tls_1_2_and_1_3_both_negotiate_h2() {
+    let pki = Pki::new("versions");
+    let server = TlsServer::start(AppConfig::default(), pki.tls_files(ClientAuth::None)).await;
+    for (version, name) in [
+        (&rustls::version::TLS12, "1.2"),
+        (&rustls::version::TLS13, "1.3"),
+    ] {
+        let tcp = TcpStream::connect(server.addr).await.expect("tcp");
+        let connector = raw_client_with(&pki, &[b"h2"], &[version]);
+        let stream = within("handshake", connector.connect(localhost(), tcp))
+            .await
+            .unwrap_or_else(|e| panic!("TLS {name}: {e}"));
+        let conn = stream.get_ref().1;
+        assert_eq!(conn.alpn_protocol(), Some(&b"h2"[..]), "TLS {name}");
+        assert_eq!(conn.protocol_version(), Some(version.version), "TLS {name}");
+        let channel = within(
+            "HTTP/2 handshake",
+            Channel::connect_io_to(stream, &server.target(), true, Default::default()),
+        )
+        .await
+        .expect("HTTP/2");
+        health(&channel, CallOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("TLS {name}: {e:?}"));
+    }
     server.shutdown().await;
 }
 
@@ -242,28 +281,14 @@ async fn grpcio_runs_every_interop_case_over_tls() {
 async fn h2chat_chat_over_tls_posts_and_sees_its_post() {
     let pki = Pki::new("chat");
     let server = TlsServer::start(AppConfig::default(), pki.tls_files(ClientAuth::None)).await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_h2chat"))
-        .args(["chat", "--addr", &server.target(), "--room", "tls-room"])
-        .args(["--name", "alice", "--ca"])
-        .arg(&pki.files.ca)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run h2chat chat");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(b"hello over tls\n").await.expect("write");
-    drop(stdin);
-    let out = within("h2chat chat to finish", child.wait_with_output())
-        .await
-        .expect("h2chat chat");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "h2chat chat failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("alice: hello over tls"), "{stdout}");
+    let target = server.target();
+    let args = [
+        "--addr", &target, "--room", "tls-room", "--name", "alice", "--ca",
+    ];
+    let mut args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    args.push(pki.files.ca.as_os_str());
+    let (code, out, err) = crate::cli::chat(&args, "hello over tls\n").await;
+    assert_eq!(code, Some(0), "h2chat chat failed: {out}{err}");
+    assert!(out.contains("alice: hello over tls"), "{out}");
     server.shutdown().await;
 }

@@ -12,6 +12,9 @@
 //! - A lost connection is retried with exponential backoff ([`SessionConfig::backoff_initial`] up
 //!   to [`SessionConfig::backoff_max`]), forever, until the session is told to leave. A connection
 //!   that goes silent is probed with a `Members` call after [`SessionConfig::probe_after`].
+//!   Each attempt reads the token again ([`SessionConfig::token`]): a call ended UNAUTHENTICATED
+//!   because its token expired is resumed with the renewed one. A rejoin refused as
+//!   PERMISSION_DENIED or INVALID_ARGUMENT ends the session: retrying cannot change that.
 //! - Posts are acknowledged by their echo: the server delivers a member's own posts back to it in
 //!   order. They are told from earlier posts under the same name in the history by the join's
 //!   `chat-joined-seq` header: the session's own are its name's messages numbered above it. A

@@ -346,6 +346,11 @@ impl Runner {
                 Err(Attempt::Join(status)) if status.code() == Code::InvalidArgument => {
                     return Err(SessionError::Invalid(status));
                 }
+                // The credentials say who this is, and it is not allowed in: retrying cannot help
+                // (an expired or missing token can: the token file may be renewed meanwhile).
+                Err(Attempt::Join(status)) if status.code() == Code::PermissionDenied => {
+                    return Err(SessionError::Refused(status));
+                }
                 Err(Attempt::Join(status)) => error = status.message().to_string(),
                 Err(Attempt::Connect(reason)) => error = reason,
             }

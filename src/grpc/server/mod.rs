@@ -626,8 +626,8 @@ mod tests {
         let (shared, _stopper) = Server::new(ServerConfig::default()).start();
         let peer: SocketAddr = ([127, 0, 0, 1], 1).into();
         let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().ok();
-        let conn = ConnInfo::new(peer, None);
-        let call = accept_call(&shared, request, respond, &conn, permit).expect("accepted");
+        let conn_info = ConnInfo::new(peer, None);
+        let call = accept_call(&shared, request, respond, &conn_info, permit).expect("accepted");
         let parts = std::mem::size_of_val(&call)
             + std::mem::size_of_val(&drive_call(&shared, &call))
             + std::mem::size_of_val(&shared);
