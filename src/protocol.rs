@@ -7,6 +7,10 @@ pub const CHAT_SERVICE: &str = "chat.v1.ChatService";
 pub const CHAT_METHOD: &str = "Chat";
 /// The unary `Members` method.
 pub const MEMBERS_METHOD: &str = "Members";
+/// The server-streaming `Subscribe` method: a member's events without a request stream.
+pub const SUBSCRIBE_METHOD: &str = "Subscribe";
+/// The unary `Post` method: a post by a `Subscribe` call's member.
+pub const POST_METHOD: &str = "Post";
 /// Path of `Chat`.
 pub const CHAT_PATH: &str = "/chat.v1.ChatService/Chat";
 /// Path of `Members`.

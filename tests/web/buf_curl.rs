@@ -2,9 +2,14 @@
 //! gRPC-Web client), with the schema from the server's reflection (itself over gRPC-Web).
 
 use std::process::Output;
+use std::time::Duration;
 
+use h2chat::grpc::client::Channel;
+use h2chat::grpc::ServerConfig;
+use h2chat::services::app::AppConfig;
 use tokio::process::Command;
 
+use crate::support::chat::{join, next_where, post};
 use crate::support::{within, TestServer, PATIENCE, TEST_PATIENCE};
 use crate::tools::npm_tool;
 
@@ -107,6 +112,44 @@ async fn server_stream_messages_then_trailers() {
         assert!(first < second, "{stdout}");
         assert!(
             trailer_lines(&stderr, 2).contains(&"Grpc-Status: 0".to_owned()),
+            "{stderr}"
+        );
+        server.shutdown().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn subscribe_streams_the_room_then_the_servers_status() {
+    within(TEST_PATIENCE, "the test", async {
+        // The server's cap on a call's duration ends the stream with its own status, in the
+        // trailers frame (a client-side timeout would end it on buf's side instead).
+        let server = TestServer::start(AppConfig {
+            server: ServerConfig {
+                max_call_duration: Some(Duration::from_secs(3)),
+                ..ServerConfig::default()
+            },
+            ..AppConfig::default()
+        })
+        .await;
+        let ch = Channel::connect(server.addr).await.expect("connect");
+        let mut bob = join(&ch, "web", "bob").await;
+        bob.send(&post("hello from bob")).await.expect("post");
+        next_where(&mut bob, |m| m.text == "hello from bob").await;
+        let data = r#"{"room_id":"web","sender_id":"curl"}"#;
+        let out = buf_curl(&server, "chat.v1.ChatService/Subscribe", data).await;
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(stderr.contains("< (#2) Chat-Member-Key: "), "{stderr}");
+        let posted = stdout.find(r#""text": "hello from bob""#).expect("history");
+        let joined = stdout.find(r#""senderId": "curl""#).expect("own join");
+        assert!(posted < joined, "{stdout}");
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains(r#""code": "deadline_exceeded""#),
+            "{stderr}"
+        );
+        assert!(
+            trailer_lines(&stderr, 2).contains(&"Grpc-Status: 4".to_owned()),
             "{stderr}"
         );
         server.shutdown().await;

@@ -7,5 +7,6 @@ mod support;
 mod buf_curl;
 mod cors;
 mod grpc_web;
+mod subscribe;
 mod tools;
 mod webwire;

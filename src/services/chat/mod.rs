@@ -9,7 +9,10 @@
 //! The member's task does both directions: it reads the client's posts (no faster than the post
 //! rate allows, so HTTP/2 flow control slows a fast sender down) and writes the room's events from
 //! its cursor as flow control allows. Nothing here can make it block the room.
+//!
+//! `Subscribe` and `Post` ([`browser`]) are the same member split in two calls, for browsers.
 
+mod browser;
 pub mod room;
 
 use std::collections::HashMap;
@@ -24,7 +27,7 @@ use crate::grpc::{
     BoxFuture, Call, CallResult, CallState, CloseCause, Service, ShutdownSignal, Status,
 };
 use crate::pb::chat::v1::{ChatMessage, LeaveReason, MembersRequest, MembersResponse};
-use crate::protocol::{CHAT_METHOD, MEMBERS_METHOD};
+use crate::protocol::{CHAT_METHOD, MEMBERS_METHOD, POST_METHOD, SUBSCRIBE_METHOD};
 pub use crate::protocol::{DEFAULT_MAX_ID_BYTES, DEFAULT_MAX_TEXT_BYTES, JOINED_SEQ_METADATA};
 use crate::services::chat::room::{Member, RoomLimits, Rooms, StartAt};
 
@@ -73,6 +76,8 @@ pub struct ChatService {
     shutdown: ShutdownSignal,
     /// Joined calls per connection id.
     joins: Mutex<HashMap<u64, usize>>,
+    /// The member keys of live `Subscribe` calls.
+    member_keys: browser::MemberKeys,
 }
 
 /// The fully-qualified service name.
@@ -87,6 +92,8 @@ impl Service for ChatService {
         match method {
             CHAT_METHOD => Some(Box::pin(self.chat(call))),
             MEMBERS_METHOD => Some(Box::pin(self.members(call))),
+            SUBSCRIBE_METHOD => Some(Box::pin(self.subscribe(call))),
+            POST_METHOD => Some(Box::pin(self.post_by_key(call))),
             _ => None,
         }
     }
@@ -100,6 +107,7 @@ impl ChatService {
             config,
             shutdown,
             joins: Mutex::new(HashMap::new()),
+            member_keys: browser::MemberKeys::default(),
         })
     }
 
@@ -160,6 +168,25 @@ impl ChatService {
             joined.member.post(&first.text);
         }
         Ok(joined)
+    }
+
+    /// A member without a request stream (`Subscribe`): deliver what the room has until the call
+    /// ends. The same delivery as `run_member`'s, without posts.
+    async fn deliver(&self, call: &Call, member: &mut Member) -> CallResult {
+        call.track_writes();
+        loop {
+            if call.is_send_idle() {
+                if let Some(batch) = member.next_batch() {
+                    call.queue_frames(batch)?;
+                }
+            }
+            if call.has_queued() {
+                call.flush().await?;
+            } else {
+                member.changed().await;
+                call.written().await;
+            }
+        }
     }
 
     /// The member's loop: post what the client sends, deliver what the room has.

@@ -333,6 +333,39 @@ impl Member {
 
     /// Posts a text message from this member; returns its sequence number.
     pub fn post(&self, text: &str) -> u64 {
+        self.poster().post(text)
+    }
+
+    /// A handle that posts as this member from elsewhere (another call), while the member is in
+    /// the room: the caller drops it when the member leaves.
+    pub fn poster(&self) -> Poster {
+        Poster {
+            room: self.room.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// Posts as one member; see [`Member::poster`].
+#[derive(Clone)]
+pub struct Poster {
+    room: Arc<Room>,
+    name: Arc<str>,
+}
+
+impl Poster {
+    /// The member's room.
+    pub fn room_id(&self) -> &str {
+        &self.room.id
+    }
+
+    /// The member's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Posts a text message as the member; returns its sequence number.
+    pub fn post(&self, text: &str) -> u64 {
         let mut st = self.room.lock();
         let seq = self.room.append(
             &mut st,
@@ -346,7 +379,9 @@ impl Member {
         self.room.head.send_replace(next);
         seq
     }
+}
 
+impl Member {
     /// Everything between the cursor and the head, as whole gRPC frames in one buffer (at most
     /// about [`MAX_BATCH_BYTES`]), preceded by a gap event if the cursor fell behind the ring.
     /// Advances the cursor. `None` when the member is up to date.
