@@ -14,6 +14,10 @@ command -v grpcurl >/dev/null || { echo "grpcurl did not install" >&2; exit 1; }
 # Buf (npm ships the binary), then the proto module's checks: upstream files intact, lint, and no
 # wire- or JSON-breaking change against the released protos.
 npm ci --prefix tests/tools
+# The browser test: Debian's chromium (driven by tests/tools' playwright-core), and the page's
+# build tools (web/: buf generate + esbuild) for the check that the committed bundle is fresh.
+command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+npm ci --prefix web
 bash tests/proto-check.sh
 
 export RUSTFLAGS="${RUSTFLAGS:-} -D warnings"

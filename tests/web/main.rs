@@ -4,7 +4,9 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod browser;
 mod buf_curl;
+mod bundle;
 mod cors;
 mod grpc_web;
 mod subscribe;

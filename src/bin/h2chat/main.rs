@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+
+mod self_signed;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -368,8 +370,12 @@ impl ServeArgs {
 #[derive(Args)]
 struct TlsArgs {
     /// Serve TLS on --addr with this certificate chain (PEM, leaf first); SIGHUP reloads it.
-    #[arg(long, requires = "tls_key")]
+    #[arg(long, requires = "tls_key", conflicts_with = "tls_self_signed")]
     tls_cert: Option<PathBuf>,
+    /// Serve TLS on --addr with a certificate for localhost made at startup (its SHA-256
+    /// fingerprint is printed): for trying the chat page at https://localhost:PORT/.
+    #[arg(long)]
+    tls_self_signed: bool,
     /// The private key of --tls-cert (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
@@ -449,8 +455,20 @@ enum ClientAuthArg {
 impl TlsArgs {
     /// The TLS acceptor these flags ask for, loaded; `None` without --tls-cert.
     fn acceptor(&self) -> Result<Option<Arc<TlsAcceptor>>, Box<dyn std::error::Error>> {
-        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
-            return Ok(None);
+        let made;
+        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => (cert, key),
+            _ if self.tls_self_signed => {
+                made = self_signed::make()?;
+                tracing::info!(
+                    fingerprint = %made.fingerprint,
+                    cert = %made.cert.display(),
+                    "TLS with a self-signed certificate for localhost made at startup: compare \
+                     its SHA-256 fingerprint with the browser's before accepting it"
+                );
+                (&made.cert, &made.key)
+            }
+            _ => return Ok(None),
         };
         let client_auth = match (&self.tls_client_ca, self.tls_client_auth) {
             (None, _) => ClientAuth::None,
