@@ -7,13 +7,15 @@
 //! named here).
 //! - [`grpc`]: the gRPC layer on h2. Knows nothing of chat.
 //!   - `grpc/mod.rs`; shared by both sides: `codec.rs` (framing), `status.rs`, `metadata.rs`,
-//!     `compression.rs`, `timeout.rs`, `headers.rs`, `tls.rs` (PEM files, the crypto provider).
+//!     `compression.rs`, `timeout.rs`, `headers.rs`, `tls.rs` (PEM files, the crypto provider),
+//!     `web.rs` (gRPC-Web framing).
 //!   - `grpc/server/`: `mod.rs` (connections, call tasks), `accept.rs` (refusals before a handler),
 //!     `shutdown.rs` (the shutdown signal, a value), `written.rs` (write tracking), `router.rs`,
 //!     `call/mod.rs` + `call/state.rs` (one call and its stream state), `coalesce.rs` (write
 //!     coalescing), `keepalive.rs`; for TLS and identity, `server/transport.rs` (plaintext and TLS
 //!     listeners), `server/tls.rs` (the reloadable acceptor), `server/auth.rs` (the
-//!     authentication hook).
+//!     authentication hook); for browsers, `server/cors.rs` (which origins may call) and
+//!     `server/pages.rs` (static files answering `GET`).
 //!   - `grpc/client/`: `mod.rs` (the channel), `call.rs` (send half), `response.rs` (receive
 //!     half), `shared.rs` (their shared state), `status.rs` (status mapping), `tls.rs` (the TLS
 //!     connector).
@@ -26,11 +28,13 @@
 //! - [`ring`] (`ring.rs`): a sequence-numbered bounded ring read by cursors: the one mechanism
 //!   under chat rooms and the server's log.
 //! - [`services`]: what the server serves, `services/mod.rs`, and `app.rs`, which assembles it.
-//!   - `services/chat/`: `mod.rs` (the ChatService calls), `room.rs` (the room engine).
+//!   - `services/chat/`: `mod.rs` (the ChatService calls), `browser.rs` (`Subscribe` and
+//!     `Post`), `room.rs` (the room engine).
 //!   - `services/logs/`: `mod.rs` (WatchLogs), `ring.rs` (the log ring and its tracing layer),
 //!     `tail.rs` (tail -F into it).
 //!   - `services/reflection/`: `mod.rs` (v1 and v1alpha), `index.rs` (the descriptor index).
-//!   - `services/health.rs`, `services/echo.rs`, `services/interop.rs`.
+//!   - `services/health.rs`, `services/echo.rs`, `services/interop.rs`, `services/page.rs` (the
+//!     chat page, `web/dist/`).
 //! - [`client`]: `h2chat chat` — `client/mod.rs` (mode choice), `options.rs` (options, exit
 //!   codes, join and finish), `interactive.rs`, `scripted.rs`, `render.rs`, `credentials.rs`
 //!   (TLS and the bearer token);
@@ -42,7 +46,8 @@
 //!   `server.rs`), `event.rs`, `histogram.rs`, `proc.rs`, `report.rs`, `ticker.rs`.
 //! - [`cli`] (`cli.rs`): command-line value types the subcommands share (seconds).
 //! - [`signal`] (`signal.rs`): SIGINT/SIGTERM (and SIGHUP), for the programs.
-//! - `bin/h2chat/`: `main.rs` (the command line), `bench.rs` (its bench subcommands).
+//! - `bin/h2chat/`: `main.rs` (the command line), `bench.rs` (its bench subcommands),
+//!   `self_signed.rs` (`--tls-self-signed`).
 
 #![warn(missing_docs, unreachable_pub, clippy::all)]
 
