@@ -20,7 +20,7 @@
 //!   and the two baselines beside them (raw h2 for unary calls, plain TCP for fan-out).
 //! - [`signal`]: SIGINT/SIGTERM, for the programs (the gRPC layer only knows a shutdown value).
 
-#![warn(missing_docs, unreachable_pub, clippy::all)]
+#![warn(unreachable_pub)]
 
 pub mod bench;
 pub mod client;
