@@ -4,4 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod env;
+mod flags;
+mod server;
 mod setup;
