@@ -18,12 +18,15 @@
 //! - [`stdio`]: `h2chat stdio`, the server as a JSON-lines node driven through the gRPC client.
 //! - [`bench`](mod@bench): `h2chat bench` — load generators measuring the server from outside,
 //!   and the two baselines beside them (raw h2 for unary calls, plain TCP for fan-out).
+//! - [`exporter`]: the Prometheus endpoint (`--metrics-addr`) for what the gRPC layer and the
+//!   services count through the `metrics` facade.
 //! - [`signal`]: SIGINT/SIGTERM, for the programs (the gRPC layer only knows a shutdown value).
 
 #![warn(unreachable_pub)]
 
 pub mod bench;
 pub mod client;
+pub mod exporter;
 pub mod grpc;
 pub mod pb;
 pub mod protocol;

@@ -6,5 +6,8 @@ mod common;
 
 mod env;
 mod flags;
+mod logs;
+mod metrics;
+mod scrape;
 mod server;
 mod setup;

@@ -10,7 +10,6 @@ use tokio::sync::mpsc;
 use crate::common::chat::PATIENCE;
 
 /// A running `h2chat serve` (killed when dropped) and its stderr.
-#[allow(dead_code)] // the log tests use the rest
 pub struct LoggedServer {
     child: Child,
     lines: mpsc::UnboundedReceiver<String>,
@@ -20,7 +19,6 @@ pub struct LoggedServer {
     pub addr: SocketAddr,
 }
 
-#[allow(dead_code)]
 impl LoggedServer {
     /// Starts `h2chat serve --addr 127.0.0.1:0 ARGS` with `RUST_LOG=info` and `env`, and waits
     /// for the line saying where it listens.
@@ -61,7 +59,10 @@ impl LoggedServer {
             log: Vec::new(),
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         };
-        let line = server.expect_log(|l| l.contains("listening")).await;
+        // The gRPC port's line, not "metrics listening".
+        let line = server
+            .expect_log(|l| l.contains(": listening ") || l.contains("\"message\":\"listening\""))
+            .await;
         server.addr = listening_addr(&line)
             .unwrap_or_else(|| panic!("no address in the listening line: {line}"));
         server

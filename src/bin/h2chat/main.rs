@@ -92,9 +92,21 @@ enum FormatArg {
     Json,
 }
 
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event (`timestamp`, `level`, `fields`, `target`, `span`).
+    Json,
+}
+
 /// The log flags `serve` and `stdio` share.
 #[derive(Args)]
 struct LogArgs {
+    /// How log lines are written to stderr (the filter is RUST_LOG, default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Log entries the server keeps for LogWatcher.WatchLogs.
     #[arg(long, value_parser = flags::whole::<usize>(1, None), default_value_t = ring::DEFAULT_LOG_HISTORY)]
     log_history: usize,
@@ -208,6 +220,9 @@ struct ServeArgs {
     /// Posts a member may make in a burst before the rate applies.
     #[arg(long, value_parser = flags::decimal(1.0, true, None), default_value_t = chat::DEFAULT_POST_BURST)]
     post_burst: f64,
+    /// Serve Prometheus metrics over HTTP/1.1 on this HOST:PORT (any path; off by default).
+    #[arg(long, value_parser = flags::listen_addr)]
+    metrics_addr: Option<ListenAddr>,
     #[command(flatten)]
     logs: LogArgs,
 }
@@ -253,35 +268,70 @@ impl ServeArgs {
     }
 }
 
-/// Logs to stderr and, if given, into `ring`, both filtered by `RUST_LOG` (default `info`).
-fn init_logging(ring: Option<&LogRing>) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+/// Logs to stderr (as `format` says) and, if given, into `ring`, both filtered by `RUST_LOG`
+/// (default `info`). A `RUST_LOG` that does not parse is an error: a typo must not silently
+/// turn logging off.
+fn init_logging(ring: Option<&LogRing>, format: LogFormat) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(text) => EnvFilter::try_new(&text).map_err(|e| {
+            format!("invalid RUST_LOG {text:?}: {e} (e.g. RUST_LOG=info,h2chat=debug)")
+        })?,
+        Err(std::env::VarError::NotPresent) => EnvFilter::new("info"),
+        Err(std::env::VarError::NotUnicode(_)) => return Err("RUST_LOG is not UTF-8".into()),
+    };
+    let ansi = std::io::stderr().is_terminal();
+    let (text, json) = match format {
+        LogFormat::Text => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(ansi),
+            ),
+            None,
+        ),
+        LogFormat::Json => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            ),
+        ),
+    };
     tracing_subscriber::registry()
         .with(filter)
-        .with(stderr)
+        .with(text)
+        .with(json)
         .with(ring.map(LogRing::layer))
         .init();
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ring = args.logs.ring();
-    init_logging(Some(&ring));
+    init_logging(Some(&ring), args.logs.log_format)?;
+    if let Some(metrics) = &args.metrics_addr {
+        let addr = h2chat::exporter::install(metrics.addrs[0])?;
+        tracing::info!(%addr, "metrics listening");
+    }
     let listener = tokio::net::TcpListener::bind(&args.addr.addrs[..])
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.addr.text))?;
     let server = app::build(args.config(ring));
+    // Before saying it listens: from then on SIGTERM means graceful shutdown.
+    let signal = interrupted();
     tracing::info!(addr = %listener.local_addr()?, services = ?server.service_names(), "listening");
-    server.serve(listener, interrupted()).await?;
+    server.serve(listener, signal).await?;
     Ok(())
 }
 
 /// Runs the chat client; the runtime is shut down without waiting for a pending read of stdin.
 fn chat(runtime: tokio::runtime::Runtime, args: ChatArgs) -> ExitCode {
     if std::env::var_os("RUST_LOG").is_some() {
-        init_logging(None);
+        if let Err(e) = init_logging(None, LogFormat::Text) {
+            eprintln!("h2chat: {e}");
+            return ExitCode::from(2);
+        }
     }
     let options = ChatOptions {
         addr: args.addr,
@@ -299,7 +349,7 @@ fn chat(runtime: tokio::runtime::Runtime, args: ChatArgs) -> ExitCode {
 
 async fn run_stdio(args: StdioArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ring = args.logs.ring();
-    init_logging(Some(&ring));
+    init_logging(Some(&ring), args.logs.log_format)?;
     let config = StdioConfig {
         app: AppConfig {
             logs: args.logs.config(ring),

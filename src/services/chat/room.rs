@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use crate::grpc::codec::encode_message;
 use crate::grpc::Status;
 use crate::pb::chat::v1::{ChatMessage, EventKind, LeaveReason};
+use crate::services::chat::stats;
 
 /// Default number of events a room keeps.
 pub const DEFAULT_HISTORY_EVENTS: usize = 1000;
@@ -159,6 +160,7 @@ impl Rooms {
                 reg.retired_order.retain(|r| *r != id);
                 let room = Arc::new(Room::new(id.clone(), next_seq));
                 reg.rooms.insert(id, room.clone());
+                stats::rooms(reg.rooms.len());
                 room
             }
         };
@@ -256,6 +258,7 @@ impl Rooms {
         let next_seq = st.next_seq;
         drop(st);
         if reg.rooms.remove(&room.id).is_some() {
+            stats::rooms(reg.rooms.len());
             reg.retired.insert(room.id.clone(), next_seq);
             reg.retired_order.push_back(room.id.clone());
             while reg.retired_order.len() > self.limits.max_rooms {
@@ -390,6 +393,9 @@ impl Member {
         }
         let events = st.ring.range(start.min(st.ring.len())..).take(count);
         self.cursor += count as u64;
+        if count > 0 {
+            stats::delivered(count as u64);
+        }
         let Some((from, to)) = gap else {
             // One event goes out as the shared frame itself. Several are copied into one buffer
             // right here: a copy of a small frame costs less than taking and dropping a share of
@@ -410,6 +416,7 @@ impl Member {
         let mut buf = BytesMut::with_capacity(size);
         events.for_each(|f| buf.extend_from_slice(f));
         drop(st);
+        stats::gap(to - from + 1);
         let gap_frame = encode_message(&ChatMessage {
             room_id: self.room.id.to_string(),
             text: format!("missed {} events ({from}..={to})", to - from + 1),
