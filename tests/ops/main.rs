@@ -8,6 +8,7 @@ mod env;
 mod flags;
 mod logs;
 mod metrics;
+mod readme;
 mod scrape;
 mod server;
 mod setup;
