@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 bash tests/setup-tools.sh .venv
 export PATH="$PWD/.venv/bin:$PATH"
 
+# Buf (npm ships the binary), then the proto module's checks: upstream files intact, lint, and no
+# wire- or JSON-breaking change against the released protos.
+npm ci --prefix tests/tools
+bash tests/proto-check.sh
+
 # Warnings are denied by clippy's own flag, not RUSTFLAGS: RUSTFLAGS would make this build and a
 # plain `cargo test` afterwards rebuild every dependency for each other.
 cargo fmt --all -- --check

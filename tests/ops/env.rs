@@ -6,9 +6,10 @@ use std::process::Stdio;
 use h2chat::grpc::client::Channel;
 use h2chat::grpc::Code;
 
-use crate::common::chat::{self, PATIENCE};
 use crate::flags::run_h2chat;
 use crate::server::LoggedServer;
+use crate::support::chat;
+use crate::support::PATIENCE;
 
 /// `h2chat SUBCOMMAND --help`.
 async fn help(subcommand: &str) -> String {

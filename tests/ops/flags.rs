@@ -7,9 +7,10 @@ use std::process::Stdio;
 use h2chat::grpc::client::Channel;
 use tokio::process::Command;
 
-use crate::common::chat::{self, PATIENCE};
-use crate::common::cli::ChatProcess;
-use crate::common::process::ServerProcess;
+use crate::support::chat;
+use crate::support::cli::ChatProcess;
+use crate::support::process::ServerProcess;
+use crate::support::PATIENCE;
 
 /// What `h2chat ARGS` did: exit code and stderr. It must exit within [`PATIENCE`].
 pub async fn run_h2chat(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
@@ -117,7 +118,7 @@ async fn stdio_and_chat_values_are_checked_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_and_chat_take_a_host_name() {
     // Listens on what `localhost` resolves to (port 0: any free one).
-    let server = ServerProcess::start(&["--addr", "localhost:0"]);
+    let server = ServerProcess::start(&["--addr", "localhost:0"]).await;
     assert!(
         server.addr.ip().is_loopback(),
         "listening on {}",

@@ -5,9 +5,9 @@
 use h2chat::grpc::client::{CallOptions, Channel};
 use h2chat::grpc::Code;
 
-use crate::common::chat;
 use crate::flags::run_h2chat;
 use crate::server::LoggedServer;
+use crate::support::chat;
 
 /// Calls a method nobody serves and checks it is UNIMPLEMENTED.
 pub async fn call_unknown_method(ch: &Channel) {

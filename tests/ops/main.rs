@@ -1,8 +1,8 @@
 //! Operability: the test command's setup on a stock Debian/Ubuntu, flag validation, configuration
 //! from the environment, the operator's log lines, metrics, and the README's quick start.
 
-#[path = "../common/mod.rs"]
-mod common;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod env;
 mod flags;

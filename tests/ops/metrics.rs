@@ -6,10 +6,10 @@ use h2chat::grpc::client::Channel;
 use h2chat::grpc::Code;
 use h2chat::pb::chat::v1::{ChatMessage, EventKind};
 
-use crate::common::chat::{self, kind, msg, next_where, post};
 use crate::logs::call_unknown_method;
 use crate::scrape::Scrape;
 use crate::server::LoggedServer;
+use crate::support::chat::{self, kind, msg, next_where, post};
 
 const CHAT: [(&str, &str); 2] = [
     ("grpc_service", "chat.v1.ChatService"),
@@ -42,9 +42,9 @@ async fn a_scrape_after_a_session_a_refusal_and_a_gap_has_the_right_values() {
     let line = server
         .log
         .iter()
-        .find(|l| l.contains("metrics listening"))
+        .find(|l| l.contains("serving metrics"))
         .cloned()
-        .expect("a \"metrics listening\" line");
+        .expect("a \"serving metrics\" line");
     let metrics_addr = line
         .split("addr=")
         .nth(1)

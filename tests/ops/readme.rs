@@ -17,10 +17,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-use crate::common::chat::PATIENCE;
-use crate::common::cli::signal;
-use crate::common::require_tool;
 use crate::server::LoggedServer;
+use crate::support::cli::signal;
+use crate::support::require_tool;
+use crate::support::PATIENCE;
 
 /// The sections whose commands make the quick start.
 const SECTIONS: [&str; 4] = [
@@ -166,7 +166,7 @@ impl Running {
 
     /// Ctrl-C, as the README says to end a session, and the exit.
     async fn interrupt(mut self) {
-        signal(self.child.id().expect("running"), "-INT");
+        signal(self.child.id().expect("running"), libc::SIGINT);
         tokio::time::timeout(PATIENCE, self.child.wait())
             .await
             .unwrap_or_else(|_| panic!("{} did not end on SIGINT", self.what))
@@ -432,7 +432,7 @@ async fn the_log_watching_and_echo_examples_work_as_described() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("read README.md");
     let commands = commands_in(&readme, "## Watching the server's log, and an echo");
-    let file = crate::common::TempFile::with_lines("readme-watch.log", &["ERROR disk full"]);
+    let file = crate::support::TempFile::with_lines("readme-watch.log", &["ERROR disk full"]);
     let file_path = file.0.to_string_lossy().into_owned();
     let mut server = None;
     let mut ran = 0;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::chat::PATIENCE;
+use crate::support::PATIENCE;
 
 /// One sample: its name and labels.
 type Series = (String, BTreeMap<String, String>);

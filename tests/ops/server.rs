@@ -7,7 +7,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-use crate::common::chat::PATIENCE;
+use crate::support::process::dies_with_the_test;
+use crate::support::PATIENCE;
 
 /// A running `h2chat serve` (killed when dropped) and its stderr.
 pub struct LoggedServer {
@@ -36,11 +37,10 @@ impl LoggedServer {
     /// Spawns `cmd` (an `h2chat serve` with its own flags and environment) and waits for the
     /// line saying where it listens.
     pub async fn spawn(mut cmd: Command) -> LoggedServer {
-        let mut child = cmd
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
+            .stderr(Stdio::piped());
+        let mut child = dies_with_the_test(&mut cmd)
             .spawn()
             .expect("start h2chat serve");
         let stderr = child.stderr.take().expect("stderr");
@@ -59,7 +59,7 @@ impl LoggedServer {
             log: Vec::new(),
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         };
-        // The gRPC port's line, not "metrics listening".
+        // The gRPC port's line.
         let line = server
             .expect_log(|l| l.contains(": listening ") || l.contains("\"message\":\"listening\""))
             .await;
@@ -96,7 +96,7 @@ impl LoggedServer {
 
     /// Sends SIGTERM, waits (at most [`PATIENCE`]) for the exit and reads the rest of the log.
     pub async fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        crate::common::cli::signal(self.pid(), "-TERM");
+        crate::support::cli::signal(self.pid(), libc::SIGTERM);
         let status = tokio::time::timeout(PATIENCE, self.child.wait())
             .await
             .unwrap_or_else(|_| panic!("server did not exit within {PATIENCE:?}"))

@@ -8,17 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::TempDir;
+
 /// The distribution's python, never pyenv's shim.
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// PATH without pyenv: what a user of the distribution's python has.
 fn path_without_pyenv() -> String {
@@ -53,8 +46,7 @@ fn setup_tools_works_with_the_distributions_python3_in_a_clean_venv() {
         "{SYSTEM_PYTHON} is missing: this test checks the distribution's python"
     );
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = TempDir(std::env::temp_dir().join(format!("h2chat-setup-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
+    let dir = TempDir::new("setup-venv");
     let venv = dir.0.join("venv");
 
     run(

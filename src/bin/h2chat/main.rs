@@ -312,7 +312,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     init_logging(Some(&ring), args.logs.log_format)?;
     if let Some(metrics) = &args.metrics_addr {
         let addr = h2chat::exporter::install(metrics.addrs[0])?;
-        tracing::info!(%addr, "metrics listening");
+        tracing::info!(%addr, "serving metrics");
     }
     let listener = tokio::net::TcpListener::bind(&args.addr.addrs[..])
         .await
