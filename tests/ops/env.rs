@@ -27,17 +27,21 @@ async fn help(subcommand: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The long flags `h2chat SUBCOMMAND --help` lists, `help` and `version` left out.
+fn flags_in_help(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter_map(|l| l.trim_start().strip_prefix("--"))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|f| !matches!(*f, "help" | "version"))
+        .collect()
+}
+
 #[tokio::test]
 async fn help_names_the_variable_of_every_flag() {
     for subcommand in ["serve", "chat", "stdio"] {
         let text = help(subcommand).await;
         // Each option starts a line `--name <VALUE>`; its help ends in `[env: H2CHAT_NAME=]`.
-        let flags: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.trim_start().strip_prefix("--"))
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|f| !matches!(*f, "help" | "version"))
-            .collect();
+        let flags = flags_in_help(&text);
         assert!(
             flags.len() >= 4,
             "{subcommand} --help lists no flags:\n{text}"
@@ -49,6 +53,23 @@ async fn help_names_the_variable_of_every_flag() {
                 "{subcommand} --{flag} has no {var}]:\n{text}"
             );
         }
+    }
+}
+
+#[tokio::test]
+async fn the_readme_flags_table_names_every_serve_flag() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    let table = readme
+        .split("## Flags and limits")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").nth(2))
+        .expect("the README's flags table");
+    for flag in flags_in_help(&help("serve").await) {
+        assert!(
+            table.contains(&format!("`--{flag}`")),
+            "the README's flags table misses --{flag}:\n{table}"
+        );
     }
 }
 
