@@ -26,26 +26,28 @@
 //! anything a client chose freely. go-grpc-prometheus's `grpc_type` label is left out: the gRPC
 //! layer does not know a method's streaming shape.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter};
 
 use crate::grpc::status::Code;
 
 /// Whether an exporter listens; see [`enable`].
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
-/// The `grpc_service`/`grpc_method` pairs seen so far, each leaked once so labels can borrow
-/// them: bounded by the methods the router serves.
-static METHODS: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+/// Each served path seen so far and its labels and per-message counters, leaked once: bounded
+/// by the methods the router serves. A message's count is then one read lock and an add, with
+/// no label built.
+static METHODS: RwLock<Option<HashMap<&'static str, &'static MethodStats>>> = RwLock::new(None);
 
 /// The label value of a path the router does not serve.
 const UNKNOWN: &str = "unknown";
 
-/// Turns recording on; call it once the process has installed a `metrics` recorder.
+/// Turns recording on; call it once the process has installed a `metrics` recorder, before the
+/// server serves (the counters of each method are registered with the recorder on first use).
 pub fn enable() {
     ENABLED.store(true, Ordering::Relaxed);
 }
@@ -62,6 +64,13 @@ pub(in crate::grpc) struct MethodLabels {
     method: &'static str,
 }
 
+/// A served method's labels and message counters.
+struct MethodStats {
+    labels: MethodLabels,
+    received: Counter,
+    sent: Counter,
+}
+
 impl MethodLabels {
     /// The labels of a path the router does not serve.
     pub(in crate::grpc) const UNKNOWN: MethodLabels = MethodLabels {
@@ -70,27 +79,40 @@ impl MethodLabels {
     };
 
     /// The labels of `path` (`/pkg.Service/Method`); only for a path the router serves, which
-    /// keeps the set of label values bounded.
+    /// keeps the set of label values bounded. With recording off, nothing is looked up (and the
+    /// labels are never used).
     pub(in crate::grpc) fn served(path: &str) -> MethodLabels {
-        let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
+        if !is_enabled() {
             return MethodLabels::UNKNOWN;
-        };
-        MethodLabels {
-            service: intern(service),
-            method: intern(method),
         }
+        method_stats(path).labels
     }
 }
 
-fn intern(name: &str) -> &'static str {
-    let mut set = METHODS.lock().unwrap_or_else(|e| e.into_inner());
-    let set = set.get_or_insert_with(HashSet::new);
-    if let Some(known) = set.get(name) {
-        return known;
+/// The entry of a served `path`, made on first sight.
+fn method_stats(path: &str) -> &'static MethodStats {
+    let known = METHODS.read().unwrap_or_else(|e| e.into_inner());
+    if let Some(stats) = known.as_ref().and_then(|m| m.get(path)) {
+        return stats;
     }
-    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
-    set.insert(leaked);
-    leaked
+    drop(known);
+    let mut known = METHODS.write().unwrap_or_else(|e| e.into_inner());
+    let map = known.get_or_insert_with(HashMap::new);
+    if let Some(stats) = map.get(path) {
+        return stats;
+    }
+    let path: &'static str = Box::leak(path.to_owned().into_boxed_str());
+    let labels = match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
+        Some((service, method)) => MethodLabels { service, method },
+        None => MethodLabels::UNKNOWN,
+    };
+    let stats: &'static MethodStats = Box::leak(Box::new(MethodStats {
+        labels,
+        received: counter!("grpc_server_msg_received_total", "grpc_service" => labels.service, "grpc_method" => labels.method),
+        sent: counter!("grpc_server_msg_sent_total", "grpc_service" => labels.service, "grpc_method" => labels.method),
+    }));
+    map.insert(path, stats);
+    stats
 }
 
 /// A call reached its handler.
@@ -119,18 +141,14 @@ pub(in crate::grpc) fn call_handled(labels: MethodLabels, code: Code, elapsed: D
 /// `n` request messages arrived on a call to `path` (a served one: only handlers receive).
 pub(in crate::grpc) fn messages_received(path: &str, n: u64) {
     if is_enabled() {
-        let labels = MethodLabels::served(path);
-        counter!("grpc_server_msg_received_total", "grpc_service" => labels.service, "grpc_method" => labels.method)
-            .increment(n);
+        method_stats(path).received.increment(n);
     }
 }
 
 /// The response messages in `frames` (whole gRPC frames) go out on a call to `path`.
 pub(in crate::grpc) fn messages_sent(path: &str, frames: &[u8]) {
     if is_enabled() {
-        let labels = MethodLabels::served(path);
-        counter!("grpc_server_msg_sent_total", "grpc_service" => labels.service, "grpc_method" => labels.method)
-            .increment(count_frames(frames));
+        method_stats(path).sent.increment(count_frames(frames));
     }
 }
 
@@ -252,9 +270,12 @@ mod tests {
 
     #[test]
     fn served_paths_are_interned_and_others_are_unknown() {
+        // Without a recorder installed every counter is a no-op; the labels are what is tested.
+        enable();
         let a = MethodLabels::served("/a.B/C");
         let b = MethodLabels::served("/a.B/C");
         assert!(std::ptr::eq(a.method, b.method));
+        assert_eq!((a.service, a.method), ("a.B", "C"));
         assert_eq!(MethodLabels::served("nonsense").service, UNKNOWN);
     }
 }
