@@ -11,12 +11,14 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
+use super::call_log::{log_refused, log_refused_http};
 use super::{ConnInfo, ServerConfig, Shared};
 use crate::grpc::compression::{Encoding, Encodings};
 use crate::grpc::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING, GRPC_TIMEOUT};
 use crate::grpc::metadata::Metadata;
 use crate::grpc::server::auth::{AuthRequest, Authenticator, Principal};
 use crate::grpc::server::call::{Call, CallInfo};
+use crate::grpc::server::stats;
 use crate::grpc::server::written::Chunk;
 use crate::grpc::status::Status;
 use crate::grpc::timeout;
@@ -40,6 +42,8 @@ pub(super) fn accept_call(
     let stream_id: u32 = respond.stream_id().as_u32();
     if request.method() != Method::POST {
         debug!(method = %request.method(), "refused: not POST");
+        stats::call_refused("not_post");
+        log_refused_http(conn.peer, StatusCode::METHOD_NOT_ALLOWED, "not POST");
         refuse_http(&mut respond, StatusCode::METHOD_NOT_ALLOWED);
         return None;
     }
@@ -50,29 +54,44 @@ pub(super) fn accept_call(
         .is_some_and(|ct| ct.starts_with("application/grpc"));
     if !grpc_content {
         debug!("refused: content-type is not application/grpc");
+        stats::call_refused("not_grpc");
+        log_refused_http(
+            conn.peer,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content-type is not application/grpc",
+        );
         refuse_http(&mut respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
         return None;
     }
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let (mut info, mut early) = call_info(&shared.config, &parts.headers, path, stream_id, conn);
+    let mut reason = "bad_headers";
     if let (None, Some(authenticator)) = (&early, &shared.authenticator) {
         match authenticate(authenticator.as_ref(), &info) {
             Ok(principal) => info.principal = principal,
-            Err(status) => early = Some(status),
+            Err(status) => {
+                reason = "unauthenticated";
+                early = Some(status);
+            }
         }
     }
     let call = Call::new(info, body, respond, permit);
     if let Some(status) = early {
         debug!(%status, "refused before the handler");
+        stats::call_refused(reason);
+        log_refused(&call, &status);
         call.finish(Err(status));
         return None;
     }
     if !call.has_permit() {
-        call.finish(Err(Status::resource_exhausted(format!(
+        let status = Status::resource_exhausted(format!(
             "too many running calls on this connection (max {})",
             shared.config.max_concurrent_streams
-        ))));
+        ));
+        stats::call_refused("too_many_calls");
+        log_refused(&call, &status);
+        call.finish(Err(status));
         return None;
     }
     Some(call)
