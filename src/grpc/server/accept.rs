@@ -12,6 +12,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
+use super::call_log::{log_refused, log_refused_http};
 use super::{ConnInfo, ServerConfig, Shared};
 use crate::grpc::compression::{Encoding, Encodings};
 use crate::grpc::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING, GRPC_TIMEOUT};
@@ -20,6 +21,7 @@ use crate::grpc::server::auth::{AuthRequest, Authenticator, Principal};
 use crate::grpc::server::call::{Call, CallInfo, WebCall};
 use crate::grpc::server::cors::Verdict;
 use crate::grpc::server::pages;
+use crate::grpc::server::stats;
 use crate::grpc::server::written::Chunk;
 use crate::grpc::status::Status;
 use crate::grpc::timeout;
@@ -55,6 +57,8 @@ pub(super) fn accept_call(
     }
     if *method != Method::POST {
         debug!(%method, "refused: not POST");
+        stats::call_refused("not_post");
+        log_refused_http(conn.peer, StatusCode::METHOD_NOT_ALLOWED, "not POST");
         refuse_http(&mut respond, StatusCode::METHOD_NOT_ALLOWED);
         return None;
     }
@@ -64,6 +68,12 @@ pub(super) fn accept_call(
         .and_then(Protocol::from_content_type);
     let Some(protocol) = protocol else {
         debug!("refused: content-type is not application/grpc or application/grpc-web");
+        stats::call_refused("not_grpc");
+        log_refused_http(
+            conn.peer,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content-type is not application/grpc or application/grpc-web",
+        );
         refuse_http(&mut respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
         return None;
     };
@@ -90,23 +100,32 @@ pub(super) fn accept_call(
     let path = parts.uri.path().to_owned();
     let (mut info, mut early) = call_info(&shared.config, &parts.headers, path, stream_id, conn);
     info.web = web;
+    let mut reason = "bad_headers";
     if let (None, Some(authenticator)) = (&early, &shared.authenticator) {
         match authenticate(authenticator.as_ref(), &info) {
             Ok(principal) => info.principal = principal,
-            Err(status) => early = Some(status),
+            Err(status) => {
+                reason = "unauthenticated";
+                early = Some(status);
+            }
         }
     }
     let call = Call::new(info, body, respond, permit);
     if let Some(status) = early {
         debug!(%status, "refused before the handler");
+        stats::call_refused(reason);
+        log_refused(&call, &status);
         call.finish(Err(status));
         return None;
     }
     if !call.has_permit() {
-        call.finish(Err(Status::resource_exhausted(format!(
+        let status = Status::resource_exhausted(format!(
             "too many running calls on this connection (max {})",
             shared.config.max_concurrent_streams
-        ))));
+        ));
+        stats::call_refused("too_many_calls");
+        log_refused(&call, &status);
+        call.finish(Err(status));
         return None;
     }
     Some(call)
