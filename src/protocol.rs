@@ -17,3 +17,12 @@ pub const JOINED_SEQ_METADATA: &str = "chat-joined-seq";
 pub const DEFAULT_MAX_ID_BYTES: usize = 64;
 /// Default longest text, in bytes.
 pub const DEFAULT_MAX_TEXT_BYTES: usize = 4096;
+
+/// The response header of a joined `Chat` call holding the room's epoch: the name of the
+/// incarnation of the room that `chat-joined-seq` and every later event are numbered in. A client
+/// resuming sends it back as `resume_epoch` beside `resume_after_seq`. Opaque ASCII.
+pub const EPOCH_METADATA: &str = "chat-epoch";
+
+/// The response header of a joined `Chat` call holding the longest text the server accepts, in
+/// bytes (decimal). A client refuses longer lines itself instead of having its call ended.
+pub const MAX_TEXT_BYTES_METADATA: &str = "chat-max-text-bytes";

@@ -61,11 +61,13 @@ async fn sequence_numbers_are_identical_and_gap_free_across_members() {
     for p in posters {
         _members.push(p.await.expect("poster"));
     }
+    let room_epoch = epoch(&mut _members[0]).await;
     // Observers replay the room from its start: all must agree, event for event.
     let mut seen: Vec<Vec<(u64, String, String)>> = Vec::new();
     for n in ["x", "y", "z"] {
         let mut first = msg("seq", n, "");
         first.resume_after_seq = Some(0);
+        first.resume_epoch = room_epoch.clone();
         let mut call = start(&ch, &first).await;
         let mut events = Vec::new();
         let mut done = 0;
@@ -201,6 +203,7 @@ async fn resume_after_seq_yields_exactly_the_later_events_while_others_post() {
     }
     let before = until_text(&mut poster, "m49").await;
     let s = before.seq - 20;
+    let room_epoch = epoch(&mut poster).await;
     // Keep posting while the resuming member joins.
     let (mut tx, mut rx) = poster.split();
     let posting = tokio::spawn(async move {
@@ -211,6 +214,7 @@ async fn resume_after_seq_yields_exactly_the_later_events_while_others_post() {
     });
     let mut first = msg("resume", "reader", "");
     first.resume_after_seq = Some(s);
+    first.resume_epoch = room_epoch;
     let mut reader = start(&ch, &first).await;
     let got = collect_until(&mut reader, "m399").await;
     let _tx = posting.await.expect("poster");
@@ -265,6 +269,7 @@ async fn resume_from_before_the_retained_history_starts_with_a_gap_event() {
     let last = until_text(&mut alice, "29").await;
     let mut first = msg("g", "late", "");
     first.resume_after_seq = Some(3);
+    first.resume_epoch = epoch(&mut alice).await;
     let mut late = start(&ch, &first).await;
     let gap = next(&mut late).await;
     assert_eq!(kind(&gap), EventKind::Gap);
@@ -444,11 +449,12 @@ async fn member_that_stops_reading_gets_one_gap_and_cannot_grow_server_memory() 
 }
 
 #[tokio::test]
-async fn rooms_keep_numbering_after_they_empty() {
+async fn a_room_recreated_after_it_empties_is_a_new_epoch_numbered_from_one() {
     let server = TestServer::default().await;
     let ch = Channel::connect(server.addr).await.expect("connect");
     let mut a = start(&ch, &msg("again", "a", "first life")).await;
-    let m = until_text(&mut a, "first life").await;
+    let first_epoch = epoch(&mut a).await;
+    until_text(&mut a, "first life").await;
     a.cancel();
     drop(a);
     // Wait until the server has removed the room (its member list is empty), then join again.
@@ -475,11 +481,11 @@ async fn rooms_keep_numbering_after_they_empty() {
         .await
         .expect("room removed");
     let mut b = start(&ch, &msg("again", "b", "second life")).await;
+    let second_epoch = epoch(&mut b).await;
     let m2 = until_text(&mut b, "second life").await;
-    assert!(
-        m2.seq > m.seq,
-        "sequence restarted: {} after {}",
-        m2.seq,
-        m.seq
+    assert_ne!(second_epoch, first_epoch, "a new incarnation, a new epoch");
+    assert_eq!(
+        m2.seq, 2,
+        "numbered from 1 in its epoch: b joined (1), posted (2)"
     );
 }

@@ -38,7 +38,6 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::client::session::{Session, SessionConfig, SessionError, Update};
-use crate::services::chat::DEFAULT_MAX_TEXT_BYTES;
 use crate::signal::interrupted;
 use render::Format;
 
@@ -302,14 +301,8 @@ async fn on_line(line: &str, session: &Session, posts: &mpsc::Sender<String>, sc
                     .strip_prefix('/')
                     .filter(|t| t.starts_with('/'))
                     .unwrap_or(text);
-                if text.len() > DEFAULT_MAX_TEXT_BYTES {
-                    screen
-                        .print(format!(
-                            "! not sent: {} bytes is over the server's limit of {DEFAULT_MAX_TEXT_BYTES}",
-                            text.len()
-                        ))
-                        .await;
-                } else if let Err(TrySendError::Full(_)) = posts.try_send(text.to_string()) {
+                // A text over the server's limit comes back as a notice from the session.
+                if let Err(TrySendError::Full(_)) = posts.try_send(text.to_string()) {
                     // Only a paste of hundreds of lines gets here; typing never does.
                     screen
                         .print(

@@ -63,9 +63,8 @@ pub fn notice_line(update: &Update) -> Option<String> {
             seconds(*retry_in)
         ),
         Update::Reconnected => "! reconnected".to_string(),
-        Update::RoomRestarted => {
-            "! the room's history started over (the server restarted): earlier events are gone"
-                .to_string()
+        Update::TooLong { bytes, limit } => {
+            format!("! not sent: {bytes} bytes is over the server's limit of {limit} bytes")
         }
         Update::PostsUnconfirmed(n) => format!(
             "! {n} of your messages may not have reached the room (the connection was lost and \
@@ -92,6 +91,7 @@ pub fn text_line(event: &ChatMessage) -> String {
             Ok(LeaveReason::ServerShuttingDown) => {
                 format!("* {sender} left (server shutting down)")
             }
+            Ok(LeaveReason::CallFailed) => format!("* {sender} left (the server ended their call)"),
             _ => format!("* {sender} left"),
         },
         Ok(EventKind::Gap) => {
@@ -104,6 +104,10 @@ pub fn text_line(event: &ChatMessage) -> String {
                 event.gap_from, event.gap_to
             )
         }
+        Ok(EventKind::Reset) => {
+            "! the room's history started over; what follows is the room's history from its start"
+                .to_string()
+        }
         Err(_) => format!("? event of unknown kind {} (seq {})", event.kind, event.seq),
     }
 }
@@ -111,9 +115,9 @@ pub fn text_line(event: &ChatMessage) -> String {
 /// An event as one JSON object. Fields that do not apply to the kind are left out.
 #[derive(Debug, Serialize)]
 pub struct JsonEvent<'a> {
-    /// `message`, `joined`, `left`, `gap`, or `unknown`.
+    /// `message`, `joined`, `left`, `gap`, `reset`, or `unknown`.
     pub kind: &'static str,
-    /// The room's sequence number (absent for gaps, which have none).
+    /// The room's sequence number (absent for gaps and resets, which have none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
     /// The room.
@@ -127,7 +131,10 @@ pub struct JsonEvent<'a> {
     /// When the server stamped the event, RFC 3339 in UTC.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sent_at: Option<String>,
-    /// Why the member left: `left`, `disconnected` or `server_shutting_down`.
+    /// On resets: the epoch of the history that follows.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub epoch: &'a str,
+    /// Why the member left: `left`, `disconnected`, `server_shutting_down` or `call_failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leave_reason: Option<&'static str>,
     /// The first sequence number missed.
@@ -149,12 +156,14 @@ impl<'a> JsonEvent<'a> {
                 Some(EventKind::Joined) => "joined",
                 Some(EventKind::Left) => "left",
                 Some(EventKind::Gap) => "gap",
+                Some(EventKind::Reset) => "reset",
                 None => "unknown",
             },
-            seq: (!is(EventKind::Gap)).then_some(event.seq),
+            seq: (!is(EventKind::Gap) && !is(EventKind::Reset)).then_some(event.seq),
             room: &event.room_id,
             sender: &event.sender_id,
             text: &event.text,
+            epoch: &event.epoch,
             sent_at: event
                 .sent_at
                 .as_ref()
@@ -165,6 +174,7 @@ impl<'a> JsonEvent<'a> {
                     Ok(LeaveReason::Left) => "left",
                     Ok(LeaveReason::Disconnected) => "disconnected",
                     Ok(LeaveReason::ServerShuttingDown) => "server_shutting_down",
+                    Ok(LeaveReason::CallFailed) => "call_failed",
                     _ => "unspecified",
                 }
             }),

@@ -232,6 +232,7 @@ impl ServeArgs {
                 max_post_rate: self.max_post_rate,
                 post_burst: self.post_burst,
                 max_joins_per_connection: self.max_joins_per_connection,
+                shutdown_drain: chat::DEFAULT_SHUTDOWN_DRAIN,
             },
             logs: self.logs.config(ring),
         }

@@ -410,7 +410,7 @@ async fn drive_call(shared: &Shared, call: &Call) {
         .info()
         .deadline
         .map(|at| Box::pin(tokio::time::sleep_until(at.into())));
-    let expired = poll_fn(|cx| match deadline.as_mut() {
+    let mut expired = poll_fn(|cx| match deadline.as_mut() {
         Some(sleep) => sleep.as_mut().poll(cx),
         None => Poll::Pending,
     });
@@ -422,13 +422,20 @@ async fn drive_call(shared: &Shared, call: &Call) {
             debug!(?cause, "client went away; handler stopped");
             None
         }
-        () = expired => Some(Err(Status::deadline_exceeded("deadline exceeded"))),
+        () = &mut expired => Some(Err(Status::deadline_exceeded("deadline exceeded"))),
         () = shared.signal.wait() => {
             // The signal may have fired after the handler was polled in this same round (the
             // task was woken by something else): poll the handler once more, now that the
             // signal is set, so a handler waiting on it gets its goodbye out.
             match poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await {
                 Poll::Ready(result) => Some(result),
+                Poll::Pending if call.drains_on_shutdown() => tokio::select! {
+                    // The handler ends the call itself once it has drained.
+                    biased;
+                    result = &mut handler => Some(result),
+                    _ = call.watch_peer() => None,
+                    () = &mut expired => Some(Err(Status::deadline_exceeded("deadline exceeded"))),
+                },
                 Poll::Pending => Some(Err(Status::unavailable("server shutting down"))),
             }
         }

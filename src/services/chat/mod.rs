@@ -9,35 +9,41 @@
 //! The member's task does both directions: it reads the client's posts (no faster than the post
 //! rate allows, so HTTP/2 flow control slows a fast sender down) and writes the room's events from
 //! its cursor as flow control allows. Nothing here can make it block the room.
+//!
+//! Shutdown drains: when the server begins shutting down, the member's room closes at a definite
+//! sequence number (the first member to notice closes it). Posts after it are refused and never
+//! echoed; the member stops reading, is offered every event up to it, and then leaves with
+//! `LEAVE_REASON_SERVER_SHUTTING_DOWN` and UNAVAILABLE trailers. So no post is echoed to its sender
+//! unless every member present at its seq is offered it. A member that cannot take its events
+//! within [`ChatConfig::shutdown_drain`] is cut, and that is logged.
 
 pub mod room;
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::time::Instant;
-use tracing::debug;
+use tokio::time::{Instant, Sleep};
+use tracing::{debug, info};
 
 use crate::grpc::{
     BoxFuture, Call, CallResult, CallState, CloseCause, Service, ShutdownSignal, Status,
 };
 use crate::pb::chat::v1::{ChatMessage, LeaveReason, MembersRequest, MembersResponse};
-use crate::services::chat::room::{Member, RoomLimits, Rooms, StartAt};
+pub use crate::protocol::{
+    DEFAULT_MAX_ID_BYTES, DEFAULT_MAX_TEXT_BYTES, EPOCH_METADATA, JOINED_SEQ_METADATA,
+    MAX_TEXT_BYTES_METADATA,
+};
+use crate::services::chat::room::{Member, Posted, RoomLimits, Rooms, StartAt};
 
-/// Default longest room or sender id, in bytes.
-pub const DEFAULT_MAX_ID_BYTES: usize = 64;
-/// Default longest text, in bytes.
-pub const DEFAULT_MAX_TEXT_BYTES: usize = 4096;
+/// Default time a member has on shutdown to take its room's last events (see
+/// [`ChatConfig::shutdown_drain`]).
+pub const DEFAULT_SHUTDOWN_DRAIN: Duration = Duration::from_secs(4);
 /// Default posts per second per member.
 pub const DEFAULT_MAX_POST_RATE: f64 = 100.0;
 /// Default burst of posts a member may make at once.
 pub const DEFAULT_POST_BURST: f64 = 200.0;
-/// The response header of a joined `Chat` call holding the sequence number of the member's join
-/// event (decimal). A client tells its own posts from earlier ones under the same name with it: its
-/// own are the messages from its name numbered above it.
-pub const JOINED_SEQ_METADATA: &str = "chat-joined-seq";
-
 /// Default cap on joined `Chat` calls per connection.
 pub const DEFAULT_MAX_JOINS_PER_CONNECTION: usize = 256;
 
@@ -56,6 +62,9 @@ pub struct ChatConfig {
     pub post_burst: f64,
     /// Joined `Chat` calls per connection.
     pub max_joins_per_connection: usize,
+    /// On shutdown, how long a member has to take its room's events up to the close point before
+    /// it is cut. [`crate::services::app::build`] keeps it within the server's shutdown grace.
+    pub shutdown_drain: Duration,
 }
 
 impl Default for ChatConfig {
@@ -67,6 +76,7 @@ impl Default for ChatConfig {
             max_post_rate: DEFAULT_MAX_POST_RATE,
             post_burst: DEFAULT_POST_BURST,
             max_joins_per_connection: DEFAULT_MAX_JOINS_PER_CONNECTION,
+            shutdown_drain: DEFAULT_SHUTDOWN_DRAIN,
         }
     }
 }
@@ -81,7 +91,7 @@ pub struct ChatService {
 }
 
 /// The fully-qualified service name.
-pub const SERVICE_NAME: &str = "chat.v1.ChatService";
+pub const SERVICE_NAME: &str = crate::protocol::CHAT_SERVICE;
 
 impl Service for ChatService {
     fn name(&self) -> &'static str {
@@ -142,7 +152,10 @@ impl ChatService {
         self.check_text(&first.text)?;
         let slot = self.join_slot(call.info().connection_id)?;
         let start = match first.resume_after_seq {
-            Some(seq) => StartAt::After(seq),
+            Some(after) => StartAt::Resume {
+                epoch: (!first.resume_epoch.is_empty()).then_some(first.resume_epoch),
+                after,
+            },
             None => StartAt::RecentHistory,
         };
         let member = self.rooms.join(&first.room_id, &first.sender_id, start)?;
@@ -154,44 +167,93 @@ impl ChatService {
             _slot: slot,
         };
         let joined_seq = joined.member.joined_seq().to_string();
-        call.with_headers(|h| h.insert(JOINED_SEQ_METADATA, &joined_seq))?;
+        let max_text = self.config.max_text_bytes.to_string();
+        call.with_headers(|h| {
+            h.insert(JOINED_SEQ_METADATA, &joined_seq)?;
+            h.insert(EPOCH_METADATA, joined.member.epoch())?;
+            h.insert(MAX_TEXT_BYTES_METADATA, &max_text)
+        })?;
+        // Handled here, not by the server: on shutdown this call still delivers its room's last
+        // events before it ends.
+        call.drain_on_shutdown();
         call.send_headers()?;
         if !first.text.is_empty() {
-            joined.member.post(&first.text);
+            // A room that closed this instant: the post is refused and the loop drains.
+            let _ = joined.member.post(&first.text);
         }
         Ok(joined)
     }
 
-    /// The member's loop: post what the client sends, deliver what the room has.
+    /// The member's loop: post what the client sends, deliver what the room has; on shutdown,
+    /// deliver up to the room's close point and end.
     async fn run_member(&self, call: &Call, member: &mut Member) -> CallResult {
         let mut bucket = TokenBucket::new(self.config.max_post_rate, self.config.post_burst);
         let mut inbound_open = true;
-        // Shutdown needs no branch here: the server stops this handler with UNAVAILABLE, and the
-        // leave event then says the server is shutting down.
+        // Set once shutdown began: the room's close point, and when the member is cut. Boxed:
+        // only a draining member needs a timer.
+        let mut closing: Option<(u64, Pin<Box<Sleep>>)> = None;
         // A new batch waits until h2 has written the last one out: events that arrive meanwhile
         // leave together, in one frame, and the connection's queue holds one frame per member.
         call.track_writes();
         loop {
             if call.is_send_idle() {
+                let drained = closing
+                    .as_ref()
+                    .is_some_and(|(at, _)| member.cursor() > *at);
+                if drained {
+                    // Everything up to the close point is written: the member has been offered
+                    // every post that was echoed.
+                    return Err(Status::unavailable("server shutting down"));
+                }
                 if let Some(batch) = member.next_batch() {
                     call.queue_frames(batch)?;
                 }
             }
             let sending = call.has_queued();
+            let reading = inbound_open && closing.is_none();
             // Unbiased on purpose: neither the member's own posts nor its deliveries may starve.
             tokio::select! {
                 sent = call.flush(), if sending => sent?,
                 // Both waits resolve at once when already true, so dropping this one loses nothing.
                 () = async { member.changed().await; call.written().await }, if !sending => {}
-                posted = next_post(call, &mut bucket), if inbound_open => match posted? {
-                    Some(msg) => self.post(member, msg)?,
+                posted = next_post(call, &mut bucket), if reading => match posted? {
+                    Some(msg) => {
+                        if let Posted::Closed(at) = self.post(member, msg)? {
+                            closing = Some(self.close(member, at));
+                        }
+                    }
                     None => inbound_open = false,
                 },
+                () = self.shutdown.wait(), if closing.is_none() => {
+                    let at = member.close_room();
+                    closing = Some(self.close(member, at));
+                }
+                () = async { cut_at(&mut closing).await }, if closing.is_some() => {
+                    info!(
+                        room = member.room_id(),
+                        member = member.name(),
+                        "shutdown: member did not take its room's last events in time; cut"
+                    );
+                    return Err(Status::unavailable(
+                        "server shutting down; not every event up to the room's close was taken in time",
+                    ));
+                }
             }
         }
     }
 
-    fn post(&self, member: &Member, msg: ChatMessage) -> CallResult {
+    /// The drain state of a member whose room closed at `at`.
+    fn close(&self, member: &Member, at: u64) -> (u64, Pin<Box<Sleep>>) {
+        debug!(
+            room = member.room_id(),
+            member = member.name(),
+            at,
+            "room closed; draining"
+        );
+        (at, Box::pin(tokio::time::sleep(self.config.shutdown_drain)))
+    }
+
+    fn post(&self, member: &Member, msg: ChatMessage) -> Result<Posted, Status> {
         if !msg.room_id.is_empty() && msg.room_id != member.room_id() {
             return Err(Status::invalid_argument(format!(
                 "room_id {:?} differs from the joined room {:?}; one call is one room",
@@ -200,10 +262,10 @@ impl ChatService {
             )));
         }
         self.check_text(&msg.text)?;
-        if !msg.text.is_empty() {
-            member.post(&msg.text);
+        if msg.text.is_empty() {
+            return Ok(Posted::At(0));
         }
-        Ok(())
+        Ok(member.post(&msg.text))
     }
 
     fn check_id(&self, field: &str, id: &str) -> CallResult {
@@ -264,13 +326,13 @@ struct Membership<'a> {
 
 impl Drop for Membership<'_> {
     fn drop(&mut self) {
-        let reason = if self.shutdown.is_shutting_down() {
-            LeaveReason::ServerShuttingDown
-        } else {
-            match self.call.state() {
-                CallState::Closed(CloseCause::Reset(_)) => LeaveReason::Left,
-                _ => LeaveReason::Disconnected,
-            }
+        let reason = match self.call.state() {
+            _ if self.shutdown.is_shutting_down() => LeaveReason::ServerShuttingDown,
+            CallState::Closed(CloseCause::Reset(_)) => LeaveReason::Left,
+            CallState::Closed(_) => LeaveReason::Disconnected,
+            // The stream is still open: the server is ending the call, because the member's
+            // loop failed (a bad post) or the call's deadline passed.
+            _ => LeaveReason::CallFailed,
         };
         // The member itself is dropped right after this, which posts the leave event.
         self.member.set_leave_reason(reason);
@@ -291,6 +353,14 @@ impl Drop for JoinSlot<'_> {
                 joins.remove(&self.connection_id);
             }
         }
+    }
+}
+
+/// Resolves when a draining member's time is up; pending while not draining.
+async fn cut_at(closing: &mut Option<(u64, Pin<Box<Sleep>>)>) {
+    match closing {
+        Some((_, sleep)) => sleep.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

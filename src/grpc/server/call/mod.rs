@@ -90,6 +90,8 @@ struct Inner {
     /// The handler's last poll left its task waiting on h2 for request data, which h2 also wakes
     /// on a reset or a lost connection: until the next poll, `watch_peer` has nothing to add.
     handler_waits_on_recv: bool,
+    /// The handler ends the call itself on shutdown (see `drain_on_shutdown`).
+    drains_on_shutdown: bool,
 }
 
 impl Call {
@@ -124,8 +126,22 @@ impl Call {
                 last_compressed: false,
                 tracker: None,
                 handler_waits_on_recv: false,
+                drains_on_shutdown: false,
             }),
         }
+    }
+
+    /// Tells the server that this handler watches the shutdown signal itself and ends the call
+    /// when it has said what it must: on shutdown the server then keeps running it (a client that
+    /// goes away or a deadline still stop it) instead of ending the call with UNAVAILABLE. The
+    /// server's shutdown grace still bounds it; the handler must end well within it.
+    pub fn drain_on_shutdown(&self) {
+        self.lock().drains_on_shutdown = true;
+    }
+
+    /// Whether the handler asked to drain on shutdown itself.
+    pub(in crate::grpc) fn drains_on_shutdown(&self) -> bool {
+        self.lock().drains_on_shutdown
     }
 
     /// Whether the call got a place among the connection's running handlers.
