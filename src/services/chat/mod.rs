@@ -17,6 +17,7 @@
 //! unless every member present at its seq is offered it. A member that cannot take its events
 //! within [`ChatConfig::shutdown_drain`] is cut, and that is logged.
 
+pub mod identity;
 pub mod room;
 
 use std::collections::HashMap;
@@ -125,7 +126,13 @@ impl ChatService {
 
     async fn members(&self, call: &Call) -> CallResult {
         let req: MembersRequest = call.recv_one().await?;
-        let member_ids = self.rooms.members(&req.room_id);
+        // Rooms are named in NFC; any other form of the same id finds them. An id no room can
+        // have names no room.
+        let max = self.config.max_id_bytes;
+        let member_ids = match identity::normalize("room_id", &req.room_id, max) {
+            Ok(room_id) => self.rooms.members(&room_id),
+            Err(_) => Vec::new(),
+        };
         call.send(&MembersResponse { member_ids }).await
     }
 
@@ -147,8 +154,8 @@ impl ChatService {
 
     /// Validates the join message, joins, sends the response headers and posts the join's text.
     fn join<'a>(&'a self, call: &'a Call, first: ChatMessage) -> Result<Membership<'a>, Status> {
-        self.check_id("room_id", &first.room_id)?;
-        self.check_id("sender_id", &first.sender_id)?;
+        let room_id = identity::normalize("room_id", &first.room_id, self.config.max_id_bytes)?;
+        let name = identity::normalize("sender_id", &first.sender_id, self.config.max_id_bytes)?;
         self.check_text(&first.text)?;
         let slot = self.join_slot(call.info().connection_id)?;
         let start = match first.resume_after_seq {
@@ -158,8 +165,8 @@ impl ChatService {
             },
             None => StartAt::RecentHistory,
         };
-        let member = self.rooms.join(&first.room_id, &first.sender_id, start)?;
-        debug!(room = %first.room_id, member = %first.sender_id, cursor = member.cursor(), "joined");
+        let member = self.rooms.join(&room_id, &name, start)?;
+        debug!(room = %room_id, member = %name, cursor = member.cursor(), "joined");
         let joined = Membership {
             member,
             call,
@@ -211,11 +218,20 @@ impl ChatService {
             }
             let sending = call.has_queued();
             let reading = inbound_open && closing.is_none();
+            // Past the close point nothing new matters: only the last write is awaited.
+            let drained = closing
+                .as_ref()
+                .is_some_and(|(at, _)| member.cursor() > *at);
             // Unbiased on purpose: neither the member's own posts nor its deliveries may starve.
             tokio::select! {
                 sent = call.flush(), if sending => sent?,
                 // Both waits resolve at once when already true, so dropping this one loses nothing.
-                () = async { member.changed().await; call.written().await }, if !sending => {}
+                () = async {
+                    if !drained {
+                        member.changed().await;
+                    }
+                    call.written().await
+                }, if !sending => {}
                 posted = next_post(call, &mut bucket), if reading => match posted? {
                     Some(msg) => {
                         if let Posted::Closed(at) = self.post(member, msg)? {
@@ -254,7 +270,11 @@ impl ChatService {
     }
 
     fn post(&self, member: &Member, msg: ChatMessage) -> Result<Posted, Status> {
-        if !msg.room_id.is_empty() && msg.room_id != member.room_id() {
+        let same_room = || {
+            unicode_normalization::UnicodeNormalization::nfc(msg.room_id.as_str())
+                .eq(member.room_id().chars())
+        };
+        if !msg.room_id.is_empty() && !same_room() {
             return Err(Status::invalid_argument(format!(
                 "room_id {:?} differs from the joined room {:?}; one call is one room",
                 msg.room_id,
@@ -266,25 +286,6 @@ impl ChatService {
             return Ok(Posted::At(0));
         }
         Ok(member.post(&msg.text))
-    }
-
-    fn check_id(&self, field: &str, id: &str) -> CallResult {
-        if id.is_empty() {
-            return Err(Status::invalid_argument(format!("{field} is required")));
-        }
-        if id.len() > self.config.max_id_bytes {
-            return Err(Status::invalid_argument(format!(
-                "{field} is {} bytes; the limit is {} (max-id-bytes)",
-                id.len(),
-                self.config.max_id_bytes
-            )));
-        }
-        if id.chars().any(char::is_control) {
-            return Err(Status::invalid_argument(format!(
-                "{field} must not contain control characters"
-            )));
-        }
-        Ok(())
     }
 
     fn check_text(&self, text: &str) -> CallResult {

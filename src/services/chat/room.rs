@@ -35,6 +35,7 @@ use crate::grpc::codec::encode_message;
 use crate::grpc::Status;
 use crate::pb::chat::v1::{ChatMessage, EventKind, LeaveReason};
 use crate::ring::{RingBounds, SeqRing};
+use crate::services::chat::identity;
 
 /// Default number of events a room keeps.
 pub const DEFAULT_HISTORY_EVENTS: usize = 1000;
@@ -102,6 +103,8 @@ struct RoomState {
     ring: SeqRing<Bytes>,
     /// Member name → join order.
     members: HashMap<Arc<str>, u64>,
+    /// Skeleton of each member's name (see [`identity::skeleton`]) → the name.
+    skeletons: HashMap<String, Arc<str>>,
     joins: u64,
     /// Set on shutdown: the last sequence number posts may have. Later posts are refused.
     closed_at: Option<u64>,
@@ -161,9 +164,11 @@ impl Rooms {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Joins `name` to `room_id`, creating the room if needed, and posts the join event.
+    /// Joins `name` to `room_id`, creating the room if needed, and posts the join event. Both are
+    /// taken as given: the service has checked and normalized them ([`identity::normalize`]).
     ///
-    /// Errors: ALREADY_EXISTS when the name is in the room; RESOURCE_EXHAUSTED when the room is
+    /// Errors: ALREADY_EXISTS when the name, or one a reader could not tell from it (the same
+    /// [`identity::skeleton`]), is in the room; RESOURCE_EXHAUSTED when the room is
     /// full or there are too many rooms; OUT_OF_RANGE when resuming in the room's present epoch
     /// after a number it has not reached; UNAVAILABLE when the room has closed for shutdown.
     pub fn join(
@@ -172,6 +177,7 @@ impl Rooms {
         name: &str,
         start: StartAt,
     ) -> Result<Member, Status> {
+        let skeleton = identity::skeleton(name);
         let mut reg = self.lock();
         let room = match reg.rooms.get(room_id) {
             Some(room) => room.clone(),
@@ -194,6 +200,10 @@ impl Rooms {
             Some(Status::already_exists(format!(
                 "{name} is already in room {room_id}"
             )))
+        } else if let Some(like) = st.skeletons.get(&skeleton) {
+            Some(Status::already_exists(format!(
+                "{name:?} looks like {like:?}, who is already in room {room_id}"
+            )))
         } else if st.members.len() >= self.limits.max_members_per_room {
             Some(Status::resource_exhausted(format!(
                 "room {room_id} is full (max-members-per-room {})",
@@ -214,6 +224,7 @@ impl Rooms {
         st.joins += 1;
         let order = st.joins;
         st.members.insert(name.clone(), order);
+        st.skeletons.insert(skeleton, name.clone());
         let join_seq = room.append(
             &mut st,
             &name,
@@ -276,6 +287,7 @@ impl Rooms {
         let mut reg = self.lock();
         let mut st = member.room.lock();
         if st.members.remove(&member.name).is_some() {
+            st.skeletons.retain(|_, n| *n != member.name);
             member
                 .room
                 .append(&mut st, &member.name, EventKind::Left, "", member.reason);
@@ -314,6 +326,7 @@ impl Room {
             state: Mutex::new(RoomState {
                 ring: SeqRing::new(1, bounds),
                 members: HashMap::new(),
+                skeletons: HashMap::new(),
                 joins: 0,
                 closed_at: None,
             }),
