@@ -3,6 +3,8 @@
 //! from its headers.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 
 use h2::server::SendResponse;
@@ -33,7 +35,7 @@ pub(super) fn accept_call(
     shared: &Shared,
     request: Request<RecvStream>,
     mut respond: SendResponse<Chunk>,
-    (connection_id, peer): (u64, SocketAddr),
+    (connection_id, peer, dropped): (u64, SocketAddr, Arc<AtomicBool>),
     permit: Option<OwnedSemaphorePermit>,
 ) -> Option<Call> {
     let stream_id: u32 = respond.stream_id().as_u32();
@@ -61,7 +63,7 @@ pub(super) fn accept_call(
         stream_id,
         (connection_id, peer),
     );
-    let call = Call::new(info, body, respond, permit);
+    let call = Call::new(info, body, respond, permit, dropped);
     if let Some(status) = early {
         debug!(%status, "refused before the handler");
         call.finish(Err(status));

@@ -15,7 +15,7 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -322,6 +322,9 @@ async fn serve_connection<T>(
     debug!("connection open");
     let handlers = Arc::new(Semaphore::new(cfg.max_concurrent_streams as usize));
     let connection_id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+    // Set before this task drops the connection itself, so its calls tell that from a client
+    // that closed it (h2 reports both to them alike).
+    let dropped = Arc::new(AtomicBool::new(false));
     let mut draining = false;
     let mut keepalive = conn
         .ping_pong()
@@ -340,16 +343,18 @@ async fn serve_connection<T>(
                     continue;
                 }
                 debug!("peer did not answer a keepalive PING; closing the connection");
+                dropped.store(true, Ordering::Relaxed);
                 break;
             }
         };
         match next {
             Some(Ok((request, respond))) => {
                 let permit = handlers.clone().try_acquire_owned().ok();
-                let conn = (connection_id, peer);
+                let conn = (connection_id, peer, dropped.clone());
                 start_call(shared.clone(), request, respond, conn, permit);
             }
             Some(Err(e)) => {
+                // h2 has told the calls already, with the error itself.
                 debug!(error = %e, "connection error");
                 break;
             }
@@ -369,7 +374,7 @@ fn start_call(
     shared: Arc<Shared>,
     request: Request<RecvStream>,
     respond: SendResponse<Chunk>,
-    conn: (u64, SocketAddr),
+    conn: (u64, SocketAddr, Arc<AtomicBool>),
     permit: Option<OwnedSemaphorePermit>,
 ) {
     let stream_id: u32 = respond.stream_id().as_u32();

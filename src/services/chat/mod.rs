@@ -329,7 +329,10 @@ impl Drop for Membership<'_> {
     fn drop(&mut self) {
         let reason = match self.call.state() {
             _ if self.shutdown.is_shutting_down() => LeaveReason::ServerShuttingDown,
-            CallState::Closed(CloseCause::Reset(_)) => LeaveReason::Left,
+            // A cancel, or a client that closed its connection (its process ended).
+            CallState::Closed(CloseCause::Reset(_) | CloseCause::ConnectionClosed) => {
+                LeaveReason::Left
+            }
             CallState::Closed(_) => LeaveReason::Disconnected,
             // The stream is still open: the server is ending the call, because the member's
             // loop failed (a bad post) or the call's deadline passed.

@@ -13,7 +13,8 @@
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -92,6 +93,8 @@ struct Inner {
     handler_waits_on_recv: bool,
     /// The handler ends the call itself on shutdown (see `drain_on_shutdown`).
     drains_on_shutdown: bool,
+    /// Set when the server drops the call's connection itself (see [`CloseCause`]).
+    dropped: Arc<AtomicBool>,
 }
 
 impl Call {
@@ -101,6 +104,7 @@ impl Call {
         body: RecvStream,
         respond: SendResponse<Chunk>,
         permit: Option<OwnedSemaphorePermit>,
+        dropped: Arc<AtomicBool>,
     ) -> Call {
         let mut state = CallState::Open;
         let recv_done = body.is_end_stream();
@@ -112,6 +116,7 @@ impl Call {
             info,
             permit,
             inner: Mutex::new(Inner {
+                dropped,
                 state,
                 body,
                 decoder,
@@ -433,7 +438,8 @@ impl Inner {
             }
             Poll::Ready(Some(Err(e))) => {
                 self.recv_done = true;
-                self.state.recv_reset(stream_id, Some(&e));
+                self.state
+                    .recv_reset(stream_id, Some(&e), self.dropped.load(Ordering::Relaxed));
                 Poll::Ready(Err(Status::cancelled(format!("request stream: {e}"))))
             }
             Poll::Ready(None) => {
@@ -483,7 +489,11 @@ impl Inner {
                 Ok(())
             }
             Err(e) => {
-                self.state.recv_reset(info.stream_id, Some(&e));
+                self.state.recv_reset(
+                    info.stream_id,
+                    Some(&e),
+                    self.dropped.load(Ordering::Relaxed),
+                );
                 Err(Status::cancelled(format!("sending headers: {e}")))
             }
         }
@@ -501,17 +511,29 @@ impl Inner {
                 match stream.poll_capacity(cx) {
                     Poll::Ready(Some(Ok(_))) => continue,
                     Poll::Ready(Some(Err(e))) => {
-                        self.state.recv_reset(stream_id, Some(&e));
+                        self.state.recv_reset(
+                            stream_id,
+                            Some(&e),
+                            self.dropped.load(Ordering::Relaxed),
+                        );
                         return Poll::Ready(Err(Status::cancelled(format!("response: {e}"))));
                     }
                     Poll::Ready(None) => {
-                        self.state.recv_reset(stream_id, None);
+                        self.state.recv_reset(
+                            stream_id,
+                            None,
+                            self.dropped.load(Ordering::Relaxed),
+                        );
                         return Poll::Ready(Err(Status::cancelled("response stream closed")));
                     }
                     Poll::Pending => {
                         // Waiting for the client to read: notice if it resets meanwhile.
                         if let Poll::Ready(r) = stream.poll_reset(cx) {
-                            self.state.recv_reset(stream_id, r.as_ref().err());
+                            self.state.recv_reset(
+                                stream_id,
+                                r.as_ref().err(),
+                                self.dropped.load(Ordering::Relaxed),
+                            );
                             return Poll::Ready(Err(Status::cancelled("client reset the stream")));
                         }
                         return Poll::Pending;
@@ -524,7 +546,8 @@ impl Inner {
                 None => Chunk::from(piece),
             };
             if let Err(e) = stream.send_data(piece, false) {
-                self.state.recv_reset(stream_id, Some(&e));
+                self.state
+                    .recv_reset(stream_id, Some(&e), self.dropped.load(Ordering::Relaxed));
                 return Poll::Ready(Err(Status::cancelled(format!("response: {e}"))));
             }
         }
@@ -546,8 +569,12 @@ impl Inner {
                 Poll::Ready(CloseCause::Reset(reason))
             }
             Poll::Ready(Err(e)) => {
-                self.state.recv_reset(stream_id, Some(&e));
-                Poll::Ready(CloseCause::ConnectionLost)
+                self.state
+                    .recv_reset(stream_id, Some(&e), self.dropped.load(Ordering::Relaxed));
+                Poll::Ready(match self.state {
+                    CallState::Closed(cause) => cause,
+                    _ => CloseCause::ConnectionLost,
+                })
             }
         }
     }
@@ -580,7 +607,8 @@ impl Inner {
         if sent {
             self.state.send_trailers(info.stream_id);
         } else {
-            self.state.recv_reset(info.stream_id, None);
+            self.state
+                .recv_reset(info.stream_id, None, self.dropped.load(Ordering::Relaxed));
         }
         debug!(stream_id = info.stream_id, code = %status.code(), "call finished");
     }
