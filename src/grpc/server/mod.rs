@@ -41,6 +41,7 @@ mod accept;
 pub mod call;
 pub mod coalesce;
 mod keepalive;
+pub mod linger;
 pub mod router;
 pub mod shutdown;
 pub mod written;
@@ -288,6 +289,8 @@ async fn serve_connection<T>(
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let cfg = &shared.config;
+    // The socket comes back when h2 drops it, for a lingering close (see `linger`).
+    let (socket, returned) = linger::Returning::new(socket);
     // Boxed: the handshake's state is large and needed only until the preface is done, while
     // this task lives as long as the connection.
     let handshake = {
@@ -360,6 +363,11 @@ async fn serve_connection<T>(
             }
             None => break,
         }
+    }
+    drop(conn);
+    if let Ok(socket) = returned.await {
+        // Boxed: its read buffer is needed only now, not for the connection's whole life.
+        Box::pin(linger::linger(socket)).await;
     }
     debug!("connection closed");
 }
@@ -493,7 +501,14 @@ mod tests {
         let (shared, _stopper) = Server::new(ServerConfig::default()).start();
         let peer: SocketAddr = ([127, 0, 0, 1], 1).into();
         let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().ok();
-        let call = accept_call(&shared, request, respond, (1, peer), permit).expect("accepted");
+        let call = accept_call(
+            &shared,
+            request,
+            respond,
+            (1, peer, Default::default()),
+            permit,
+        )
+        .expect("accepted");
         let parts = std::mem::size_of_val(&call)
             + std::mem::size_of_val(&drive_call(&shared, &call))
             + std::mem::size_of_val(&shared);
