@@ -23,6 +23,7 @@
 //! | 130 | stopped by SIGINT or SIGTERM (after leaving cleanly) |
 
 pub mod render;
+pub mod safe;
 pub mod scripted;
 pub mod session;
 

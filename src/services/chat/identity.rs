@@ -18,49 +18,7 @@
 use unicode_normalization::UnicodeNormalization;
 
 use crate::grpc::Status;
-
-/// Why an id was refused: the rule, for the message.
-fn refusal(c: char) -> Option<&'static str> {
-    let cp = c as u32;
-    let what = match cp {
-        0x2028 | 0x2029 => "a line or paragraph separator",
-        0x061C | 0x200E | 0x200F | 0x202A..=0x202E | 0x2066..=0x2069 => "a bidirectional control",
-        0x200B..=0x200D | 0x2060 | 0xFEFF => "a zero-width character",
-        0x115F | 0x1160 | 0x3164 | 0xFFA0 | 0x034F => "an invisible filler",
-        0xE000..=0xF8FF | 0xF0000..=0xFFFFD | 0x100000..=0x10FFFD => "a private-use character",
-        _ if c.is_control() => "a control character",
-        _ if is_format(cp) => "an invisible format character",
-        _ => return None,
-    };
-    Some(what)
-}
-
-/// General category Cf (format), Unicode 15.1, less those [`refusal`] names more precisely.
-fn is_format(cp: u32) -> bool {
-    matches!(
-        cp,
-        0x00AD
-            | 0x0600..=0x0605
-            | 0x06DD
-            | 0x070F
-            | 0x0890..=0x0891
-            | 0x08E2
-            | 0x180E
-            | 0x200B..=0x200F
-            | 0x202A..=0x202E
-            | 0x2060..=0x2064
-            | 0x2066..=0x206F
-            | 0xFEFF
-            | 0xFFF9..=0xFFFB
-            | 0x110BD
-            | 0x110CD
-            | 0x13430..=0x1343F
-            | 0x1BCA0..=0x1BCA3
-            | 0x1D173..=0x1D17A
-            | 0xE0001
-            | 0xE0020..=0xE007F
-    )
-}
+use crate::protocol::hidden_char;
 
 /// The NFC form of `id` if it is acceptable as the `field` (`room_id`, `sender_id`) of at most
 /// `max_bytes` bytes; INVALID_ARGUMENT saying why not.
@@ -81,7 +39,7 @@ pub fn normalize(field: &str, id: &str, max_bytes: usize) -> Result<String, Stat
     if nfc.len() > max_bytes {
         return Err(too_long(nfc.len()));
     }
-    if let Some((c, what)) = nfc.chars().find_map(|c| refusal(c).map(|w| (c, w))) {
+    if let Some((c, what)) = nfc.chars().find_map(|c| hidden_char(c).map(|w| (c, w))) {
         return Err(Status::invalid_argument(format!(
             "{field} must not contain {what} (U+{:04X})",
             c as u32
