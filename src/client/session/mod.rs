@@ -16,7 +16,8 @@
 //! - A text longer than the server takes (its `chat-max-text-bytes`) is not sent:
 //!   [`Update::TooLong`] says so, and the session goes on.
 //! - A lost connection is retried with exponential backoff ([`SessionConfig::backoff_initial`] up
-//!   to [`SessionConfig::backoff_max`]), forever, until the session is told to leave. A connection
+//!   to [`SessionConfig::backoff_max`]), forever, until the session is told to leave; the
+//!   attempts are reported with backoff too (attempts 1, 2, 4, 8, …). A connection
 //!   that goes silent is probed with a `Members` call after [`SessionConfig::probe_after`].
 //! - Posts are acknowledged by their echo: the server delivers a member's own posts back to it in
 //!   order. They are told from earlier posts under the same name in the history by the join's
@@ -109,7 +110,8 @@ pub enum Update {
     /// The answer to [`Session::who`]: the room's members in join order.
     Members(Result<Vec<String>, Status>),
     /// The connection is lost (`attempt` 1) or an attempt to restore it failed; the next attempt
-    /// is in `retry_in`.
+    /// is in `retry_in`. Reported for attempts 1, 2, 4, 8, … only, so a long outage is told a few
+    /// times, not every few seconds.
     Reconnecting {
         /// Which attempt comes next, from 1.
         attempt: u32,

@@ -328,13 +328,16 @@ impl Runner {
         loop {
             attempt = attempt.saturating_add(1);
             let retry_in = delay;
-            let update = Update::Reconnecting {
-                attempt,
-                error,
-                retry_in,
-            };
-            if !self.report(update).await {
-                return Ok(None);
+            // Told on attempts 1, 2, 4, 8, …: the notices back off too.
+            if attempt.is_power_of_two() {
+                let update = Update::Reconnecting {
+                    attempt,
+                    error: error.clone(),
+                    retry_in,
+                };
+                if !self.report(update).await {
+                    return Ok(None);
+                }
             }
             let wake = Instant::now() + delay;
             loop {
