@@ -23,6 +23,7 @@ use crate::protocol::{
     CHAT_PATH, DEFAULT_MAX_TEXT_BYTES, EPOCH_METADATA, JOINED_SEQ_METADATA,
     MAX_TEXT_BYTES_METADATA, MEMBERS_PATH,
 };
+
 /// Longest wait, when leaving, for the connection to close.
 const LEAVE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -23,6 +23,8 @@
 
 mod call;
 mod response;
+mod shared;
+mod status;
 
 use std::fmt;
 use std::sync::Arc;
@@ -41,13 +43,15 @@ use tracing::{debug, debug_span, Instrument};
 
 use super::codec::{self, DEFAULT_MAX_MESSAGE_BYTES};
 use super::compression::{Encoding, ACCEPT_ENCODING};
+use super::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING, GRPC_TIMEOUT};
 use super::metadata::Metadata;
 use super::status::Status;
 use super::timeout;
-use response::status_from_h2;
+use status::status_from_h2;
 
 pub use call::{CallSender, ClientCall};
-pub use response::{code_from_http, code_from_reset, CallReceiver};
+pub use response::CallReceiver;
+pub use status::{code_from_http, code_from_reset};
 
 /// Default HTTP/2 receive window of each call: 1 MiB, so a fast server is not held to 64 KiB per
 /// round trip. Memory stays bounded: bytes are only taken from h2 while the decoder needs them.
@@ -351,15 +355,15 @@ impl Channel {
         if let Some(t) = opts.timeout {
             // Digits and a unit letter: always a valid header value.
             if let Ok(v) = HeaderValue::from_str(&timeout::format(t)) {
-                headers.insert("grpc-timeout", v);
+                headers.insert(GRPC_TIMEOUT, v);
             }
         }
         if let Some(enc) = opts.encoding.filter(|e| *e != Encoding::Identity) {
-            headers.insert("grpc-encoding", HeaderValue::from_static(enc.name()));
+            headers.insert(GRPC_ENCODING, HeaderValue::from_static(enc.name()));
         }
         if opts.accept_compressed {
             headers.insert(
-                "grpc-accept-encoding",
+                GRPC_ACCEPT_ENCODING,
                 HeaderValue::from_static(ACCEPT_ENCODING),
             );
         }

@@ -32,6 +32,7 @@ use crate::grpc::{
     BoxFuture, Call, CallResult, CallState, CloseCause, Service, ShutdownSignal, Status,
 };
 use crate::pb::chat::v1::{ChatMessage, LeaveReason, MembersRequest, MembersResponse};
+use crate::protocol::{CHAT_METHOD, MEMBERS_METHOD};
 pub use crate::protocol::{
     DEFAULT_MAX_ID_BYTES, DEFAULT_MAX_TEXT_BYTES, EPOCH_METADATA, JOINED_SEQ_METADATA,
     MAX_TEXT_BYTES_METADATA,
@@ -45,6 +46,7 @@ pub const DEFAULT_SHUTDOWN_DRAIN: Duration = Duration::from_secs(4);
 pub const DEFAULT_MAX_POST_RATE: f64 = 100.0;
 /// Default burst of posts a member may make at once.
 pub const DEFAULT_POST_BURST: f64 = 200.0;
+
 /// Default cap on joined `Chat` calls per connection.
 pub const DEFAULT_MAX_JOINS_PER_CONNECTION: usize = 256;
 
@@ -101,8 +103,8 @@ impl Service for ChatService {
 
     fn call<'a>(&'a self, method: &'a str, call: &'a Call) -> Option<BoxFuture<'a, CallResult>> {
         match method {
-            "Chat" => Some(Box::pin(self.chat(call))),
-            "Members" => Some(Box::pin(self.members(call))),
+            CHAT_METHOD => Some(Box::pin(self.chat(call))),
+            MEMBERS_METHOD => Some(Box::pin(self.members(call))),
             _ => None,
         }
     }
