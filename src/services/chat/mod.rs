@@ -242,7 +242,10 @@ impl ChatService {
                     }
                     None => inbound_open = false,
                 },
-                () = self.shutdown.wait(), if closing.is_none() => {
+                // A flag read, not a waiter: the server polls every handler once more right after
+                // the signal fires, so this is seen then, at the cost of an atomic load per poll
+                // (a waiter per member would queue thousands on one lock).
+                () = shutdown_begun(&self.shutdown), if closing.is_none() => {
                     let at = member.close_room();
                     closing = Some(self.close(member, at));
                 }
@@ -360,6 +363,17 @@ impl Drop for JoinSlot<'_> {
             }
         }
     }
+}
+
+/// Ready once shutdown has begun; registers no waker (see the member loop).
+fn shutdown_begun(signal: &ShutdownSignal) -> impl std::future::Future<Output = ()> + '_ {
+    std::future::poll_fn(move |_| {
+        if signal.is_shutting_down() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
 }
 
 /// Resolves when a draining member's time is up; pending while not draining.
