@@ -40,6 +40,38 @@ async fn a_scripted_line_over_the_servers_limit_is_refused_locally_and_the_rest_
     server.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_over_the_default_limit_is_told_as_the_readme_shows() {
+    let server = TestServer::default().await;
+    let mut bot = ChatProcess::start(&server.target(), "long", Some("bot"), &[]);
+    bot.send(&"x".repeat(5000)).await;
+    bot.close_stdin();
+    let done = bot.finish().await;
+    assert_eq!(done.code, Some(0), "{done:#?}");
+    let notice = "! not sent: 5000 bytes is over the server's limit of 4096 bytes";
+    assert!(done.err.iter().any(|l| l == notice), "{done:#?}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_typed_in_nfd_knows_its_own_posts_in_the_servers_nfc() {
+    let server = TestServer::default().await;
+    // "émile" as "e" and a combining accent: the server writes it as one character.
+    let mut emile = ChatProcess::start(&server.target(), "nfd", Some("e\u{301}mile"), &[]);
+    emile.send("bonjour").await;
+    emile.close_stdin();
+    // It exits once its post is echoed, which it must recognise as its own.
+    let done = emile.finish().await;
+    assert_eq!(done.code, Some(0), "{done:#?}");
+    assert!(
+        done.out
+            .iter()
+            .any(|l| l.ends_with("] \u{e9}mile: bonjour")),
+        "{done:#?}"
+    );
+    server.shutdown().await;
+}
+
 /// Every update of `session` for `within`.
 async fn updates_for(session: &mut Session, within: Duration) -> Vec<Update> {
     let mut seen = Vec::new();

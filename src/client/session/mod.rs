@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use unicode_normalization::UnicodeNormalization;
 
 use crate::client::session::link::{Attempt, Link};
 use crate::grpc::{Code, Status};
@@ -195,8 +196,12 @@ impl Session {
     /// Errors: [`SessionError::Connect`] when the server cannot be reached (no retry: the first
     /// connection must work), else how the server refused the join.
     pub async fn join(
-        config: SessionConfig,
+        mut config: SessionConfig,
     ) -> Result<(Session, mpsc::Sender<String>), SessionError> {
+        // The server takes ids in NFC and writes the name that way: so does the session, or it
+        // would not know its own posts when they come back.
+        config.room = config.room.nfc().collect();
+        config.name = config.name.nfc().collect();
         let link = match open(&config, None).await {
             Ok(link) => link,
             Err(Attempt::Connect(reason)) => {
