@@ -19,6 +19,7 @@
 
 pub mod identity;
 pub mod room;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, info};
 
+use crate::grpc::server::log_rate::LogRate;
 use crate::grpc::{
     BoxFuture, Call, CallResult, CallState, CloseCause, Service, ShutdownSignal, Status,
 };
@@ -168,7 +170,17 @@ impl ChatService {
             None => StartAt::RecentHistory,
         };
         let member = self.rooms.join(&room_id, &name, start)?;
-        debug!(room = %room_id, member = %name, cursor = member.cursor(), "joined");
+        debug!(room = ?room_id, member = ?name, cursor = member.cursor(), "joined");
+        // Names are a client's free text: `?` writes them quoted and escaped.
+        info!(
+            room = ?room_id,
+            name = ?name,
+            peer = %peer_text(call),
+            seq = member.joined_seq(),
+            epoch = member.epoch(),
+            "joined"
+        );
+        stats::joined();
         let joined = Membership {
             member,
             call,
@@ -188,7 +200,9 @@ impl ChatService {
         call.send_headers()?;
         if !first.text.is_empty() {
             // A room that closed this instant: the post is refused and the loop drains.
-            let _ = joined.member.post(&first.text);
+            if let Posted::At(_) = joined.member.post(&first.text) {
+                stats::posted();
+            }
         }
         Ok(joined)
     }
@@ -290,7 +304,11 @@ impl ChatService {
         if msg.text.is_empty() {
             return Ok(Posted::At(0));
         }
-        Ok(member.post(&msg.text))
+        let posted = member.post(&msg.text);
+        if let Posted::At(_) = posted {
+            stats::posted();
+        }
+        Ok(posted)
     }
 
     fn check_text(&self, text: &str) -> CallResult {
@@ -345,6 +363,14 @@ impl Drop for Membership<'_> {
         };
         // The member itself is dropped right after this, which posts the leave event.
         self.member.set_leave_reason(reason);
+        stats::left(reason);
+        info!(
+            room = ?self.member.room_id(),
+            name = ?self.member.name(),
+            reason = stats::reason_label(reason),
+            peer = %peer_text(self.call),
+            "left"
+        );
     }
 }
 
@@ -387,15 +413,37 @@ async fn cut_at(closing: &mut Option<(u64, Pin<Box<Sleep>>)>) {
 /// The next message from the client, read only when the member may post: over the rate, the
 /// stream is not read, so the client's HTTP/2 window fills and it slows down. Nothing is dropped.
 async fn next_post(call: &Call, bucket: &mut TokenBucket) -> Result<Option<ChatMessage>, Status> {
-    if let Some(wait) = bucket.wait() {
+    let wait = bucket.wait();
+    if let Some(wait) = wait {
         // Boxed: only a member over its rate needs a timer, and a timer is large.
         Box::pin(tokio::time::sleep(wait)).await;
     }
     let msg = call.recv::<ChatMessage>().await?;
     if msg.is_some() {
         bucket.take();
+        // Counted once the post is read, not when the wait starts: this future is made anew
+        // each time the member's loop wakes for something else.
+        if let Some(wait) = wait {
+            stats::throttled();
+            if let Some(suppressed) = THROTTLE_LOG.allow() {
+                info!(
+                    peer = %peer_text(call),
+                    ?wait,
+                    suppressed,
+                    "post rate limit hit: a member's post waited (max-post-rate)"
+                );
+            }
+        }
     }
     Ok(msg)
+}
+
+/// Lines saying a member hit the post rate: a few a second at most, however many members do.
+static THROTTLE_LOG: LogRate = LogRate::new(5);
+
+/// The peer's address for a log line.
+fn peer_text(call: &Call) -> String {
+    call.info().peer.map_or_else(String::new, |p| p.to_string())
 }
 
 /// A token bucket: `rate` tokens per second, at most `burst` saved up.

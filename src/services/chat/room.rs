@@ -35,7 +35,7 @@ use crate::grpc::codec::encode_message;
 use crate::grpc::Status;
 use crate::pb::chat::v1::{ChatMessage, EventKind, LeaveReason};
 use crate::ring::{RingBounds, SeqRing};
-use crate::services::chat::identity;
+use crate::services::chat::{identity, stats};
 
 /// Default number of events a room keeps.
 pub const DEFAULT_HISTORY_EVENTS: usize = 1000;
@@ -191,6 +191,7 @@ impl Rooms {
                 let id: Arc<str> = Arc::from(room_id);
                 let room = Arc::new(Room::new(id.clone(), &self.limits));
                 reg.rooms.insert(id, room.clone());
+                stats::rooms(reg.rooms.len());
                 room
             }
         };
@@ -309,6 +310,7 @@ impl Rooms {
             .is_some_and(|r| Arc::ptr_eq(r, room))
         {
             reg.rooms.remove(&room.id);
+            stats::rooms(reg.rooms.len());
         }
     }
 }
@@ -496,6 +498,9 @@ impl Member {
         }
         let st = self.room.lock();
         let batch = st.ring.read(&mut self.cursor, usize::MAX, MAX_BATCH_BYTES);
+        if batch.count > 0 {
+            stats::delivered(batch.count as u64);
+        }
         let Some((from, to)) = batch.missed else {
             // One event goes out as the shared frame itself. Several are copied into one buffer
             // right here: a copy of a small frame costs less than taking and dropping a share of
@@ -510,6 +515,7 @@ impl Member {
                 }
             };
         };
+        stats::gap(to - from + 1);
         let gap_frame = encode_message(&ChatMessage {
             room_id: self.room.id.to_string(),
             text: format!("missed {} events ({from}..={to})", to - from + 1),
