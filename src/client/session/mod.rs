@@ -12,6 +12,9 @@
 //! - A lost connection is retried with exponential backoff ([`SessionConfig::backoff_initial`] up
 //!   to [`SessionConfig::backoff_max`]), forever, until the session is told to leave. A connection
 //!   that goes silent is probed with a `Members` call after [`SessionConfig::probe_after`].
+//!   Each attempt reads the token again ([`SessionConfig::token`]): a call ended UNAUTHENTICATED
+//!   because its token expired is resumed with the renewed one. A rejoin refused as
+//!   PERMISSION_DENIED or INVALID_ARGUMENT ends the session: retrying cannot change that.
 //! - Posts are acknowledged by their echo: the server delivers a member's own posts back to it in
 //!   order. They are told from earlier posts under the same name in the history by the join's
 //!   `chat-joined-seq` header: the session's own are its name's messages numbered above it. A
@@ -30,7 +33,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::client::credentials::TokenSource;
 use crate::client::session::link::{Attempt, Link};
+use crate::grpc::client::ClientTls;
 use crate::grpc::{Code, Status};
 use crate::pb::chat::v1::ChatMessage;
 
@@ -76,6 +81,10 @@ pub struct SessionConfig {
     pub probe_after: Duration,
     /// Time a probe or a `/who` may take.
     pub probe_timeout: Duration,
+    /// Speak TLS with these settings; plaintext when `None`.
+    pub tls: Option<ClientTls>,
+    /// Send this bearer token with every call, read again on every connection attempt.
+    pub token: Option<TokenSource>,
 }
 
 impl SessionConfig {
@@ -90,6 +99,8 @@ impl SessionConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             probe_after: DEFAULT_PROBE_AFTER,
             probe_timeout: DEFAULT_PROBE_TIMEOUT,
+            tls: None,
+            token: None,
         }
     }
 }
@@ -245,7 +256,7 @@ async fn open(config: &SessionConfig, resume: Option<u64>) -> Result<Link, Attem
         resume_after_seq: resume,
         ..Default::default()
     };
-    Link::open(&config.addr, &join, config.connect_timeout).await
+    Link::open(config, &join).await
 }
 
 /// The error for a refused first join.
