@@ -352,7 +352,7 @@ impl ServeArgs {
     /// The configuration, with `ring` as the log the server records into and watchers read.
     fn config(&self, ring: LogRing) -> AppConfig {
         // Negative or NaN is 0, too large (or infinite) is "forever": never a panic at startup.
-        let secs = |s: f64| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX);
+        let secs = h2chat::cli::duration_from_secs;
         AppConfig {
             server: ServerConfig {
                 max_message_bytes: self.max_message_bytes,
@@ -647,8 +647,7 @@ async fn run_stdio(args: StdioArgs) -> Result<(), Box<dyn std::error::Error>> {
             logs: args.logs.config(ring),
             ..AppConfig::default()
         },
-        drain_timeout: Duration::try_from_secs_f64(args.drain_timeout.max(0.0))
-            .unwrap_or(Duration::MAX),
+        drain_timeout: h2chat::cli::duration_from_secs(args.drain_timeout),
         max_line_bytes: args.max_line_bytes,
     };
     stdio::run(config, tokio::io::stdin(), tokio::io::stdout()).await?;
