@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::client::options::{finish, join, update_line, ChatOptions, EXIT_FAILURE, EXIT_OK};
-use crate::client::session::{Session, SessionConfig};
+use crate::client::session::Session;
 use crate::signal::interrupted;
 
 /// The prompt of the input line.
@@ -52,7 +52,7 @@ pub async fn run(options: ChatOptions) -> u8 {
         Ok(printer) => printer,
         Err(_) => return crate::client::scripted::run(options).await,
     };
-    let name = match options.name.clone() {
+    let name = match options.known_name() {
         Some(name) => name,
         None => {
             let asked = tokio::task::spawn_blocking(move || {
@@ -70,7 +70,7 @@ pub async fn run(options: ChatOptions) -> u8 {
             }
         }
     };
-    let session_config = SessionConfig::new(&options.addr, &options.room, &name);
+    let session_config = options.session_config(&name);
     let (mut session, posts) = match join(session_config).await {
         Ok(joined) => joined,
         Err(code) => return code,

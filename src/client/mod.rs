@@ -25,6 +25,7 @@
 
 use std::io::IsTerminal;
 
+pub mod credentials;
 pub mod interactive;
 pub mod options;
 pub mod render;

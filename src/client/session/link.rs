@@ -16,7 +16,8 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 
-use crate::grpc::client::{CallOptions, CallReceiver, CallSender, Channel};
+use super::SessionConfig;
+use crate::grpc::client::{tls::host_of, CallOptions, CallReceiver, CallSender, Channel};
 use crate::grpc::Status;
 use crate::pb::chat::v1::{ChatMessage, MembersRequest, MembersResponse};
 use crate::protocol::{
@@ -43,6 +44,8 @@ pub(crate) type MembersFuture =
 pub(crate) struct Link {
     /// The connection, for `Members` calls beside the chat.
     pub(crate) channel: Channel,
+    /// What every call on the connection sends (the bearer token read for this connection).
+    pub(crate) options: CallOptions,
     /// The call's receiving half: the room's events.
     pub(crate) rx: CallReceiver,
     /// The call's sending half, until someone takes it.
@@ -59,19 +62,22 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// Connects to `addr` and joins with `join`, all `within` the given time.
-    pub(crate) async fn open(
-        addr: &str,
-        join: &ChatMessage,
-        within: Duration,
-    ) -> Result<Link, Attempt> {
-        match timeout(within, Link::open_now(addr, join)).await {
+    /// Connects as `config` says (TLS, token) and joins with `join`, all within its connect
+    /// timeout.
+    pub(crate) async fn open(config: &SessionConfig, join: &ChatMessage) -> Result<Link, Attempt> {
+        match timeout(config.connect_timeout, Link::open_now(config, join)).await {
             Ok(result) => result,
             Err(_) => Err(Attempt::Connect("timed out".into())),
         }
     }
 
-    async fn open_now(addr: &str, join: &ChatMessage) -> Result<Link, Attempt> {
+    async fn open_now(config: &SessionConfig, join: &ChatMessage) -> Result<Link, Attempt> {
+        // The token is read first: a missing token file is the join's failure, not the network's.
+        let options = match &config.token {
+            Some(token) => token.call_options().map_err(Attempt::Join)?,
+            None => CallOptions::default(),
+        };
+        let addr = config.addr.as_str();
         let socket = TcpStream::connect(addr)
             .await
             .map_err(|e| Attempt::Connect(describe_io(&e)))?;
@@ -81,11 +87,16 @@ impl Link {
             socket,
             _closed: closed_tx,
         };
-        let channel = Channel::connect_io(transport)
-            .await
-            .map_err(|e| Attempt::Connect(e.to_string()))?;
+        let channel = match &config.tls {
+            None => Channel::connect_io(transport).await,
+            Some(tls) => match tls.connect(transport, host_of(addr)).await {
+                Ok(stream) => Channel::connect_io_to(stream, addr, true, Default::default()).await,
+                Err(e) => Err(e),
+            },
+        }
+        .map_err(|e| Attempt::Connect(e.to_string()))?;
         let mut call = channel
-            .start(CHAT_PATH, CallOptions::default())
+            .start(CHAT_PATH, options.clone())
             .await
             .map_err(Attempt::Join)?;
         // A refused join shows up as the call's status when the headers are awaited.
@@ -114,6 +125,7 @@ impl Link {
         let (tx, rx) = call.split();
         Ok(Link {
             channel,
+            options,
             rx,
             tx: Some(tx),
             joined_seq,
@@ -140,15 +152,15 @@ impl Link {
     }
 }
 
-/// A `Members` call for `room` on `channel`, limited to `within`.
-pub(crate) fn members(channel: &Channel, room: &str, within: Duration) -> MembersFuture {
-    let channel = channel.clone();
+/// A `Members` call for `room` on the link's connection, limited to `within`.
+pub(crate) fn members(link: &Link, room: &str, within: Duration) -> MembersFuture {
+    let channel = link.channel.clone();
     let request = MembersRequest {
         room_id: room.to_string(),
     };
     let options = CallOptions {
         timeout: Some(within),
-        ..Default::default()
+        ..link.options.clone()
     };
     Box::pin(async move { channel.unary(MEMBERS_PATH, &request, options).await })
 }

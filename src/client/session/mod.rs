@@ -19,6 +19,9 @@
 //!   to [`SessionConfig::backoff_max`]), forever, until the session is told to leave; the
 //!   attempts are reported with backoff too (attempts 1, 2, 4, 8, …). A connection
 //!   that goes silent is probed with a `Members` call after [`SessionConfig::probe_after`].
+//!   Each attempt reads the token again ([`SessionConfig::token`]): a call ended UNAUTHENTICATED
+//!   because its token expired is resumed with the renewed one. A rejoin refused as
+//!   PERMISSION_DENIED or INVALID_ARGUMENT ends the session: retrying cannot change that.
 //! - Posts are acknowledged by their echo: the server delivers a member's own posts back to it in
 //!   order. They are told from earlier posts under the same name in the history by the join's
 //!   `chat-joined-seq` header: the session's own are its name's messages numbered above it. A
@@ -38,7 +41,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use unicode_normalization::UnicodeNormalization;
 
+use crate::client::credentials::TokenSource;
 use crate::client::session::link::{Attempt, Link};
+use crate::grpc::client::ClientTls;
 use crate::grpc::{Code, Status};
 use crate::pb::chat::v1::ChatMessage;
 
@@ -84,6 +89,10 @@ pub struct SessionConfig {
     pub probe_after: Duration,
     /// Time a probe or a `/who` may take.
     pub probe_timeout: Duration,
+    /// Speak TLS with these settings; plaintext when `None`.
+    pub tls: Option<ClientTls>,
+    /// Send this bearer token with every call, read again on every connection attempt.
+    pub token: Option<TokenSource>,
 }
 
 impl SessionConfig {
@@ -98,6 +107,8 @@ impl SessionConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             probe_after: DEFAULT_PROBE_AFTER,
             probe_timeout: DEFAULT_PROBE_TIMEOUT,
+            tls: None,
+            token: None,
         }
     }
 }
@@ -269,7 +280,7 @@ async fn open(config: &SessionConfig, resume: Option<(String, u64)>) -> Result<L
         resume_epoch,
         ..Default::default()
     };
-    Link::open(&config.addr, &join, config.connect_timeout).await
+    Link::open(config, &join).await
 }
 
 /// The error for a refused first join.

@@ -12,7 +12,7 @@ use tracing::debug;
 
 use super::{open, Control, SessionConfig, SessionError, Update, MAX_POSTS_PENDING};
 use crate::client::session::link::{members, Attempt, Link, MembersFuture};
-use crate::grpc::client::{CallSender, Channel};
+use crate::grpc::client::CallSender;
 use crate::grpc::{Code, Status};
 use crate::pb::chat::v1::{ChatMessage, EventKind};
 
@@ -199,12 +199,12 @@ impl Runner {
                 }
                 post = recv_some(&mut self.posts), if takes_posts => self.take_post(post).await,
                 control = self.control.recv() => match control {
-                    Some(Control::Who) => self.who(Some(&joined.link.channel)).await,
+                    Some(Control::Who) => self.who(Some(&joined.link)).await,
                     Some(Control::Leave) | None => return CallEnd::Leave,
                 },
                 () = joined.idle.as_mut(), if joined.probe.is_none() => {
                     let (room, within) = (&self.config.room, self.config.probe_timeout);
-                    joined.probe = Some(members(&joined.link.channel, room, within));
+                    joined.probe = Some(members(&joined.link, room, within));
                 }
                 probed = poll_some(&mut joined.probe) => {
                     joined.probe = None;
@@ -305,13 +305,13 @@ impl Runner {
     }
 
     /// Answers a `/who` from another task, so events keep flowing meanwhile.
-    async fn who(&self, channel: Option<&Channel>) {
-        let Some(channel) = channel else {
+    async fn who(&self, link: Option<&Link>) {
+        let Some(link) = link else {
             let err = Status::unavailable("not connected; reconnecting");
             self.report(Update::Members(Err(err))).await;
             return;
         };
-        let answer = members(channel, &self.config.room, self.config.probe_timeout);
+        let answer = members(link, &self.config.room, self.config.probe_timeout);
         let updates = self.updates.clone();
         tokio::spawn(async move {
             let members = answer.await.map(|m| m.member_ids);
@@ -379,6 +379,11 @@ impl Runner {
                 }
                 Err(Attempt::Join(status)) if status.code() == Code::InvalidArgument => {
                     return Err(SessionError::Invalid(status));
+                }
+                // The credentials say who this is, and it is not allowed in: retrying cannot help
+                // (an expired or missing token can: the token file may be renewed meanwhile).
+                Err(Attempt::Join(status)) if status.code() == Code::PermissionDenied => {
+                    return Err(SessionError::Refused(status));
                 }
                 Err(Attempt::Join(status)) => error = status.message().to_string(),
                 Err(Attempt::Connect(reason)) => error = reason,

@@ -29,6 +29,7 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, info};
 
+use crate::auth::Claims;
 use crate::grpc::server::log_rate::LogRate;
 use crate::grpc::{
     BoxFuture, Call, CallResult, CallState, CloseCause, Service, ShutdownSignal, Status,
@@ -158,8 +159,20 @@ impl ChatService {
 
     /// Validates the join message, joins, sends the response headers and posts the join's text.
     fn join<'a>(&'a self, call: &'a Call, first: ChatMessage) -> Result<Membership<'a>, Status> {
-        let room_id = identity::normalize("room_id", &first.room_id, self.config.max_id_bytes)?;
-        let name = identity::normalize("sender_id", &first.sender_id, self.config.max_id_bytes)?;
+        let max = self.config.max_id_bytes;
+        let room_id = identity::normalize("room_id", &first.room_id, max)?;
+        // An authenticated member may leave its name out; one that gives it is held to the rules.
+        let given = if !first.sender_id.is_empty() || !is_authenticated(call) {
+            identity::normalize("sender_id", &first.sender_id, max)?
+        } else {
+            String::new()
+        };
+        let first = ChatMessage {
+            room_id: room_id.clone(),
+            sender_id: given,
+            ..first
+        };
+        let name = identity::normalize("sender_id", &member_name(call, &first)?, max)?;
         self.check_text(&first.text)?;
         let slot = self.join_slot(call.info().connection_id)?;
         let start = match first.resume_after_seq {
@@ -338,6 +351,39 @@ impl ChatService {
             connection_id,
         })
     }
+}
+
+/// Whether the call has an identity nobody else can claim: a token's, or a client certificate's.
+fn is_authenticated(call: &Call) -> bool {
+    call.info().principal.is_some() || call.info().peer_identity.is_some()
+}
+
+/// The name a join makes its member: with a token, its name (the `name` claim, else `sub`); else
+/// with a verified client certificate, its identity; else the `sender_id` the client chose. A
+/// non-empty `sender_id` that differs from an authenticated name is PERMISSION_DENIED, and so is a
+/// room the token's `rooms` claim does not allow.
+fn member_name(call: &Call, join: &ChatMessage) -> Result<String, Status> {
+    let info = call.info();
+    let (identity, claims) = match &info.principal {
+        Some(p) => (Some(p.name.as_str()), p.attributes::<Claims>()),
+        None => (info.peer_identity.as_deref(), None),
+    };
+    let Some(identity) = identity else {
+        return Ok(join.sender_id.clone());
+    };
+    if !join.sender_id.is_empty() && join.sender_id != identity {
+        return Err(Status::permission_denied(format!(
+            "sender_id {:?} is not the authenticated name {identity:?}",
+            join.sender_id
+        )));
+    }
+    if claims.is_some_and(|c| !c.allows_room(&join.room_id)) {
+        return Err(Status::permission_denied(format!(
+            "the token does not allow room {:?}",
+            join.room_id
+        )));
+    }
+    Ok(identity.to_string())
 }
 
 /// A member and the call it belongs to; leaving happens on drop.

@@ -29,6 +29,7 @@ use crate::grpc::codec::{self, Decoder};
 use crate::grpc::compression::{Encoding, Encodings, ACCEPT_ENCODING};
 use crate::grpc::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING};
 use crate::grpc::metadata::Metadata;
+use crate::grpc::server::auth::Principal;
 use crate::grpc::server::stats;
 use crate::grpc::server::written::{Chunk, Tracker};
 use crate::grpc::status::Status;
@@ -48,6 +49,11 @@ pub struct CallInfo {
     pub connection_id: u64,
     /// The client's address.
     pub peer: Option<SocketAddr>,
+    /// The identity of the client's verified TLS certificate (SAN URI, else DNS, else CN), if the
+    /// connection is TLS and the client presented one.
+    pub peer_identity: Option<Arc<str>>,
+    /// Who the call runs as, if the server's authenticator established it.
+    pub principal: Option<Arc<Principal>>,
     /// Application metadata from the request headers.
     pub metadata: Metadata,
     /// When the call must be over (from `grpc-timeout` and the server's cap).

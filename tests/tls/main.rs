@@ -1,0 +1,15 @@
+//! TLS and identity, over real sockets with certificates made in the test (rcgen): serving gRPC
+//! over TLS with ALPN `h2`, refusing what is not, client certificates, reloading the certificate,
+//! and bearer tokens checked before any handler runs.
+
+mod cli;
+#[path = "../support/mod.rs"]
+mod support;
+
+mod harness;
+mod identity;
+mod mtls;
+mod pki;
+mod reload;
+mod tokens;
+mod transport;
