@@ -262,8 +262,8 @@ impl Server {
             };
             match accepted {
                 Ok(incoming) => {
-                    let (socket, peer) = (incoming.socket, incoming.peer);
                     stats::connection_accepted();
+                    let (socket, peer) = (incoming.socket, incoming.peer);
                     let _ = socket.set_nodelay(true);
                     let permit = Some(permit);
                     let shared = shared.clone();
