@@ -209,6 +209,22 @@ impl Authenticator for JwtAuthenticator {
         if !self.needs_token(request.service) {
             return Ok(None);
         }
+        let checked = self.check_request(request);
+        if checked.is_err() && crate::grpc::server::stats::is_enabled() {
+            let reason = match request.metadata.get("authorization") {
+                None => "missing",
+                Some(_) => "invalid",
+            };
+            metrics::counter!("h2chat_auth_token_rejections_total", "reason" => reason)
+                .increment(1);
+        }
+        checked
+    }
+}
+
+impl JwtAuthenticator {
+    /// The principal of a call to a service that needs a token, or why it is refused.
+    fn check_request(&self, request: &AuthRequest<'_>) -> Result<Option<Arc<Principal>>, Status> {
         let Some(value) = request.metadata.get("authorization") else {
             return Err(Status::unauthenticated(format!(
                 "missing token: {} needs authorization: Bearer <JWT>",

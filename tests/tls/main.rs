@@ -8,8 +8,13 @@ mod support;
 
 mod harness;
 mod identity;
+mod metrics;
 mod mtls;
 mod pki;
 mod reload;
+// The ops target's scrape reader; this target uses part of it.
+#[allow(dead_code)]
+#[path = "../ops/scrape.rs"]
+mod scrape;
 mod tokens;
 mod transport;

@@ -406,9 +406,10 @@ struct TlsArgs {
     /// Whether clients must present a certificate signed by --tls-client-ca.
     #[arg(long, value_enum, requires = "tls_client_ca")]
     tls_client_auth: Option<ClientAuthArg>,
-    /// With TLS on --addr, also serve plaintext HTTP/2 on this address (off unless given).
-    #[arg(long, requires = "tls_cert")]
-    plaintext_addr: Option<SocketAddr>,
+    /// With TLS on --addr, also serve plaintext HTTP/2 on this address, HOST:PORT (off unless
+    /// given).
+    #[arg(long, requires = "tls_cert", value_parser = flags::listen_addr)]
+    plaintext_addr: Option<ListenAddr>,
 }
 
 /// The server's bearer-token flags.
@@ -498,8 +499,8 @@ impl TlsArgs {
 /// Reloads the TLS certificate and key on every SIGHUP, for new connections; a bad pair is
 /// refused with an error and the old one stays.
 fn reload_on_hangup(tls: Arc<TlsAcceptor>) {
+    let mut hangups = h2chat::signal::hangups();
     tokio::spawn(async move {
-        let mut hangups = h2chat::signal::hangups();
         while hangups.next().await {
             match tls.reload() {
                 Ok(()) => tracing::info!(
@@ -582,10 +583,8 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     match &tls {
         Some(tls) => {
             listeners.push(Listener::tls(main_listener, tls.clone()));
-            if let Some(addr) = args.tls.plaintext_addr {
-                listeners.push(Listener::plaintext(
-                    bind(vec![addr], addr.to_string()).await?,
-                ));
+            if let Some(addr) = args.tls.plaintext_addr.clone() {
+                listeners.push(Listener::plaintext(bind(addr.addrs, addr.text).await?));
             }
             reload_on_hangup(tls.clone());
         }

@@ -40,11 +40,10 @@ pub(super) fn accept_call(
     permit: Option<OwnedSemaphorePermit>,
 ) -> Option<Call> {
     let stream_id: u32 = respond.stream_id().as_u32();
-    let peer = conn.peer;
     if request.method() != Method::POST {
         debug!(method = %request.method(), "refused: not POST");
         stats::call_refused("not_post");
-        log_refused_http(peer, StatusCode::METHOD_NOT_ALLOWED, "not POST");
+        log_refused_http(conn.peer, StatusCode::METHOD_NOT_ALLOWED, "not POST");
         refuse_http(&mut respond, StatusCode::METHOD_NOT_ALLOWED);
         return None;
     }
@@ -57,7 +56,7 @@ pub(super) fn accept_call(
         debug!("refused: content-type is not application/grpc");
         stats::call_refused("not_grpc");
         log_refused_http(
-            peer,
+            conn.peer,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "content-type is not application/grpc",
         );
@@ -67,16 +66,20 @@ pub(super) fn accept_call(
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let (mut info, mut early) = call_info(&shared.config, &parts.headers, path, stream_id, conn);
+    let mut reason = "bad_headers";
     if let (None, Some(authenticator)) = (&early, &shared.authenticator) {
         match authenticate(authenticator.as_ref(), &info) {
             Ok(principal) => info.principal = principal,
-            Err(status) => early = Some(status),
+            Err(status) => {
+                reason = "unauthenticated";
+                early = Some(status);
+            }
         }
     }
     let call = Call::new(info, body, respond, permit, conn.dropped.clone());
     if let Some(status) = early {
         debug!(%status, "refused before the handler");
-        stats::call_refused("bad_headers");
+        stats::call_refused(reason);
         log_refused(&call, &status);
         call.finish(Err(status));
         return None;

@@ -387,10 +387,13 @@ async fn serve_tls(
         Ok(Ok(accepted)) => accepted,
         Ok(Err(e)) => {
             debug!(error = %e, "TLS connection refused");
+            stats::tls_handshake_failed();
+            stats::connection_refused("handshake_failed");
             return;
         }
         Err(_) => {
             debug!("TLS handshake timed out");
+            stats::connection_refused("handshake_timeout");
             return;
         }
     };
