@@ -12,7 +12,7 @@
 //!   - `grpc/server/`: `mod.rs` (connections, call tasks), `accept.rs` (refusals before a handler),
 //!     `shutdown.rs` (the shutdown signal, a value), `written.rs` (write tracking), `router.rs`,
 //!     `call/mod.rs` + `call/state.rs` (one call and its stream state), `coalesce.rs` (write
-//!     coalescing), `keepalive.rs`; for TLS and identity, `server/transport.rs` (plaintext and TLS
+//!     coalescing), `keepalive.rs`, `linger.rs` (lingering close); for TLS and identity, `server/transport.rs` (plaintext and TLS
 //!     listeners), `server/tls.rs` (the reloadable acceptor), `server/auth.rs` (the
 //!     authentication hook); for browsers, `server/cors.rs` (which origins may call) and
 //!     `server/pages.rs` (static files answering `GET`).
@@ -26,19 +26,21 @@
 //!   (`h2chat token`).
 //! - [`pb`] (`pb.rs`): the protobuf types generated from `proto/`, and the descriptor set.
 //! - [`protocol`] (`protocol.rs`): the facts of `chat.v1` both sides share: method paths,
-//!   metadata names, default limits.
+//!   metadata names, default limits, the characters no identity may hold.
 //! - [`ring`] (`ring.rs`): a sequence-numbered bounded ring read by cursors: the one mechanism
 //!   under chat rooms and the server's log.
 //! - [`services`]: what the server serves, `services/mod.rs`, and `app.rs`, which assembles it.
 //!   - `services/chat/`: `mod.rs` (the ChatService calls), `browser.rs` (`Subscribe` and
-//!     `Post`), `room.rs` (the room engine), `stats.rs` (what chat counts).
+//!     `Post`), `room.rs` (the room engine: rooms, epochs, members as cursors), `identity.rs`
+//!     (NFC names and room ids, look-alike skeletons), `stats.rs` (what chat counts).
 //!   - `services/logs/`: `mod.rs` (WatchLogs), `ring.rs` (the log ring and its tracing layer),
 //!     `tail.rs` (tail -F into it).
 //!   - `services/reflection/`: `mod.rs` (v1 and v1alpha), `index.rs` (the descriptor index).
 //!   - `services/health.rs`, `services/echo.rs`, `services/interop.rs`, `services/page.rs` (the
 //!     chat page, `web/dist/`).
 //! - [`client`]: `h2chat chat` — `client/mod.rs` (mode choice), `options.rs` (options, exit
-//!   codes, join and finish), `interactive.rs`, `scripted.rs`, `render.rs`, `credentials.rs`
+//!   codes, join and finish), `interactive.rs`, `scripted.rs`, `render.rs`, `safe.rs` (hostile
+//!   text made harmless for the terminal and JSON), `credentials.rs`
 //!   (TLS and the bearer token);
 //!   `client/session/`: `mod.rs` (a member kept joined across lost connections), `runner.rs` (its
 //!   task), `link.rs` (one joined call).

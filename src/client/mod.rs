@@ -29,6 +29,7 @@ pub mod credentials;
 pub mod interactive;
 pub mod options;
 pub mod render;
+pub mod safe;
 pub mod scripted;
 pub mod session;
 

@@ -29,7 +29,10 @@ pub struct AppConfig {
 
 /// A server with every h2chat service added, ready to [`Server::serve`]. With a watch file set,
 /// call it inside a Tokio runtime: following the file starts here.
-pub fn build(config: AppConfig) -> Server {
+pub fn build(mut config: AppConfig) -> Server {
+    // Chat members drain within the shutdown grace, leaving a fifth of it for their trailers.
+    let drain_within = config.server.shutdown_grace.mul_f64(0.8);
+    config.chat.shutdown_drain = config.chat.shutdown_drain.min(drain_within);
     let mut server = Server::new(config.server);
     if let Some(auth) = config.auth {
         server.set_authenticator(auth);

@@ -23,6 +23,7 @@ class Session {
     this.storeKey = `h2chat:${room}:${name}`;
     const saved = JSON.parse(sessionStorage.getItem(this.storeKey) ?? "null");
     this.lastSeq = saved?.lastSeq ?? null;
+    this.epoch = saved?.epoch ?? "";
     this.lines = saved?.lines ?? [];
     this.members = new Set();
     this.key = null;
@@ -32,7 +33,7 @@ class Session {
 
   save() {
     this.lines = this.lines.slice(-MAX_LINES);
-    sessionStorage.setItem(this.storeKey, JSON.stringify({ lastSeq: this.lastSeq, lines: this.lines }));
+    sessionStorage.setItem(this.storeKey, JSON.stringify({ lastSeq: this.lastSeq, epoch: this.epoch, lines: this.lines }));
   }
 
   /** Subscribes, resuming after the last event seen; reconnects until stopped. */
@@ -54,11 +55,15 @@ class Session {
 
   async subscribeOnce() {
     const request = { roomId: this.room, senderId: this.name };
-    if (this.lastSeq !== null) request.resumeAfterSeq = BigInt(this.lastSeq);
+    if (this.lastSeq !== null) {
+      request.resumeAfterSeq = BigInt(this.lastSeq);
+      request.resumeEpoch = this.epoch;
+    }
     const stream = client.subscribe(request, {
       signal: this.abort.signal,
       onHeader: (headers) => {
         this.key = headers.get("chat-member-key");
+        this.epoch = headers.get("chat-epoch") ?? this.epoch;
         setStatus(`Joined ${this.room} as ${this.name}.`);
         setSendable(true);
         this.backoff = 250;
@@ -91,6 +96,7 @@ class Session {
         break;
       case EVENT_KIND_RESET:
         this.lastSeq = null;
+        this.epoch = event.epoch;
         this.add({ kind: "notice", seq: null, time, text: "The room restarted: its history starts again." });
         break;
       default:

@@ -6,6 +6,7 @@ mod bench;
 mod flags;
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -268,7 +269,7 @@ struct StdioArgs {
 #[derive(Args)]
 struct ServeArgs {
     /// Address to listen on, HOST:PORT (a host name is resolved; 0.0.0.0 or [::] is every
-    /// interface). TLS when --tls-cert is given.
+    /// interface); TLS when --tls-cert is given.
     #[arg(long, default_value = "127.0.0.1:50051", value_parser = flags::listen_addr)]
     addr: ListenAddr,
     #[command(flatten)]
@@ -357,7 +358,7 @@ impl ServeArgs {
     /// The configuration, with `ring` as the log the server records into and watchers read.
     fn config(&self, ring: LogRing) -> AppConfig {
         // Negative or NaN is 0, too large (or infinite) is "forever": never a panic at startup.
-        let secs = |s: f64| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX);
+        let secs = h2chat::cli::duration_from_secs;
         AppConfig {
             server: ServerConfig {
                 max_message_bytes: self.max_message_bytes,
@@ -388,6 +389,7 @@ impl ServeArgs {
                 max_post_rate: self.max_post_rate,
                 post_burst: self.post_burst,
                 max_joins_per_connection: self.max_joins_per_connection,
+                shutdown_drain: chat::DEFAULT_SHUTDOWN_DRAIN,
             },
             logs: self.logs.config(ring),
             auth: None,
@@ -579,6 +581,10 @@ fn init_logging(ring: Option<&LogRing>, format: LogFormat) -> Result<(), String>
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ring = args.logs.ring();
     init_logging(Some(&ring), args.logs.log_format)?;
+    if let Some(metrics) = &args.metrics_addr {
+        let addr = h2chat::exporter::install(metrics.addrs[0])?;
+        tracing::info!(%addr, "serving metrics");
+    }
     let tls = args.tls.acceptor()?;
     let authenticator = args.auth.authenticator()?;
     let plaintext = tls.is_none() || args.tls.plaintext_addr.is_some();
@@ -590,29 +596,22 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
                 .into(),
         );
     }
-    if let Some(metrics) = &args.metrics_addr {
-        let addr = h2chat::exporter::install(metrics.addrs[0])?;
-        tracing::info!(%addr, "serving metrics");
-    }
-    let bind = |addr: &ListenAddr| {
-        let addr = addr.clone();
-        async move {
-            tokio::net::TcpListener::bind(&addr.addrs[..])
-                .await
-                .map_err(|e| format!("cannot listen on {}: {e}", addr.text))
-        }
+    let bind = |addrs: Vec<SocketAddr>, text: String| async move {
+        tokio::net::TcpListener::bind(&addrs[..])
+            .await
+            .map_err(|e| format!("cannot listen on {text}: {e}"))
     };
+    let main_listener = bind(args.addr.addrs.clone(), args.addr.text.clone()).await?;
     let mut listeners = Vec::new();
     match &tls {
         Some(tls) => {
-            listeners.push(Listener::tls(bind(&args.addr).await?, tls.clone()));
-            if let Some(addr) = &args.tls.plaintext_addr {
-                listeners.push(Listener::plaintext(bind(addr).await?));
+            listeners.push(Listener::tls(main_listener, tls.clone()));
+            if let Some(addr) = args.tls.plaintext_addr.clone() {
+                listeners.push(Listener::plaintext(bind(addr.addrs, addr.text).await?));
             }
-            // Installed before saying it listens: from then on SIGHUP means reload.
             reload_on_hangup(tls.clone());
         }
-        None => listeners.push(Listener::plaintext(bind(&args.addr).await?)),
+        None => listeners.push(Listener::plaintext(main_listener)),
     }
     let mut config = args.config(ring);
     config.auth = authenticator;
@@ -671,8 +670,7 @@ async fn run_stdio(args: StdioArgs) -> Result<(), Box<dyn std::error::Error>> {
             logs: args.logs.config(ring),
             ..AppConfig::default()
         },
-        drain_timeout: Duration::try_from_secs_f64(args.drain_timeout.max(0.0))
-            .unwrap_or(Duration::MAX),
+        drain_timeout: h2chat::cli::duration_from_secs(args.drain_timeout),
         max_line_bytes: args.max_line_bytes,
     };
     stdio::run(config, tokio::io::stdin(), tokio::io::stdout()).await?;

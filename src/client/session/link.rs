@@ -20,7 +20,10 @@ use super::SessionConfig;
 use crate::grpc::client::{tls::host_of, CallOptions, CallReceiver, CallSender, Channel};
 use crate::grpc::Status;
 use crate::pb::chat::v1::{ChatMessage, MembersRequest, MembersResponse};
-use crate::protocol::{CHAT_PATH, JOINED_SEQ_METADATA, MEMBERS_PATH};
+use crate::protocol::{
+    CHAT_PATH, DEFAULT_MAX_TEXT_BYTES, EPOCH_METADATA, JOINED_SEQ_METADATA,
+    MAX_TEXT_BYTES_METADATA, MEMBERS_PATH,
+};
 
 /// Longest wait, when leaving, for the connection to close.
 const LEAVE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -49,6 +52,11 @@ pub(crate) struct Link {
     pub(crate) tx: Option<CallSender>,
     /// The sequence number of this call's join event (the `chat-joined-seq` header).
     pub(crate) joined_seq: u64,
+    /// The room's epoch, which `joined_seq` is numbered in (the `chat-epoch` header).
+    pub(crate) epoch: String,
+    /// The longest text the server takes (`chat-max-text-bytes`; the default limit when a server
+    /// does not say).
+    pub(crate) max_text_bytes: usize,
     /// Resolves when the connection's transport is dropped (the connection has closed).
     closed: oneshot::Receiver<()>,
 }
@@ -102,6 +110,18 @@ impl Link {
                     "the server did not say where the join is ({JOINED_SEQ_METADATA} missing)"
                 )))
             })?;
+        let epoch = headers
+            .get(EPOCH_METADATA)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                Attempt::Join(Status::internal(format!(
+                    "the server did not say which history the join is in ({EPOCH_METADATA} missing)"
+                )))
+            })?;
+        let max_text_bytes = headers
+            .get(MAX_TEXT_BYTES_METADATA)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(DEFAULT_MAX_TEXT_BYTES);
         let (tx, rx) = call.split();
         Ok(Link {
             channel,
@@ -109,6 +129,8 @@ impl Link {
             rx,
             tx: Some(tx),
             joined_seq,
+            epoch,
+            max_text_bytes,
             closed,
         })
     }

@@ -110,7 +110,7 @@ pub(super) fn accept_call(
             }
         }
     }
-    let call = Call::new(info, body, respond, permit);
+    let call = Call::new(info, body, respond, permit, conn.dropped.clone());
     if let Some(status) = early {
         debug!(%status, "refused before the handler");
         stats::call_refused(reason);

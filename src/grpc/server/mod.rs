@@ -26,7 +26,7 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -63,6 +63,7 @@ mod call_log;
 pub mod coalesce;
 pub mod cors;
 mod keepalive;
+pub mod linger;
 pub mod log_rate;
 pub mod pages;
 pub mod router;
@@ -289,8 +290,8 @@ impl Server {
             };
             match accepted {
                 Ok(incoming) => {
-                    let (socket, peer) = (incoming.socket, incoming.peer);
                     stats::connection_accepted();
+                    let (socket, peer) = (incoming.socket, incoming.peer);
                     let _ = socket.set_nodelay(true);
                     let permit = Some(permit);
                     let shared = shared.clone();
@@ -378,6 +379,9 @@ pub(in crate::grpc) struct ConnInfo {
     pub(in crate::grpc) peer: SocketAddr,
     /// The identity of the client's verified TLS certificate.
     pub(in crate::grpc) identity: Option<Arc<str>>,
+    /// Set before the connection's task drops the connection itself, so its calls tell that from
+    /// a client that closed it (h2 reports both to them alike; see `CloseCause`).
+    pub(in crate::grpc) dropped: Arc<AtomicBool>,
 }
 
 impl ConnInfo {
@@ -386,6 +390,7 @@ impl ConnInfo {
             id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
             peer,
             identity,
+            dropped: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -436,6 +441,8 @@ async fn serve_connection<T>(
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let cfg = &shared.config;
+    // The socket comes back when h2 drops it, for a lingering close (see `linger`).
+    let (socket, returned) = linger::Returning::new(socket);
     // Boxed: the handshake's state is large and needed only until the preface is done, while
     // this task lives as long as the connection.
     let handshake = {
@@ -490,6 +497,7 @@ async fn serve_connection<T>(
                     continue;
                 }
                 debug!("peer did not answer a keepalive PING; closing the connection");
+                conn_info.dropped.store(true, Ordering::Relaxed);
                 break;
             }
         };
@@ -499,11 +507,17 @@ async fn serve_connection<T>(
                 start_call(shared.clone(), request, respond, &conn_info, permit);
             }
             Some(Err(e)) => {
+                // h2 has told the calls already, with the error itself.
                 debug!(error = %e, "connection error");
                 break;
             }
             None => break,
         }
+    }
+    drop(conn);
+    if let Ok(socket) = returned.await {
+        // Boxed: its read buffer is needed only now, not for the connection's whole life.
+        Box::pin(linger::linger(socket)).await;
     }
     debug!("connection closed");
     stats::connection_open(false);
@@ -542,6 +556,15 @@ fn call_task(shared: Arc<Shared>, call: Call) -> impl Future<Output = ()> + Send
     async move { drive_call(&shared, &call).await }
 }
 
+/// The status of a call whose end came: its credentials expired (UNAUTHENTICATED with the
+/// authenticator's message) or its deadline passed.
+fn ended<T>(end: Option<(T, Option<&'static str>)>) -> Status {
+    match end.and_then(|(_, expired)| expired) {
+        Some(message) => Status::unauthenticated(message),
+        None => Status::deadline_exceeded("deadline exceeded"),
+    }
+}
+
 /// Runs the call's handler until it returns, the client goes away, the deadline passes or the
 /// server shuts down; then ends the call.
 async fn drive_call(shared: &Shared, call: &Call) {
@@ -573,7 +596,7 @@ async fn drive_call(shared: &Shared, call: &Call) {
         (None, None) => None,
     };
     let mut deadline = end.map(|(at, _)| Box::pin(tokio::time::sleep_until(at.into())));
-    let expired = poll_fn(|cx| match deadline.as_mut() {
+    let mut expired = poll_fn(|cx| match deadline.as_mut() {
         Some(sleep) => sleep.as_mut().poll(cx),
         None => Poll::Pending,
     });
@@ -585,16 +608,20 @@ async fn drive_call(shared: &Shared, call: &Call) {
             debug!(?cause, "client went away; handler stopped");
             None
         }
-        () = expired => Some(Err(match end.and_then(|(_, expired)| expired) {
-            Some(message) => Status::unauthenticated(message),
-            None => Status::deadline_exceeded("deadline exceeded"),
-        })),
+        () = &mut expired => Some(Err(ended(end))),
         () = shared.signal.wait() => {
             // The signal may have fired after the handler was polled in this same round (the
             // task was woken by something else): poll the handler once more, now that the
             // signal is set, so a handler waiting on it gets its goodbye out.
             match poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await {
                 Poll::Ready(result) => Some(result),
+                Poll::Pending if call.drains_on_shutdown() => tokio::select! {
+                    // The handler ends the call itself once it has drained.
+                    biased;
+                    result = &mut handler => Some(result),
+                    _ = call.watch_peer() => None,
+                    () = &mut expired => Some(Err(ended(end))),
+                },
                 Poll::Pending => Some(Err(Status::unavailable("server shutting down"))),
             }
         }

@@ -13,7 +13,7 @@ use tracing::debug;
 use crate::grpc::{Call, CallResult, Status};
 use crate::pb::chat::v1::{ChatMessage, PostRequest, PostResponse, SubscribeRequest};
 use crate::protocol::MEMBER_KEY_METADATA;
-use crate::services::chat::room::Poster;
+use crate::services::chat::room::{Posted, Poster};
 use crate::services::chat::{ChatService, TokenBucket};
 
 /// Bytes of randomness in a member key (hex-encoded in the header).
@@ -67,6 +67,7 @@ impl ChatService {
             room_id: req.room_id,
             sender_id: req.sender_id,
             resume_after_seq: req.resume_after_seq,
+            resume_epoch: req.resume_epoch,
             ..ChatMessage::default()
         };
         let mut joined = self.join(call, join)?;
@@ -82,7 +83,8 @@ impl ChatService {
             keys: &self.member_keys,
             key,
         };
-        self.deliver(call, &mut joined.member).await
+        // The request stream has ended (one message): the member loop only delivers.
+        self.run_member(call, &mut joined.member).await
     }
 
     /// `Post`: one text as the member the key names.
@@ -132,7 +134,14 @@ impl ChatService {
             }
             bucket.take();
         }
-        let seq = poster.post(&req.text);
+        let seq = match poster.post(&req.text) {
+            Posted::At(seq) => seq,
+            Posted::Closed(_) => {
+                return Err(Status::unavailable(
+                    "server shutting down: the room takes no more posts",
+                ))
+            }
+        };
         debug!(room = %poster.room_id(), member = %poster.name(), seq, "posted by key");
         call.send(&PostResponse { seq }).await
     }

@@ -13,6 +13,7 @@
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -114,6 +115,10 @@ struct Inner {
     handler_waits_on_recv: bool,
     /// Decodes a gRPC-Web `-text` request body before the message decoder sees it.
     text: Option<TextDecoder>,
+    /// The handler ends the call itself on shutdown (see `drain_on_shutdown`).
+    drains_on_shutdown: bool,
+    /// Set when the server drops the call's connection itself (see [`CloseCause`]).
+    dropped: Arc<AtomicBool>,
 }
 
 impl Call {
@@ -123,6 +128,7 @@ impl Call {
         body: RecvStream,
         respond: SendResponse<Chunk>,
         permit: Option<OwnedSemaphorePermit>,
+        dropped: Arc<AtomicBool>,
     ) -> Call {
         let mut state = CallState::Open;
         let recv_done = body.is_end_stream();
@@ -139,6 +145,7 @@ impl Call {
             info,
             permit,
             inner: Mutex::new(Inner {
+                dropped,
                 state,
                 body,
                 decoder,
@@ -154,8 +161,22 @@ impl Call {
                 tracker: None,
                 handler_waits_on_recv: false,
                 text,
+                drains_on_shutdown: false,
             }),
         }
+    }
+
+    /// Tells the server that this handler watches the shutdown signal itself and ends the call
+    /// when it has said what it must: on shutdown the server then keeps running it (a client that
+    /// goes away or a deadline still stop it) instead of ending the call with UNAVAILABLE. The
+    /// server's shutdown grace still bounds it; the handler must end well within it.
+    pub fn drain_on_shutdown(&self) {
+        self.lock().drains_on_shutdown = true;
+    }
+
+    /// Whether the handler asked to drain on shutdown itself.
+    pub(in crate::grpc) fn drains_on_shutdown(&self) -> bool {
+        self.lock().drains_on_shutdown
     }
 
     /// Whether the call got a place among the connection's running handlers.
@@ -464,7 +485,8 @@ impl Inner {
             }
             Poll::Ready(Some(Err(e))) => {
                 self.recv_done = true;
-                self.state.recv_reset(stream_id, Some(&e));
+                self.state
+                    .recv_reset(stream_id, Some(&e), self.dropped.load(Ordering::Relaxed));
                 Poll::Ready(Err(Status::cancelled(format!("request stream: {e}"))))
             }
             Poll::Ready(None) => {
@@ -521,7 +543,11 @@ impl Inner {
                 Ok(())
             }
             Err(e) => {
-                self.state.recv_reset(info.stream_id, Some(&e));
+                self.state.recv_reset(
+                    info.stream_id,
+                    Some(&e),
+                    self.dropped.load(Ordering::Relaxed),
+                );
                 Err(Status::cancelled(format!("sending headers: {e}")))
             }
         }
@@ -539,17 +565,29 @@ impl Inner {
                 match stream.poll_capacity(cx) {
                     Poll::Ready(Some(Ok(_))) => continue,
                     Poll::Ready(Some(Err(e))) => {
-                        self.state.recv_reset(stream_id, Some(&e));
+                        self.state.recv_reset(
+                            stream_id,
+                            Some(&e),
+                            self.dropped.load(Ordering::Relaxed),
+                        );
                         return Poll::Ready(Err(Status::cancelled(format!("response: {e}"))));
                     }
                     Poll::Ready(None) => {
-                        self.state.recv_reset(stream_id, None);
+                        self.state.recv_reset(
+                            stream_id,
+                            None,
+                            self.dropped.load(Ordering::Relaxed),
+                        );
                         return Poll::Ready(Err(Status::cancelled("response stream closed")));
                     }
                     Poll::Pending => {
                         // Waiting for the client to read: notice if it resets meanwhile.
                         if let Poll::Ready(r) = stream.poll_reset(cx) {
-                            self.state.recv_reset(stream_id, r.as_ref().err());
+                            self.state.recv_reset(
+                                stream_id,
+                                r.as_ref().err(),
+                                self.dropped.load(Ordering::Relaxed),
+                            );
                             return Poll::Ready(Err(Status::cancelled("client reset the stream")));
                         }
                         return Poll::Pending;
@@ -562,7 +600,8 @@ impl Inner {
                 None => Chunk::from(piece),
             };
             if let Err(e) = stream.send_data(piece, false) {
-                self.state.recv_reset(stream_id, Some(&e));
+                self.state
+                    .recv_reset(stream_id, Some(&e), self.dropped.load(Ordering::Relaxed));
                 return Poll::Ready(Err(Status::cancelled(format!("response: {e}"))));
             }
         }
@@ -584,8 +623,12 @@ impl Inner {
                 Poll::Ready(CloseCause::Reset(reason))
             }
             Poll::Ready(Err(e)) => {
-                self.state.recv_reset(stream_id, Some(&e));
-                Poll::Ready(CloseCause::ConnectionLost)
+                self.state
+                    .recv_reset(stream_id, Some(&e), self.dropped.load(Ordering::Relaxed));
+                Poll::Ready(match self.state {
+                    CallState::Closed(cause) => cause,
+                    _ => CloseCause::ConnectionLost,
+                })
             }
         }
     }
@@ -639,7 +682,8 @@ impl Inner {
         if sent {
             self.state.send_trailers(info.stream_id);
         } else {
-            self.state.recv_reset(info.stream_id, None);
+            self.state
+                .recv_reset(info.stream_id, None, self.dropped.load(Ordering::Relaxed));
         }
         debug!(stream_id = info.stream_id, code = %status.code(), "call finished");
     }
