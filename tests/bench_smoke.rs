@@ -264,7 +264,7 @@ fn write_floor_delivers_every_post_to_every_connection() {
 
 #[test]
 fn unary_request_checks_the_server_then_writes_the_h2load_body() {
-    let server = ServerProcess::start(&[]);
+    let server = ServerProcess::start(&["--interop"]);
     let file = std::env::temp_dir().join(format!("h2chat-unary-{}.bin", std::process::id()));
     let path = file.to_str().expect("utf-8 temp path");
     let out = bench(&[

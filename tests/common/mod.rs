@@ -38,9 +38,14 @@ impl TestServer {
         }
     }
 
-    /// Starts the server with default limits.
+    /// Starts the server with default limits, and with `grpc.testing.TestService` (as
+    /// `serve --interop`): tests drive it.
     pub async fn default() -> TestServer {
-        TestServer::start(AppConfig::default()).await
+        TestServer::start(AppConfig {
+            interop: true,
+            ..AppConfig::default()
+        })
+        .await
     }
 
     /// `host:port` for command-line clients.

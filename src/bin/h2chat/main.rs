@@ -195,6 +195,28 @@ struct ServeArgs {
     post_burst: f64,
     #[command(flatten)]
     logs: LogArgs,
+    #[command(flatten)]
+    budgets: BudgetArgs,
+}
+
+/// What a peer can make the server hold: budgets and the limits on connections (issue 12).
+#[derive(Args)]
+struct BudgetArgs {
+    /// Response bytes one connection may hold encoded and not yet written.
+    #[arg(long, default_value_t = srv::DEFAULT_MAX_SEND_BUFFER_PER_CONNECTION)]
+    max_send_buffer_per_connection: usize,
+    /// Response bytes the whole server may hold encoded and not yet written (beyond 16 KiB per
+    /// connection that is always its own).
+    #[arg(long, default_value_t = srv::DEFAULT_MAX_SEND_BUFFER_TOTAL)]
+    max_send_buffer_total: usize,
+    /// Seconds a response may wait for the client to grant flow-control window before its
+    /// stream is reset (0 = forever).
+    #[arg(long, default_value_t = srv::DEFAULT_SEND_TIMEOUT.as_secs_f64())]
+    send_timeout: f64,
+    /// Also serve grpc.testing.TestService, the gRPC interop test service (its clients choose
+    /// how much the server sends, so it is off unless asked for).
+    #[arg(long)]
+    interop: bool,
 }
 
 impl ServeArgs {
@@ -218,6 +240,10 @@ impl ServeArgs {
                 keepalive_interval: (self.keepalive_interval > 0.0)
                     .then(|| secs(self.keepalive_interval)),
                 keepalive_timeout: secs(self.keepalive_timeout),
+                max_send_buffer_per_connection: self.budgets.max_send_buffer_per_connection,
+                max_send_buffer_total: self.budgets.max_send_buffer_total,
+                send_timeout: (self.budgets.send_timeout > 0.0)
+                    .then(|| secs(self.budgets.send_timeout)),
             },
             chat: ChatConfig {
                 rooms: RoomLimits {
@@ -234,6 +260,7 @@ impl ServeArgs {
                 max_joins_per_connection: self.max_joins_per_connection,
             },
             logs: self.logs.config(ring),
+            interop: self.budgets.interop,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! from its headers.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use h2::server::SendResponse;
@@ -15,6 +16,7 @@ use super::{ServerConfig, Shared};
 use crate::grpc::compression::{Encoding, Encodings};
 use crate::grpc::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING, GRPC_TIMEOUT};
 use crate::grpc::metadata::Metadata;
+use crate::grpc::server::budget::ConnectionBudget;
 use crate::grpc::server::call::{Call, CallInfo};
 use crate::grpc::server::written::Chunk;
 use crate::grpc::status::Status;
@@ -33,7 +35,7 @@ pub(super) fn accept_call(
     shared: &Shared,
     request: Request<RecvStream>,
     mut respond: SendResponse<Chunk>,
-    (connection_id, peer): (u64, SocketAddr),
+    (connection_id, peer, budget): (u64, SocketAddr, &Arc<ConnectionBudget>),
     permit: Option<OwnedSemaphorePermit>,
 ) -> Option<Call> {
     let stream_id: u32 = respond.stream_id().as_u32();
@@ -61,7 +63,7 @@ pub(super) fn accept_call(
         stream_id,
         (connection_id, peer),
     );
-    let call = Call::new(info, body, respond, permit);
+    let call = Call::new(info, body, respond, permit, budget.clone());
     if let Some(status) = early {
         debug!(%status, "refused before the handler");
         call.finish(Err(status));
@@ -133,6 +135,7 @@ fn call_info(
         accepted_encoding,
         accepted_encodings,
         max_message_bytes: config.max_message_bytes,
+        send_timeout: config.send_timeout,
     };
     (info, early)
 }

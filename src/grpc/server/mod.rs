@@ -29,6 +29,11 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, debug_span, info, warn, Instrument};
 
 use crate::grpc::codec::DEFAULT_MAX_MESSAGE_BYTES;
+use crate::grpc::server::budget::{ConnectionBudget, TotalBudget};
+pub use crate::grpc::server::budget::{
+    DEFAULT_MAX_SEND_BUFFER_PER_CONNECTION, DEFAULT_MAX_SEND_BUFFER_TOTAL,
+    DEFAULT_SEND_RESERVE_PER_CONNECTION,
+};
 use crate::grpc::server::call::Call;
 use crate::grpc::server::coalesce::CoalescedWrites;
 use crate::grpc::server::keepalive::{keep_alive, Keepalive};
@@ -38,6 +43,7 @@ use crate::grpc::server::written::Chunk;
 use crate::grpc::status::Status;
 
 mod accept;
+pub mod budget;
 pub mod call;
 pub mod coalesce;
 mod keepalive;
@@ -70,6 +76,9 @@ pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time graceful shutdown waits for connections to close.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Default time a response may wait for the client to grant flow-control window before its
+/// stream is reset (nginx's `send_timeout` is 60 s; grpc-go has no such limit).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Least time between two warnings that the connection limit is reached.
 const CONNECTION_LIMIT_WARN_INTERVAL: Duration = Duration::from_secs(60);
@@ -105,6 +114,14 @@ pub struct ServerConfig {
     pub keepalive_interval: Option<Duration>,
     /// Time a keepalive PING may go unanswered before the connection is closed.
     pub keepalive_timeout: Duration,
+    /// Response bytes one connection may hold encoded and not yet written.
+    pub max_send_buffer_per_connection: usize,
+    /// Response bytes the server may hold encoded and not yet written, beyond each
+    /// connection's first [`DEFAULT_SEND_RESERVE_PER_CONNECTION`].
+    pub max_send_buffer_total: usize,
+    /// Time a response may wait for the client's window before its stream is reset; `None` =
+    /// forever.
+    pub send_timeout: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -122,6 +139,9 @@ impl Default for ServerConfig {
             small_frame_budget_bytes: DEFAULT_SMALL_FRAME_BUDGET_BYTES,
             keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            max_send_buffer_per_connection: DEFAULT_MAX_SEND_BUFFER_PER_CONNECTION,
+            max_send_buffer_total: DEFAULT_MAX_SEND_BUFFER_TOTAL,
+            send_timeout: Some(DEFAULT_SEND_TIMEOUT),
         }
     }
 }
@@ -139,6 +159,8 @@ struct Shared {
     config: Arc<ServerConfig>,
     router: Router,
     signal: ShutdownSignal,
+    /// The send budget every connection draws on.
+    send_total: Arc<TotalBudget>,
     /// Held by every task; its channel closes when all are gone.
     _alive: mpsc::Sender<()>,
 }
@@ -249,7 +271,9 @@ impl Server {
             alive: alive_rx,
             grace: self.config.shutdown_grace,
         };
+        let send_total = TotalBudget::new(self.config.max_send_buffer_total);
         let shared = Arc::new(Shared {
+            send_total,
             config: self.config,
             router: self.router,
             signal: self.signal,
@@ -321,6 +345,11 @@ async fn serve_connection<T>(
     };
     debug!("connection open");
     let handlers = Arc::new(Semaphore::new(cfg.max_concurrent_streams as usize));
+    let budget = ConnectionBudget::new(
+        cfg.max_send_buffer_per_connection,
+        DEFAULT_SEND_RESERVE_PER_CONNECTION,
+        shared.send_total.clone(),
+    );
     let connection_id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
     let mut draining = false;
     let mut keepalive = conn
@@ -346,7 +375,7 @@ async fn serve_connection<T>(
         match next {
             Some(Ok((request, respond))) => {
                 let permit = handlers.clone().try_acquire_owned().ok();
-                let conn = (connection_id, peer);
+                let conn = (connection_id, peer, &budget);
                 start_call(shared.clone(), request, respond, conn, permit);
             }
             Some(Err(e)) => {
@@ -369,7 +398,7 @@ fn start_call(
     shared: Arc<Shared>,
     request: Request<RecvStream>,
     respond: SendResponse<Chunk>,
-    conn: (u64, SocketAddr),
+    conn: (u64, SocketAddr, &Arc<ConnectionBudget>),
     permit: Option<OwnedSemaphorePermit>,
 ) {
     let stream_id: u32 = respond.stream_id().as_u32();
@@ -414,6 +443,12 @@ async fn drive_call(shared: &Shared, call: &Call) {
         Some(sleep) => sleep.as_mut().poll(cx),
         None => Poll::Pending,
     });
+    let send_stalled = async {
+        match shared.config.send_timeout {
+            Some(timeout) => call.send_stalled(timeout).await,
+            None => std::future::pending().await,
+        }
+    };
     let outcome = tokio::select! {
         // The handler first: on shutdown it may still say goodbye (health sends NOT_SERVING).
         biased;
@@ -422,6 +457,7 @@ async fn drive_call(shared: &Shared, call: &Call) {
             debug!(?cause, "client went away; handler stopped");
             None
         }
+        () = send_stalled => None,
         () = expired => Some(Err(Status::deadline_exceeded("deadline exceeded"))),
         () = shared.signal.wait() => {
             // The signal may have fired after the handler was polled in this same round (the
@@ -481,7 +517,9 @@ mod tests {
         let (shared, _stopper) = Server::new(ServerConfig::default()).start();
         let peer: SocketAddr = ([127, 0, 0, 1], 1).into();
         let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().ok();
-        let call = accept_call(&shared, request, respond, (1, peer), permit).expect("accepted");
+        let budget = ConnectionBudget::new(1 << 20, 0, shared.send_total.clone());
+        let call =
+            accept_call(&shared, request, respond, (1, peer, &budget), permit).expect("accepted");
         let parts = std::mem::size_of_val(&call)
             + std::mem::size_of_val(&drive_call(&shared, &call))
             + std::mem::size_of_val(&shared);

@@ -10,24 +10,33 @@
 //!   that stops asking for messages therefore stops the peer after one window.
 //! - sending: a response frame is handed to h2 only in pieces no larger than the capacity h2
 //!   granted. Whatever the client does, the call holds at most one frame that h2 has not sent.
+//!
+//! Send budget: every response byte, from its encoding until h2 has written it, holds a
+//! [`Lease`] on the connection's [`ConnectionBudget`] (see `budget`). A send waits for that room
+//! *before* it encodes; a message larger than the whole per-connection budget is
+//! RESOURCE_EXHAUSTED. A response that waits for the client's window longer than the server's
+//! send timeout has its stream reset ([`Call::send_stalled`]), which gives its bytes back.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, Response};
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Sleep;
 use tracing::debug;
 
 use crate::grpc::codec::{self, Decoder};
-use crate::grpc::compression::{Encoding, Encodings, ACCEPT_ENCODING};
+use crate::grpc::compression::{self, Encoding, Encodings, ACCEPT_ENCODING};
 use crate::grpc::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING};
 use crate::grpc::metadata::Metadata;
+use crate::grpc::server::budget::{ConnectionBudget, Lease};
 use crate::grpc::server::written::{Chunk, Tracker};
 use crate::grpc::status::Status;
 
@@ -58,6 +67,9 @@ pub struct CallInfo {
     pub accepted_encodings: Encodings,
     /// Largest request message, before and after decompression.
     pub max_message_bytes: usize,
+    /// How long a response may wait for the client's window, or a send for room in the send
+    /// budget, before the call ends; `None` = forever.
+    pub send_timeout: Option<Duration>,
 }
 
 /// A server-side call. See the module documentation.
@@ -66,6 +78,19 @@ pub struct Call {
     inner: Mutex<Inner>,
     /// The call's place among the connection's running handlers; released with the call.
     permit: Option<OwnedSemaphorePermit>,
+    /// What the connection may hold of responses not yet written (see the module doc).
+    budget: Arc<ConnectionBudget>,
+}
+
+/// Room in the connection's send budget, taken by [`Call::reserve`] before a message is built.
+#[derive(Debug)]
+pub struct SendReservation(Lease);
+
+impl SendReservation {
+    /// Bytes reserved.
+    pub fn bytes(&self) -> usize {
+        self.0.bytes()
+    }
 }
 
 struct Inner {
@@ -83,6 +108,10 @@ struct Inner {
     response_encoding: Option<Encoding>,
     /// The part of the current response frame that h2 has not taken yet.
     pending: Bytes,
+    /// The send budget `pending` holds (as many bytes as it has; `None` when empty).
+    pending_lease: Option<Lease>,
+    /// Since when `pending` has waited for the client to grant window, if it waits.
+    stalled_since: Option<Instant>,
     /// The compressed flag of the last request message handed to the handler.
     last_compressed: bool,
     /// Counts the response chunks h2 has not written yet, once the handler asks (`track_writes`).
@@ -99,6 +128,7 @@ impl Call {
         body: RecvStream,
         respond: SendResponse<Chunk>,
         permit: Option<OwnedSemaphorePermit>,
+        budget: Arc<ConnectionBudget>,
     ) -> Call {
         let mut state = CallState::Open;
         let recv_done = body.is_end_stream();
@@ -109,6 +139,7 @@ impl Call {
         Call {
             info,
             permit,
+            budget,
             inner: Mutex::new(Inner {
                 state,
                 body,
@@ -121,6 +152,8 @@ impl Call {
                 trailers: Metadata::new(),
                 response_encoding: None,
                 pending: Bytes::new(),
+                pending_lease: None,
+                stalled_since: None,
                 last_compressed: false,
                 tracker: None,
                 handler_waits_on_recv: false,
@@ -243,6 +276,7 @@ impl Call {
 
     /// Sends one response message; returns once h2 has taken all of it within flow control.
     /// Compressed when the call compresses responses (see [`compress_responses`](Call::compress_responses)).
+    /// Waits first for room in the send budget (see the module doc).
     pub async fn send<M: prost::Message>(&self, msg: &M) -> Result<(), Status> {
         self.send_with(msg, true).await
     }
@@ -255,16 +289,89 @@ impl Call {
         msg: &M,
         compress: bool,
     ) -> Result<(), Status> {
+        let reservation = self
+            .reserve(self.frame_bound(msg.encoded_len(), compress))
+            .await?;
+        self.queue_message(msg, compress, reservation)?;
+        self.flush().await
+    }
+
+    /// The most bytes a message of `encoded_len` bytes may take while it is framed (with
+    /// `compress`: the plain encoding and the compressed frame, which exist at once).
+    pub fn frame_bound(&self, encoded_len: usize, compress: bool) -> usize {
+        let frame = codec::PREFIX_BYTES.saturating_add(encoded_len);
+        match self.response_encoding().filter(|_| compress) {
+            None => frame,
+            Some(_) => encoded_len.saturating_add(
+                codec::PREFIX_BYTES.saturating_add(compression::max_compressed_len(encoded_len)),
+            ),
+        }
+    }
+
+    /// Waits until the connection's send budget has room for `bytes` (see
+    /// [`frame_bound`](Call::frame_bound)), and takes it: reserve before building a large
+    /// message, so that a message that cannot be sent yet does not exist yet.
+    ///
+    /// Errors: RESOURCE_EXHAUSTED when `bytes` is more than the whole per-connection budget.
+    /// Cancel-safe (nothing is taken until it completes).
+    pub async fn reserve(&self, bytes: usize) -> Result<SendReservation, Status> {
+        let limit = self.budget.limit();
+        if bytes > limit {
+            return Err(Status::resource_exhausted(format!(
+                "response message of {bytes} bytes is over the send budget of {limit} bytes \
+                 per connection (max-send-buffer-per-connection)"
+            )));
+        }
+        // Most sends find room at once: a timer only for those that wait.
+        let first = poll_fn(|cx| Poll::Ready(self.budget.poll_acquire(cx, bytes))).await;
+        if let Poll::Ready(lease) = first {
+            return Ok(SendReservation(lease));
+        }
+        let acquire = poll_fn(|cx| self.budget.poll_acquire(cx, bytes));
+        let lease = match self.info.send_timeout {
+            None => acquire.await,
+            Some(timeout) => tokio::time::timeout(timeout, acquire).await.map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "no room in the send budget for {bytes} bytes within the send timeout"
+                ))
+            })?,
+        };
+        Ok(SendReservation(lease))
+    }
+
+    /// Encodes `msg` into the call's queue within `reservation`, without waiting for the client;
+    /// [`flush`](Call::flush) sends it. A reservation too small is topped up at once, over the
+    /// budget if need be; what it holds beyond the frame goes back. The message may be dropped
+    /// as soon as this returns: only its encoding stays.
+    pub fn queue_message<M: prost::Message>(
+        &self,
+        msg: &M,
+        compress: bool,
+        reservation: SendReservation,
+    ) -> Result<(), Status> {
+        let mut lease = reservation.0;
         let frame = match self.response_encoding().filter(|_| compress) {
             None => codec::encode_message(msg),
             Some(enc) => {
-                let compressed = enc.compress(&msg.encode_to_vec())?;
-                let mut buf = bytes::BytesMut::new();
-                codec::encode_frame(true, &compressed, &mut buf);
-                buf.freeze()
+                let plain = msg.encode_to_vec();
+                let mut out = Vec::with_capacity(
+                    codec::PREFIX_BYTES + compression::max_compressed_len(plain.len()),
+                );
+                out.extend_from_slice(&[1, 0, 0, 0, 0]);
+                let mut out = enc.compress_into(&plain, out)?;
+                drop(plain);
+                let len = u32::try_from(out.len() - codec::PREFIX_BYTES).unwrap_or(u32::MAX);
+                if let Some(prefix) = out.get_mut(1..codec::PREFIX_BYTES) {
+                    prefix.copy_from_slice(&len.to_be_bytes());
+                }
+                Bytes::from(out)
             }
         };
-        self.send_frames(frame).await
+        if frame.len() > lease.bytes() {
+            lease.merge(self.budget.force(frame.len() - lease.bytes()));
+        }
+        lease.shrink_to(frame.len());
+        self.queue_leased(frame, lease)
     }
 
     /// Sends bytes that are already whole gRPC frames (one or many, prefix included), e.g. a
@@ -277,16 +384,29 @@ impl Call {
     /// Hands whole frames to the call without waiting; [`flush`](Call::flush) sends them. Unlike
     /// a dropped `send_frames` future, queued frames are never lost: use this where the wait for
     /// the client may be abandoned (e.g. in a `select!`).
+    ///
+    /// The frames count against the send budget at once, over it if need be (they already
+    /// exist): callers bound them themselves, e.g. by the capacity the client granted.
     pub fn queue_frames(&self, frames: Bytes) -> Result<(), Status> {
+        let lease = self.budget.force(frames.len());
+        self.queue_leased(frames, lease)
+    }
+
+    fn queue_leased(&self, frames: Bytes, lease: Lease) -> Result<(), Status> {
         let mut inner = self.lock();
         inner.ensure_headers(&self.info)?;
         if inner.pending.is_empty() {
             inner.pending = frames;
+            inner.pending_lease = Some(lease);
         } else {
             let mut joined = bytes::BytesMut::with_capacity(inner.pending.len() + frames.len());
             joined.extend_from_slice(&inner.pending);
             joined.extend_from_slice(&frames);
             inner.pending = joined.freeze();
+            match inner.pending_lease.as_mut() {
+                Some(held) => held.merge(lease),
+                None => inner.pending_lease = Some(lease),
+            }
         }
         Ok(())
     }
@@ -344,6 +464,45 @@ impl Call {
             }
             let _ = inner.poll_drain(cx, id);
             inner.poll_gone(cx, id)
+        })
+        .await
+    }
+
+    /// Resolves once queued response bytes have waited `timeout` for the client to grant
+    /// flow-control window, having reset the stream (CANCEL): the handler should be stopped, and
+    /// every byte the call held goes back to the send budget. Polled beside the handler, in its
+    /// task: a stall only begins while the handler polls a flush, and the timer is armed only
+    /// then (and reused), so a call that never stalls never touches the timer.
+    pub(in crate::grpc) async fn send_stalled(&self, timeout: Duration) {
+        let mut timer: Option<Pin<Box<Sleep>>> = None;
+        poll_fn(|cx| {
+            let Some(since) = self.lock().stalled_since else {
+                return Poll::Pending;
+            };
+            let Some(at) = since.checked_add(timeout) else {
+                return Poll::Pending;
+            };
+            let at = tokio::time::Instant::from_std(at);
+            loop {
+                let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                if sleep.deadline() > at {
+                    sleep.as_mut().reset(at);
+                }
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // The timer may be left from an earlier stall: wait for this one's end.
+                if tokio::time::Instant::now() < at {
+                    sleep.as_mut().reset(at);
+                    continue;
+                }
+                let mut inner = self.lock();
+                if inner.stalled_since != Some(since) {
+                    return Poll::Pending;
+                }
+                inner.reset_stalled(self.info.stream_id);
+                return Poll::Ready(());
+            }
         })
         .await
     }
@@ -498,21 +657,42 @@ impl Inner {
                             self.state.recv_reset(stream_id, r.as_ref().err());
                             return Poll::Ready(Err(Status::cancelled("client reset the stream")));
                         }
+                        if self.stalled_since.is_none() {
+                            self.stalled_since = Some(Instant::now());
+                        }
                         return Poll::Pending;
                     }
                 }
             }
-            let piece = self.pending.split_to(granted.min(self.pending.len()));
-            let piece = match &self.tracker {
-                Some(tracker) => Chunk::tracked(piece, tracker),
-                None => Chunk::from(piece),
-            };
+            self.stalled_since = None;
+            let n = granted.min(self.pending.len());
+            let piece = self.pending.split_to(n);
+            let lease = self.pending_lease.as_mut().map(|l| l.split(n));
+            let piece = Chunk::new(piece, self.tracker.as_ref(), lease);
             if let Err(e) = stream.send_data(piece, false) {
                 self.state.recv_reset(stream_id, Some(&e));
                 return Poll::Ready(Err(Status::cancelled(format!("response: {e}"))));
             }
         }
+        self.pending_lease = None;
+        self.stalled_since = None;
         Poll::Ready(Ok(()))
+    }
+
+    /// Ends a call whose response waited too long for window: resets the stream, so that h2
+    /// drops what it holds of it, and drops what was still queued.
+    fn reset_stalled(&mut self, stream_id: u32) {
+        debug!(
+            stream_id,
+            "response waited too long for flow-control window; resetting the stream"
+        );
+        if let Some(stream) = self.stream.as_mut() {
+            stream.send_reset(h2::Reason::CANCEL);
+        }
+        self.pending = Bytes::new();
+        self.pending_lease = None;
+        self.stalled_since = None;
+        self.state.close(stream_id, CloseCause::SendTimeout);
     }
 
     fn poll_gone(&mut self, cx: &mut Context<'_>, stream_id: u32) -> Poll<CloseCause> {
@@ -548,7 +728,11 @@ impl Inner {
                 // A frame cut short by a stopped handler is completed (at most one frame), so
                 // the client never sees a truncated message before the status.
                 let rest = std::mem::take(&mut self.pending);
-                let data_ok = rest.is_empty() || stream.send_data(rest.into(), false).is_ok();
+                let lease = self.pending_lease.take();
+                let data_ok = rest.is_empty()
+                    || stream
+                        .send_data(Chunk::new(rest, None, lease), false)
+                        .is_ok();
                 data_ok && stream.send_trailers(trailers).is_ok()
             }
             None => {

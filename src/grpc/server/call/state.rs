@@ -36,6 +36,8 @@ pub enum CloseCause {
     Reset(Reason),
     /// The connection went away.
     ConnectionLost,
+    /// The server reset the stream: its response waited too long for the client's window.
+    SendTimeout,
 }
 
 impl CallState {
