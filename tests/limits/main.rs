@@ -4,4 +4,5 @@
 //! configured budget, and checks that a well-behaved client on another connection keeps working.
 
 mod harness;
+mod receive;
 mod send_budget;

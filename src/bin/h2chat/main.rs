@@ -213,6 +213,10 @@ struct BudgetArgs {
     /// stream is reset (0 = forever).
     #[arg(long, default_value_t = srv::DEFAULT_SEND_TIMEOUT.as_secs_f64())]
     send_timeout: f64,
+    /// HTTP/2 receive window of each stream in bytes: what a call whose handler is not reading
+    /// may hold (the connection's window is this times --max-concurrent-streams).
+    #[arg(long, default_value_t = srv::DEFAULT_INITIAL_STREAM_WINDOW_BYTES)]
+    initial_stream_window_bytes: u32,
     /// Also serve grpc.testing.TestService, the gRPC interop test service (its clients choose
     /// how much the server sends, so it is off unless asked for).
     #[arg(long)]
@@ -244,6 +248,7 @@ impl ServeArgs {
                 max_send_buffer_total: self.budgets.max_send_buffer_total,
                 send_timeout: (self.budgets.send_timeout > 0.0)
                     .then(|| secs(self.budgets.send_timeout)),
+                initial_stream_window_bytes: self.budgets.initial_stream_window_bytes,
             },
             chat: ChatConfig {
                 rooms: RoomLimits {

@@ -76,9 +76,16 @@ pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time graceful shutdown waits for connections to close.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Default HTTP/2 receive window of each stream: 64 KiB (HTTP/2's and grpc-go's default). It
+/// is all a call whose handler is not reading can make the server hold of received bytes.
+pub const DEFAULT_INITIAL_STREAM_WINDOW_BYTES: u32 = 64 << 10;
+
 /// Default time a response may wait for the client to grant flow-control window before its
 /// stream is reset (nginx's `send_timeout` is 60 s; grpc-go has no such limit).
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// HTTP/2's largest flow-control window, 2^31 - 1.
+const MAX_WINDOW_BYTES: u32 = (1 << 31) - 1;
 
 /// Least time between two warnings that the connection limit is reached.
 const CONNECTION_LIMIT_WARN_INTERVAL: Duration = Duration::from_secs(60);
@@ -122,6 +129,10 @@ pub struct ServerConfig {
     /// Time a response may wait for the client's window before its stream is reset; `None` =
     /// forever.
     pub send_timeout: Option<Duration>,
+    /// HTTP/2 receive window of each stream. The connection's window is this times
+    /// `max_concurrent_streams`, so that streams whose handlers do not read cannot use up the
+    /// window of the others.
+    pub initial_stream_window_bytes: u32,
 }
 
 impl Default for ServerConfig {
@@ -142,6 +153,7 @@ impl Default for ServerConfig {
             max_send_buffer_per_connection: DEFAULT_MAX_SEND_BUFFER_PER_CONNECTION,
             max_send_buffer_total: DEFAULT_MAX_SEND_BUFFER_TOTAL,
             send_timeout: Some(DEFAULT_SEND_TIMEOUT),
+            initial_stream_window_bytes: DEFAULT_INITIAL_STREAM_WINDOW_BYTES,
         }
     }
 }
@@ -314,6 +326,12 @@ async fn serve_connection<T>(
     let cfg = &shared.config;
     // Boxed: the handshake's state is large and needed only until the preface is done, while
     // this task lives as long as the connection.
+    let stream_window = cfg
+        .initial_stream_window_bytes
+        .clamp(1 << 14, MAX_WINDOW_BYTES);
+    let connection_window = stream_window
+        .saturating_mul(cfg.max_concurrent_streams.max(1))
+        .min(MAX_WINDOW_BYTES);
     let handshake = {
         let mut builder = h2::server::Builder::new();
         builder
@@ -322,10 +340,11 @@ async fn serve_connection<T>(
             .max_pending_accept_reset_streams(cfg.max_pending_accept_reset_streams)
             .max_local_error_reset_streams(Some(cfg.max_local_error_reset_streams))
             .data_frame_budget(cfg.small_frame_budget_bytes)
-            // Generous windows: a fast client is not held to 64 KiB per round trip. They also bound
-            // what a call buffers, since received capacity is released only as messages are consumed.
-            .initial_window_size(1 << 20)
-            .initial_connection_window_size(4 << 20);
+            // The stream window bounds what a call buffers, since received capacity is released
+            // only as messages are consumed; the connection's has room for every stream's, so a
+            // stream whose handler does not read holds only its own window.
+            .initial_window_size(stream_window)
+            .initial_connection_window_size(connection_window);
         // Writes wait one scheduler turn, so that frames from every call answering at once leave
         // together (see `coalesce`).
         Box::pin(builder.handshake::<_, Chunk>(CoalescedWrites::new(socket)))
