@@ -13,6 +13,7 @@ use h2chat::pb::grpc::health::v1::health_check_response::ServingStatus;
 use h2chat::pb::grpc::health::v1::{
     HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse,
 };
+use h2chat::services::app::AppConfig;
 use h2chat::services::health::{self, HealthHandle};
 use h2chat::services::interop::InteropService;
 use tokio::net::TcpListener;
@@ -151,11 +152,14 @@ async fn every_service_is_registered_serving_at_startup() {
     let list: HealthListResponse = call.next_message().await.expect("a list");
     let mut names: Vec<_> = list.statuses.keys().cloned().collect();
     names.sort();
-    let mut expected: Vec<String> = h2chat::services::app::build(Default::default())
-        .service_names()
-        .into_iter()
-        .map(String::from)
-        .collect();
+    let mut expected: Vec<String> = h2chat::services::app::build(AppConfig {
+        interop: true,
+        ..AppConfig::default()
+    })
+    .service_names()
+    .into_iter()
+    .map(String::from)
+    .collect();
     expected.push(String::new());
     expected.sort();
     assert_eq!(names, expected);

@@ -20,6 +20,9 @@ const MESSAGE_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
 /// Longest `grpc-message` the server sends, encoded: 1 KiB.
 pub const MAX_GRPC_MESSAGE_BYTES: usize = 1 << 10;
 
+/// Most bytes of client input an error message quotes (see [`quote`]).
+pub const MAX_QUOTED_BYTES: usize = 64;
+
 /// A gRPC status code (doc/statuscodes.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]

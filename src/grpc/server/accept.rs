@@ -109,8 +109,11 @@ fn call_info(
             Some(encoding) => encoding,
             None => {
                 early = Some(Status::unimplemented(format!(
-                    "grpc-encoding {:?} is not supported",
-                    String::from_utf8_lossy(v.as_bytes())
+                    "grpc-encoding {} is not supported",
+                    crate::grpc::status::quote(
+                        &String::from_utf8_lossy(v.as_bytes()),
+                        crate::grpc::status::MAX_QUOTED_BYTES
+                    )
                 )));
                 Encoding::Identity
             }

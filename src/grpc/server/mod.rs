@@ -449,7 +449,8 @@ async fn drive_call(shared: &Shared, call: &Call) {
     };
     let Some(mut handler) = service.call(method, call) else {
         return call.finish(Err(Status::unimplemented(format!(
-            "unknown method {method} for service {}",
+            "unknown method {} for service {}",
+            crate::grpc::status::quote(method, crate::grpc::status::MAX_QUOTED_BYTES),
             service.name()
         ))));
     };

@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::grpc::status::{quote, MAX_QUOTED_BYTES};
 use crate::grpc::{
     BoxFuture, Call, CallResult, CallState, CloseCause, Service, ShutdownSignal, Status,
 };
@@ -194,9 +195,9 @@ impl ChatService {
     fn post(&self, member: &Member, msg: ChatMessage) -> CallResult {
         if !msg.room_id.is_empty() && msg.room_id != member.room_id() {
             return Err(Status::invalid_argument(format!(
-                "room_id {:?} differs from the joined room {:?}; one call is one room",
-                msg.room_id,
-                member.room_id()
+                "room_id {} differs from the joined room {}; one call is one room",
+                quote(&msg.room_id, MAX_QUOTED_BYTES),
+                quote(member.room_id(), MAX_QUOTED_BYTES)
             )));
         }
         self.check_text(&msg.text)?;
