@@ -122,7 +122,11 @@ async fn grpcurl_lists_every_served_service() {
     let server = TestServer::default().await;
     let out = grpcurl_ok(&server, &["list"]).await;
     let listed: Vec<&str> = out.lines().collect();
-    let served = app::build(AppConfig::default()).service_names();
+    let served = app::build(AppConfig {
+        interop: true,
+        ..AppConfig::default()
+    })
+    .service_names();
     assert_eq!(listed, served);
     assert!(listed.contains(&"grpc.reflection.v1.ServerReflection"));
     assert!(listed.contains(&"grpc.reflection.v1alpha.ServerReflection"));

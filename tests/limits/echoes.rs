@@ -5,7 +5,6 @@
 //! (Debug-escaped six bytes per byte and echoed: 62 MB per stream), as a chat post's `room_id`
 //! (a 25 MB `grpc-message`), and an `EchoStatus` message of megabytes.
 
-use bytes::Bytes;
 use h2::client::ResponseFuture;
 use h2chat::grpc::status::{decode_message, MAX_GRPC_MESSAGE_BYTES};
 use h2chat::pb::chat::v1::ChatMessage;
@@ -150,5 +149,4 @@ async fn an_echoed_status_message_is_capped_at_a_character_boundary() {
         "cut inside a character"
     );
     assert_eq!(resp.headers()["grpc-status"], "2");
-    let _ = Bytes::new();
 }

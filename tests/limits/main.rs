@@ -3,6 +3,7 @@
 //! where a client library would hide the attack), measures its memory from /proc against the
 //! configured budget, and checks that a well-behaved client on another connection keeps working.
 
+mod amplification;
 mod echoes;
 mod harness;
 mod receive;
