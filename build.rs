@@ -6,8 +6,8 @@ use std::path::PathBuf;
 /// Every proto file the crate serves; imports (the well-known types included) come along.
 const PROTOS: &[&str] = &[
     "chat/v1/chat.proto",
-    "logs/v1/logs.proto",
-    "echo/v1/echo.proto",
+    "h2chat/logs/v1/logs.proto",
+    "h2chat/echo/v1/echo.proto",
     "grpc/reflection/v1/reflection.proto",
     "grpc/reflection/v1alpha/reflection.proto",
     "grpc/health/v1/health.proto",

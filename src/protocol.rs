@@ -3,9 +3,13 @@
 
 /// The fully-qualified chat service name.
 pub const CHAT_SERVICE: &str = "chat.v1.ChatService";
-/// Path of the bidirectional `Chat` call: one call per member.
+/// The bidirectional `Chat` method: one call per member.
+pub const CHAT_METHOD: &str = "Chat";
+/// The unary `Members` method.
+pub const MEMBERS_METHOD: &str = "Members";
+/// Path of `Chat`.
 pub const CHAT_PATH: &str = "/chat.v1.ChatService/Chat";
-/// Path of the unary `Members` call.
+/// Path of `Members`.
 pub const MEMBERS_PATH: &str = "/chat.v1.ChatService/Members";
 
 /// The response header of a joined `Chat` call holding the sequence number of the member's join
@@ -17,3 +21,14 @@ pub const JOINED_SEQ_METADATA: &str = "chat-joined-seq";
 pub const DEFAULT_MAX_ID_BYTES: usize = 64;
 /// Default longest text, in bytes.
 pub const DEFAULT_MAX_TEXT_BYTES: usize = 4096;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_service_and_method() {
+        assert_eq!(CHAT_PATH, format!("/{CHAT_SERVICE}/{CHAT_METHOD}"));
+        assert_eq!(MEMBERS_PATH, format!("/{CHAT_SERVICE}/{MEMBERS_METHOD}"));
+    }
+}

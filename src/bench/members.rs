@@ -13,11 +13,8 @@ use super::proc::open_files_limit;
 use super::BenchError;
 use crate::grpc::client::{CallOptions, Channel, ClientCall};
 use crate::pb::chat::v1::{ChatMessage, MembersRequest, MembersResponse};
+use crate::protocol::{CHAT_PATH, MEMBERS_PATH};
 
-/// The path of the chat method.
-pub const CHAT_PATH: &str = "/chat.v1.ChatService/Chat";
-/// The path of the method [`connect_all`] calls once on each connection.
-pub const MEMBERS_PATH: &str = "/chat.v1.ChatService/Members";
 /// Connections being set up at once: well under the server's listen backlog (1024 with tokio), so
 /// the kernel never falls back to SYN cookies and resets connections the server had no room for.
 pub const CONNECT_CONCURRENCY: usize = 256;

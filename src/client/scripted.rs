@@ -13,11 +13,9 @@
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
+use crate::client::options::{finish, join, update_line, ChatOptions, EXIT_FAILURE, EXIT_USAGE};
 use crate::client::render::Format;
-use crate::client::session::{Session, SessionConfig, Update};
-use crate::client::{
-    exit_code, update_line, ChatOptions, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
-};
+use crate::client::session::{SessionConfig, Update};
 use crate::signal::interrupted;
 
 /// Runs the scripted client; returns the exit code.
@@ -38,12 +36,9 @@ pub async fn run(options: ChatOptions) -> u8 {
         },
     };
     let config = SessionConfig::new(&options.addr, &options.room, name);
-    let (mut session, posts) = match Session::join(config).await {
+    let (mut session, posts) = match join(config).await {
         Ok(joined) => joined,
-        Err(e) => {
-            eprintln!("h2chat: {e}");
-            return exit_code(&e);
-        }
+        Err(code) => return code,
     };
     let mut posts = Some(posts);
     let mut next_post: Option<String> = None;
@@ -102,15 +97,7 @@ pub async fn run(options: ChatOptions) -> u8 {
             posts = None;
         }
     }
-    match session.end().await {
-        Ok(()) if failed => EXIT_FAILURE,
-        Ok(()) if signalled => EXIT_INTERRUPTED,
-        Ok(()) => EXIT_OK,
-        Err(e) => {
-            eprintln!("h2chat: {e}");
-            exit_code(&e)
-        }
-    }
+    finish(session.end().await, failed, signalled)
 }
 
 /// Events to standard output, notices to standard error.

@@ -19,12 +19,8 @@ use tokio::time::timeout;
 use crate::grpc::client::{CallOptions, CallReceiver, CallSender, Channel};
 use crate::grpc::Status;
 use crate::pb::chat::v1::{ChatMessage, MembersRequest, MembersResponse};
-use crate::services::chat::JOINED_SEQ_METADATA;
+use crate::protocol::{CHAT_PATH, JOINED_SEQ_METADATA, MEMBERS_PATH};
 
-/// The path of `chat.v1.ChatService/Chat`.
-const CHAT_PATH: &str = "/chat.v1.ChatService/Chat";
-/// The path of `chat.v1.ChatService/Members`.
-const MEMBERS_PATH: &str = "/chat.v1.ChatService/Members";
 /// Longest wait, when leaving, for the connection to close.
 const LEAVE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 

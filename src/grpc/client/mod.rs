@@ -23,6 +23,8 @@
 
 mod call;
 mod response;
+mod shared;
+mod status;
 
 use std::fmt;
 use std::sync::Arc;
@@ -44,10 +46,11 @@ use super::compression::{Encoding, ACCEPT_ENCODING};
 use super::metadata::Metadata;
 use super::status::Status;
 use super::timeout;
-use response::status_from_h2;
+use status::status_from_h2;
 
 pub use call::{CallSender, ClientCall};
-pub use response::{code_from_http, code_from_reset, CallReceiver};
+pub use response::CallReceiver;
+pub use status::{code_from_http, code_from_reset};
 
 /// Default HTTP/2 receive window of each call: 1 MiB, so a fast server is not held to 64 KiB per
 /// round trip. Memory stays bounded: bytes are only taken from h2 while the decoder needs them.

@@ -24,20 +24,14 @@ use crate::grpc::{
     BoxFuture, Call, CallResult, CallState, CloseCause, Service, ShutdownSignal, Status,
 };
 use crate::pb::chat::v1::{ChatMessage, LeaveReason, MembersRequest, MembersResponse};
+use crate::protocol::{CHAT_METHOD, MEMBERS_METHOD};
+pub use crate::protocol::{DEFAULT_MAX_ID_BYTES, DEFAULT_MAX_TEXT_BYTES, JOINED_SEQ_METADATA};
 use crate::services::chat::room::{Member, RoomLimits, Rooms, StartAt};
 
-/// Default longest room or sender id, in bytes.
-pub const DEFAULT_MAX_ID_BYTES: usize = 64;
-/// Default longest text, in bytes.
-pub const DEFAULT_MAX_TEXT_BYTES: usize = 4096;
 /// Default posts per second per member.
 pub const DEFAULT_MAX_POST_RATE: f64 = 100.0;
 /// Default burst of posts a member may make at once.
 pub const DEFAULT_POST_BURST: f64 = 200.0;
-/// The response header of a joined `Chat` call holding the sequence number of the member's join
-/// event (decimal). A client tells its own posts from earlier ones under the same name with it: its
-/// own are the messages from its name numbered above it.
-pub const JOINED_SEQ_METADATA: &str = "chat-joined-seq";
 
 /// Default cap on joined `Chat` calls per connection.
 pub const DEFAULT_MAX_JOINS_PER_CONNECTION: usize = 256;
@@ -82,7 +76,7 @@ pub struct ChatService {
 }
 
 /// The fully-qualified service name.
-pub const SERVICE_NAME: &str = "chat.v1.ChatService";
+pub const SERVICE_NAME: &str = crate::protocol::CHAT_SERVICE;
 
 impl Service for ChatService {
     fn name(&self) -> &'static str {
@@ -91,8 +85,8 @@ impl Service for ChatService {
 
     fn call<'a>(&'a self, method: &'a str, call: &'a Call) -> Option<BoxFuture<'a, CallResult>> {
         match method {
-            "Chat" => Some(Box::pin(self.chat(call))),
-            "Members" => Some(Box::pin(self.members(call))),
+            CHAT_METHOD => Some(Box::pin(self.chat(call))),
+            MEMBERS_METHOD => Some(Box::pin(self.members(call))),
             _ => None,
         }
     }

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use crate::grpc::codec::encode_message;
 use crate::grpc::Status;
 use crate::pb::chat::v1::{ChatMessage, EventKind, LeaveReason};
+use crate::ring::{RingBounds, SeqRing};
 
 /// Default number of events a room keeps.
 pub const DEFAULT_HISTORY_EVENTS: usize = 1000;
@@ -88,11 +89,8 @@ pub struct Room {
 }
 
 struct RoomState {
-    /// Encoded frames; `ring[i]` has sequence number `first_seq + i`.
-    ring: VecDeque<Bytes>,
-    first_seq: u64,
-    next_seq: u64,
-    bytes: usize,
+    /// Encoded frames, numbered by the room's sequence numbers.
+    ring: SeqRing<Bytes>,
     /// Member name → join order.
     members: HashMap<Arc<str>, u64>,
     joins: u64,
@@ -157,7 +155,7 @@ impl Rooms {
                 let id: Arc<str> = Arc::from(room_id);
                 let next_seq = reg.retired.remove(&id).unwrap_or(1);
                 reg.retired_order.retain(|r| *r != id);
-                let room = Arc::new(Room::new(id.clone(), next_seq));
+                let room = Arc::new(Room::new(id.clone(), next_seq, &self.limits));
                 reg.rooms.insert(id, room.clone());
                 room
             }
@@ -182,7 +180,6 @@ impl Rooms {
         st.members.insert(name.clone(), order);
         let join_seq = room.append(
             &mut st,
-            &self.limits,
             &name,
             EventKind::Joined,
             "",
@@ -191,8 +188,8 @@ impl Rooms {
         let cursor = match start {
             StartAt::RecentHistory => join_seq
                 .saturating_sub(self.limits.history_on_join as u64)
-                .max(st.first_seq),
-            StartAt::After(seq) => seq.saturating_add(1).min(st.next_seq),
+                .max(st.ring.first_seq()),
+            StartAt::After(seq) => seq.saturating_add(1).min(st.ring.next_seq()),
         };
         drop(st);
         drop(reg);
@@ -233,14 +230,9 @@ impl Rooms {
         let mut reg = self.lock();
         let mut st = member.room.lock();
         if st.members.remove(&member.name).is_some() {
-            member.room.append(
-                &mut st,
-                &self.limits,
-                &member.name,
-                EventKind::Left,
-                "",
-                member.reason,
-            );
+            member
+                .room
+                .append(&mut st, &member.name, EventKind::Left, "", member.reason);
         }
         drop(st);
         self.remove_if_empty(&mut reg, &member.room);
@@ -253,7 +245,7 @@ impl Rooms {
         if !st.members.is_empty() {
             return;
         }
-        let next_seq = st.next_seq;
+        let next_seq = st.ring.next_seq();
         drop(st);
         if reg.rooms.remove(&room.id).is_some() {
             reg.retired.insert(room.id.clone(), next_seq);
@@ -268,15 +260,16 @@ impl Rooms {
 }
 
 impl Room {
-    fn new(id: Arc<str>, next_seq: u64) -> Room {
+    fn new(id: Arc<str>, next_seq: u64, limits: &RoomLimits) -> Room {
         let (head, _) = watch::channel(next_seq);
+        let bounds = RingBounds {
+            max_entries: limits.history_events,
+            max_bytes: limits.history_bytes,
+        };
         Room {
             id,
             state: Mutex::new(RoomState {
-                ring: VecDeque::new(),
-                first_seq: next_seq,
-                next_seq,
-                bytes: 0,
+                ring: SeqRing::new(next_seq, bounds),
                 members: HashMap::new(),
                 joins: 0,
             }),
@@ -292,41 +285,26 @@ impl Room {
     fn append(
         &self,
         st: &mut RoomState,
-        limits: &RoomLimits,
         sender: &str,
         kind: EventKind,
         text: &str,
         reason: LeaveReason,
     ) -> u64 {
-        let seq = st.next_seq;
         let event = ChatMessage {
             room_id: self.id.to_string(),
             sender_id: sender.to_owned(),
             text: text.to_owned(),
             sent_at: Some(prost_types::Timestamp::from(SystemTime::now())),
-            seq,
+            seq: st.ring.next_seq(),
             kind: kind as i32,
             leave_reason: reason as i32,
             ..Default::default()
         };
-        let frame = encode_message(&event);
-        st.bytes += frame.len();
-        st.ring.push_back(frame);
-        st.next_seq += 1;
-        // Keep at least the newest event whatever the byte bound says.
-        while st.ring.len() > 1
-            && (st.ring.len() > limits.history_events || st.bytes > limits.history_bytes)
-        {
-            if let Some(old) = st.ring.pop_front() {
-                st.bytes -= old.len();
-                st.first_seq += 1;
-            }
-        }
-        seq
+        st.ring.push(encode_message(&event))
     }
 
     fn publish(&self) {
-        let next = self.lock().next_seq;
+        let next = self.lock().ring.next_seq();
         self.head.send_replace(next);
     }
 }
@@ -358,13 +336,12 @@ impl Member {
         let mut st = self.room.lock();
         let seq = self.room.append(
             &mut st,
-            &self.rooms.limits,
             &self.name,
             EventKind::Message,
             text,
             LeaveReason::Unspecified,
         );
-        let next = st.next_seq;
+        let next = st.ring.next_seq();
         drop(st);
         self.room.head.send_replace(next);
         seq
@@ -375,41 +352,21 @@ impl Member {
     /// Advances the cursor. `None` when the member is up to date.
     pub fn next_batch(&mut self) -> Option<Bytes> {
         let st = self.room.lock();
-        let gap = (self.cursor < st.first_seq).then(|| (self.cursor, st.first_seq - 1));
-        self.cursor = self.cursor.max(st.first_seq);
-        let start = usize::try_from(self.cursor - st.first_seq).unwrap_or(usize::MAX);
-        // How many events fit in one batch (at least one, however large).
-        let mut size = 0;
-        let mut count = 0;
-        for frame in st.ring.range(start.min(st.ring.len())..) {
-            if count > 0 && size + frame.len() > MAX_BATCH_BYTES {
-                break;
-            }
-            size += frame.len();
-            count += 1;
-        }
-        let events = st.ring.range(start.min(st.ring.len())..).take(count);
-        self.cursor += count as u64;
-        let Some((from, to)) = gap else {
+        let batch = st.ring.read(&mut self.cursor, usize::MAX, MAX_BATCH_BYTES);
+        let Some((from, to)) = batch.missed else {
             // One event goes out as the shared frame itself. Several are copied into one buffer
             // right here: a copy of a small frame costs less than taking and dropping a share of
             // it, and the batch leaves as one DATA frame.
-            return match count {
+            return match batch.count {
                 0 => None,
-                1 => {
-                    let mut events = events;
-                    events.next().cloned()
-                }
+                1 => batch.entries.clone().next().cloned(),
                 _ => {
-                    let mut buf = BytesMut::with_capacity(size);
-                    events.for_each(|f| buf.extend_from_slice(f));
+                    let mut buf = BytesMut::with_capacity(batch.bytes);
+                    batch.entries.for_each(|f| buf.extend_from_slice(f));
                     Some(buf.freeze())
                 }
             };
         };
-        let mut buf = BytesMut::with_capacity(size);
-        events.for_each(|f| buf.extend_from_slice(f));
-        drop(st);
         let gap_frame = encode_message(&ChatMessage {
             room_id: self.room.id.to_string(),
             text: format!("missed {} events ({from}..={to})", to - from + 1),
@@ -419,9 +376,9 @@ impl Member {
             gap_to: to,
             ..Default::default()
         });
-        let mut out = BytesMut::with_capacity(gap_frame.len() + buf.len());
+        let mut out = BytesMut::with_capacity(gap_frame.len() + batch.bytes);
         out.extend_from_slice(&gap_frame);
-        out.extend_from_slice(&buf);
+        batch.entries.for_each(|f| out.extend_from_slice(f));
         Some(out.freeze())
     }
 
@@ -443,5 +400,229 @@ impl Member {
 impl Drop for Member {
     fn drop(&mut self) {
         self.rooms.leave(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    fn rooms(history_events: usize, history_bytes: usize, history_on_join: usize) -> Arc<Rooms> {
+        Rooms::new(RoomLimits {
+            history_events,
+            history_bytes,
+            history_on_join,
+            max_rooms: 4,
+            max_members_per_room: 8,
+        })
+    }
+
+    /// Splits a batch into its events, reading the 5-byte gRPC prefix as the spec lays it out.
+    fn events(batch: &[u8]) -> Vec<ChatMessage> {
+        let mut out = Vec::new();
+        let mut rest = batch;
+        while !rest.is_empty() {
+            assert!(rest.len() >= 5, "a whole prefix");
+            assert_eq!(rest[0], 0, "uncompressed");
+            let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+            let (msg, tail) = rest[5..].split_at(len);
+            out.push(ChatMessage::decode(msg).expect("a ChatMessage"));
+            rest = tail;
+        }
+        out
+    }
+
+    /// Everything due to `member` now, in order.
+    fn drain(member: &mut Member) -> Vec<ChatMessage> {
+        let mut out = Vec::new();
+        while let Some(batch) = member.next_batch() {
+            out.extend(events(&batch));
+        }
+        out
+    }
+
+    fn kinds_and_seqs(events: &[ChatMessage]) -> Vec<(EventKind, u64)> {
+        events.iter().map(|e| (e.kind(), e.seq)).collect()
+    }
+
+    #[test]
+    fn history_on_join_is_the_most_recent_events_then_the_join() {
+        let rooms = rooms(100, 1 << 20, 3);
+        let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+        for i in 0..5 {
+            alice.post(&format!("m{i}"));
+        }
+        // seq 1 is alice's join, 2..=6 her posts; bob's join is 7.
+        let mut bob = rooms.join("r", "bob", StartAt::RecentHistory).unwrap();
+        assert_eq!(bob.joined_seq(), 7);
+        let got = drain(&mut bob);
+        assert_eq!(
+            kinds_and_seqs(&got),
+            vec![
+                (EventKind::Message, 4),
+                (EventKind::Message, 5),
+                (EventKind::Message, 6),
+                (EventKind::Joined, 7)
+            ]
+        );
+        assert_eq!(got[0].text, "m2");
+        assert_eq!(got[3].sender_id, "bob");
+    }
+
+    #[test]
+    fn resume_after_s_receives_every_retained_event_after_s() {
+        let rooms = rooms(100, 1 << 20, 0);
+        let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+        for i in 0..5 {
+            alice.post(&format!("m{i}"));
+        }
+        let mut bob = rooms.join("r", "bob", StartAt::After(3)).unwrap();
+        let got = drain(&mut bob);
+        assert_eq!(
+            got.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![4, 5, 6, 7]
+        );
+        assert!(got.iter().all(|e| e.kind() != EventKind::Gap));
+    }
+
+    #[test]
+    fn a_member_behind_the_ring_gets_one_gap_naming_exactly_what_it_missed() {
+        let rooms = rooms(4, 1 << 20, 0);
+        let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+        let mut bob = rooms.join("r", "bob", StartAt::RecentHistory).unwrap();
+        assert_eq!(bob.cursor(), 2, "no history: bob starts at his join");
+        for i in 0..10 {
+            alice.post(&format!("m{i}"));
+        }
+        // Events 1..=12 exist; the ring keeps the last 4 (9..=12); bob's cursor is at 2.
+        let got = drain(&mut bob);
+        assert_eq!(got[0].kind(), EventKind::Gap);
+        assert_eq!((got[0].gap_from, got[0].gap_to), (2, 8));
+        assert_eq!(got[0].text, "missed 7 events (2..=8)");
+        assert_eq!(
+            got[1..].iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![9, 10, 11, 12]
+        );
+        assert!(drain(&mut bob).is_empty(), "exactly one gap");
+    }
+
+    #[test]
+    fn the_ring_is_bounded_by_count() {
+        let rooms = rooms(3, 1 << 20, 100);
+        let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+        for i in 0..10 {
+            alice.post(&format!("m{i}"));
+        }
+        let mut bob = rooms.join("r", "bob", StartAt::RecentHistory).unwrap();
+        // 12 events; history_on_join (100) reaches past the ring, which holds 10..=12.
+        let got = drain(&mut bob);
+        assert_eq!(
+            got.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![10, 11, 12]
+        );
+    }
+
+    #[test]
+    fn the_ring_is_bounded_by_bytes() {
+        // Each 1,000-byte text encodes to a little over 1,000 bytes: three of them and a small join
+        // event fit in 3,500 bytes, four do not.
+        let rooms = rooms(1000, 3500, 1000);
+        let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+        let text = "x".repeat(1000);
+        for _ in 0..10 {
+            alice.post(&text);
+        }
+        let mut bob = rooms.join("r", "bob", StartAt::After(0)).unwrap();
+        let got = drain(&mut bob);
+        assert_eq!(got[0].kind(), EventKind::Gap);
+        let kept: Vec<u64> = got[1..].iter().map(|e| e.seq).collect();
+        // Bob's own small join is among what is kept, and whatever is kept is the newest run.
+        assert_eq!(*kept.last().unwrap(), 12);
+        assert_eq!(kept, vec![9, 10, 11, 12]);
+        assert_eq!((got[0].gap_from, got[0].gap_to), (1, 8));
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_max_batch_bytes_unless_one_event_is_larger() {
+        let rooms = rooms(1000, 16 << 20, 0);
+        let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+        let mut bob = rooms.join("r", "bob", StartAt::RecentHistory).unwrap();
+        let text = "y".repeat(10_000);
+        for _ in 0..20 {
+            alice.post(&text);
+        }
+        let mut seen = 0;
+        while let Some(batch) = bob.next_batch() {
+            assert!(batch.len() <= MAX_BATCH_BYTES, "{} bytes", batch.len());
+            seen += events(&batch).len();
+        }
+        assert_eq!(seen, 21, "bob's join and 20 posts");
+        // A single event larger than the cap still goes, alone.
+        let huge = "z".repeat(MAX_BATCH_BYTES + 1);
+        alice.post(&huge);
+        alice.post("small");
+        let first = bob.next_batch().unwrap();
+        assert_eq!(events(&first).len(), 1);
+        assert!(first.len() > MAX_BATCH_BYTES);
+        assert_eq!(events(&bob.next_batch().unwrap())[0].text, "small");
+    }
+
+    #[test]
+    fn a_recreated_room_continues_the_numbering_of_the_removed_one() {
+        let rooms = rooms(100, 1 << 20, 0);
+        let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+        alice.post("one");
+        drop(alice); // seq 3: alice left; the room is removed
+        assert!(rooms.is_empty());
+        let bob = rooms.join("r", "bob", StartAt::RecentHistory).unwrap();
+        assert_eq!(bob.joined_seq(), 4);
+    }
+
+    #[test]
+    fn leaving_posts_a_left_event_with_the_reason() {
+        let rooms = rooms(100, 1 << 20, 0);
+        let mut alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+        let mut bob = rooms.join("r", "bob", StartAt::RecentHistory).unwrap();
+        drain(&mut alice);
+        bob.set_leave_reason(LeaveReason::Left);
+        drop(bob);
+        let got = drain(&mut alice);
+        assert_eq!(kinds_and_seqs(&got), vec![(EventKind::Left, 3)]);
+        assert_eq!(got[0].leave_reason(), LeaveReason::Left);
+        assert_eq!(rooms.members("r"), vec!["alice".to_owned()]);
+    }
+
+    #[test]
+    fn names_are_unique_within_a_room_and_rooms_and_members_are_capped() {
+        let rooms = rooms(100, 1 << 20, 0);
+        let _a = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+        let err = rooms
+            .join("r", "alice", StartAt::RecentHistory)
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), crate::grpc::Code::AlreadyExists);
+        let _others: Vec<Member> = (0..3)
+            .map(|i| {
+                rooms
+                    .join(&format!("o{i}"), "x", StartAt::RecentHistory)
+                    .unwrap()
+            })
+            .collect();
+        let err = rooms.join("o9", "x", StartAt::RecentHistory).err().unwrap();
+        assert_eq!(err.code(), crate::grpc::Code::ResourceExhausted);
+        let _members: Vec<Member> = (0..7)
+            .map(|i| {
+                rooms
+                    .join("r", &format!("m{i}"), StartAt::RecentHistory)
+                    .unwrap()
+            })
+            .collect();
+        let err = rooms
+            .join("r", "one-too-many", StartAt::RecentHistory)
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), crate::grpc::Code::ResourceExhausted);
     }
 }

@@ -1,7 +1,7 @@
 //! The server's own log: a bounded ring of entries, a tracing layer that fills it, and watchers
 //! as cursors into it.
 //!
-//! The same mechanism as chat rooms ([`crate::services::chat::room`]):
+//! The same mechanism as chat rooms ([`crate::services::chat::room`]), one [`SeqRing`]:
 //! - Every entry — a tracing event, or a line of a followed file ([`crate::services::logs::tail`]) — gets the
 //!   ring's next sequence number and is stored once, shared by every watcher.
 //! - The ring keeps the most recent entries, bounded by count; each message is bounded in bytes.
@@ -9,7 +9,6 @@
 //!   costs a cursor, not a queue; when the ring has moved past its cursor it learns exactly how
 //!   many entries it missed.
 
-use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -21,6 +20,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::Layer;
 
 use crate::pb::h2chat::logs::v1::LogEntry;
+use crate::ring::{RingBounds, SeqRing, Weigh};
 
 /// Default number of entries the ring keeps.
 pub const DEFAULT_LOG_HISTORY: usize = 1000;
@@ -51,11 +51,12 @@ struct Shared {
     head: watch::Sender<u64>,
 }
 
-struct RingState {
-    /// `entries[i]` has sequence number `first_seq + i`.
-    entries: VecDeque<Arc<Record>>,
-    first_seq: u64,
-    next_seq: u64,
+type RingState = SeqRing<Arc<Record>>;
+
+impl Weigh for Arc<Record> {
+    fn weight(&self) -> usize {
+        self.entry.msg.len()
+    }
 }
 
 impl fmt::Debug for LogRing {
@@ -63,8 +64,8 @@ impl fmt::Debug for LogRing {
         let st = self.lock();
         f.debug_struct("LogRing")
             .field("capacity", &self.shared.capacity)
-            .field("first_seq", &st.first_seq)
-            .field("next_seq", &st.next_seq)
+            .field("first_seq", &st.first_seq())
+            .field("next_seq", &st.next_seq())
             .finish()
     }
 }
@@ -76,11 +77,13 @@ impl LogRing {
         LogRing {
             shared: Arc::new(Shared {
                 capacity: capacity.max(1),
-                state: Mutex::new(RingState {
-                    entries: VecDeque::new(),
-                    first_seq: 1,
-                    next_seq: 1,
-                }),
+                state: Mutex::new(SeqRing::new(
+                    1,
+                    RingBounds {
+                        max_entries: capacity.max(1),
+                        max_bytes: usize::MAX,
+                    },
+                )),
                 head,
             }),
         }
@@ -101,8 +104,8 @@ impl LogRing {
     pub fn push(&self, level: Level, target: &str, mut msg: String) -> u64 {
         truncate_at_char(&mut msg, MAX_MSG_BYTES);
         let mut st = self.lock();
-        let seq = st.next_seq;
-        st.entries.push_back(Arc::new(Record {
+        let seq = st.next_seq();
+        st.push(Arc::new(Record {
             level,
             entry: LogEntry {
                 level: level.as_str().to_owned(),
@@ -113,12 +116,7 @@ impl LogRing {
                 skipped: 0,
             },
         }));
-        st.next_seq += 1;
-        while st.entries.len() > self.shared.capacity {
-            st.entries.pop_front();
-            st.first_seq += 1;
-        }
-        let next = st.next_seq;
+        let next = st.next_seq();
         drop(st);
         self.shared.head.send_replace(next);
         seq
@@ -126,7 +124,7 @@ impl LogRing {
 
     /// A cursor at the oldest retained entry: it reads every retained entry, then live ones.
     pub fn watch(&self) -> LogCursor {
-        let cursor = self.lock().first_seq;
+        let cursor = self.lock().first_seq();
         LogCursor {
             ring: self.clone(),
             cursor,
@@ -137,7 +135,7 @@ impl LogRing {
     /// The sequence numbers of the oldest retained entry and of the next entry.
     pub fn bounds(&self) -> (u64, u64) {
         let st = self.lock();
-        (st.first_seq, st.next_seq)
+        (st.first_seq(), st.next_seq())
     }
 }
 
@@ -154,22 +152,9 @@ impl LogCursor {
     /// Returns how many entries the ring dropped before this cursor read them (0 when none).
     pub fn next_batch(&mut self, out: &mut Vec<Arc<Record>>) -> u64 {
         let st = self.ring.lock();
-        let mut skipped = 0;
-        if self.cursor < st.first_seq {
-            skipped = st.first_seq - self.cursor;
-            self.cursor = st.first_seq;
-        }
-        let offset = usize::try_from(self.cursor - st.first_seq).unwrap_or(usize::MAX);
-        let before = out.len();
-        out.extend(
-            st.entries
-                .iter()
-                .skip(offset)
-                .take(MAX_BATCH_ENTRIES)
-                .cloned(),
-        );
-        self.cursor += (out.len() - before) as u64;
-        skipped
+        let batch = st.read(&mut self.cursor, MAX_BATCH_ENTRIES, usize::MAX);
+        out.extend(batch.entries.cloned());
+        batch.missed.map_or(0, |(from, to)| to - from + 1)
     }
 
     /// Resolves when entries newer than the cursor may exist.
