@@ -36,12 +36,19 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The server's stderr, line by line.
     log: mpsc::Receiver<String>,
+    /// The lines taken from `log` so far.
+    seen: std::sync::Mutex<Vec<String>>,
 }
 
 impl Server {
     /// Starts `h2chat serve --addr 127.0.0.1:0 <args>`.
     pub fn start(args: &[&str]) -> Server {
         Server::spawn(None, args)
+    }
+
+    /// Starts the server with the log filter it has when `RUST_LOG` is not set.
+    pub fn start_default_log(args: &[&str]) -> Server {
+        Server::spawn_with(None, args, None)
     }
 
     /// Starts the server with its address space limited to `bytes` (`prlimit --as`, as
@@ -51,6 +58,10 @@ impl Server {
     }
 
     fn spawn(address_space: Option<u64>, args: &[&str]) -> Server {
+        Server::spawn_with(address_space, args, Some("info"))
+    }
+
+    fn spawn_with(address_space: Option<u64>, args: &[&str], rust_log: Option<&str>) -> Server {
         let bin = env!("CARGO_BIN_EXE_h2chat");
         let mut cmd = match address_space {
             None => Command::new(bin),
@@ -60,10 +71,13 @@ impl Server {
                 c
             }
         };
+        cmd.env_remove("RUST_LOG");
+        if let Some(filter) = rust_log {
+            cmd.env("RUST_LOG", filter);
+        }
         let mut child = cmd
             .args(["serve", "--addr", "127.0.0.1:0"])
             .args(args)
-            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -97,6 +111,7 @@ impl Server {
             child,
             addr,
             log: rx,
+            seen: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -138,9 +153,14 @@ impl Server {
         std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5").expect("reset VmHWM");
     }
 
-    /// Log lines the server wrote so far (and not yet taken) that contain `needle`.
+    /// Log lines the server wrote so far that contain `needle`.
     pub fn log_lines_with(&self, needle: &str) -> Vec<String> {
-        self.log.try_iter().filter(|l| l.contains(needle)).collect()
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.extend(self.log.try_iter());
+        seen.iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
     }
 
     /// Waits until RSS has not grown for a while (the server has finished reacting), at most

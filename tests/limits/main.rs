@@ -6,5 +6,6 @@
 mod amplification;
 mod echoes;
 mod harness;
+mod logs;
 mod receive;
 mod send_budget;

@@ -270,9 +270,11 @@ impl ServeArgs {
     }
 }
 
-/// Logs to stderr and, if given, into `ring`, both filtered by `RUST_LOG` (default `info`).
+/// Logs to stderr and, if given, into `ring`, both filtered by `RUST_LOG` (default `info`, with
+/// h2's per-frame complaints about peers only at `error`).
 fn init_logging(ring: Option<&LogRing>) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,h2::proto=error"));
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
