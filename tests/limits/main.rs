@@ -4,6 +4,7 @@
 //! configured budget, and checks that a well-behaved client on another connection keeps working.
 
 mod amplification;
+mod connections;
 mod echoes;
 mod harness;
 mod logs;

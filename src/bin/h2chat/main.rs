@@ -145,9 +145,10 @@ struct ServeArgs {
     /// closes the connection (ENHANCE_YOUR_CALM).
     #[arg(long, default_value_t = srv::DEFAULT_SMALL_FRAME_BUDGET_BYTES)]
     small_frame_budget_bytes: usize,
-    /// Open connections at once.
-    #[arg(long, default_value_t = srv::DEFAULT_MAX_CONNECTIONS)]
-    max_connections: usize,
+    /// Open connections at once [default: the open-file limit minus 64]; above that the server
+    /// refuses to start.
+    #[arg(long)]
+    max_connections: Option<usize>,
     /// Seconds a new connection has to complete the HTTP/2 handshake.
     #[arg(long, default_value_t = srv::DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64())]
     handshake_timeout: f64,
@@ -217,6 +218,22 @@ struct BudgetArgs {
     /// may hold (the connection's window is this times --max-concurrent-streams).
     #[arg(long, default_value_t = srv::DEFAULT_INITIAL_STREAM_WINDOW_BYTES)]
     initial_stream_window_bytes: u32,
+    /// Open connections per client IP address (0 = no cap).
+    #[arg(long, default_value_t = 0)]
+    max_connections_per_ip: usize,
+    /// Seconds a connection may have no calls before it gets GOAWAY (0 = forever).
+    #[arg(long, default_value_t = srv::DEFAULT_MAX_CONNECTION_IDLE.as_secs_f64())]
+    max_connection_idle: f64,
+    /// Seconds (±10%) after which a connection gets GOAWAY (0 = never).
+    #[arg(long, default_value_t = 0.0)]
+    max_connection_age: f64,
+    /// Seconds calls may go on after the age GOAWAY before the connection is closed (0 = until
+    /// they end).
+    #[arg(long, default_value_t = 0.0)]
+    max_connection_age_grace: f64,
+    /// Pending connections the kernel queues for accept.
+    #[arg(long, default_value_t = srv::admission::DEFAULT_LISTEN_BACKLOG)]
+    listen_backlog: u32,
     /// Also serve grpc.testing.TestService, the gRPC interop test service (its clients choose
     /// how much the server sends, so it is off unless asked for).
     #[arg(long)]
@@ -235,7 +252,17 @@ impl ServeArgs {
                 max_header_list_bytes: self.max_header_list_bytes,
                 max_pending_accept_reset_streams: self.max_pending_accept_reset_streams,
                 max_local_error_reset_streams: self.max_local_error_reset_streams,
-                max_connections: self.max_connections,
+                max_connections: self
+                    .max_connections
+                    .unwrap_or_else(srv::admission::max_connections_for_file_limit),
+                max_connections_per_ip: (self.budgets.max_connections_per_ip > 0)
+                    .then_some(self.budgets.max_connections_per_ip),
+                max_connection_idle: (self.budgets.max_connection_idle > 0.0)
+                    .then(|| secs(self.budgets.max_connection_idle)),
+                max_connection_age: (self.budgets.max_connection_age > 0.0)
+                    .then(|| secs(self.budgets.max_connection_age)),
+                max_connection_age_grace: (self.budgets.max_connection_age_grace > 0.0)
+                    .then(|| secs(self.budgets.max_connection_age_grace)),
                 handshake_timeout: secs(self.handshake_timeout),
                 shutdown_grace: secs(self.shutdown_grace),
                 max_call_duration: (self.max_call_duration > 0.0)
@@ -288,13 +315,24 @@ fn init_logging(ring: Option<&LogRing>) {
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ring = args.logs.ring();
     init_logging(Some(&ring));
-    let listener = tokio::net::TcpListener::bind(args.addr)
-        .await
+    let listener = listen(args.addr, args.budgets.listen_backlog)
         .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
     let server = app::build(args.config(ring));
     tracing::info!(addr = %listener.local_addr()?, services = ?server.service_names(), "listening");
     server.serve(listener, interrupted()).await?;
     Ok(())
+}
+
+/// A listening socket on `addr` with room for `backlog` pending connections.
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Runs the chat client; the runtime is shut down without waiting for a pending read of stdin.

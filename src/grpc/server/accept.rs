@@ -9,7 +9,6 @@ use std::time::Instant;
 use h2::server::SendResponse;
 use h2::RecvStream;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
 use super::{ServerConfig, Shared};
@@ -18,6 +17,7 @@ use crate::grpc::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING, GRPC_TIMEOUT};
 use crate::grpc::metadata::Metadata;
 use crate::grpc::server::budget::ConnectionBudget;
 use crate::grpc::server::call::{Call, CallInfo};
+use crate::grpc::server::lifetime::CallSlot;
 use crate::grpc::server::written::Chunk;
 use crate::grpc::status::Status;
 use crate::grpc::timeout;
@@ -36,7 +36,7 @@ pub(super) fn accept_call(
     request: Request<RecvStream>,
     mut respond: SendResponse<Chunk>,
     (connection_id, peer, budget): (u64, SocketAddr, &Arc<ConnectionBudget>),
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<CallSlot>,
 ) -> Option<Call> {
     let stream_id: u32 = respond.stream_id().as_u32();
     if request.method() != Method::POST {

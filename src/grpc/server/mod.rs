@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, debug_span, info, warn, Instrument};
 
 use crate::grpc::codec::DEFAULT_MAX_MESSAGE_BYTES;
+use crate::grpc::server::admission::{AcceptBackoff, IpSlot, PerIp};
 use crate::grpc::server::budget::{ConnectionBudget, TotalBudget};
 pub use crate::grpc::server::budget::{
     DEFAULT_MAX_SEND_BUFFER_PER_CONNECTION, DEFAULT_MAX_SEND_BUFFER_TOTAL,
@@ -37,16 +38,20 @@ pub use crate::grpc::server::budget::{
 use crate::grpc::server::call::Call;
 use crate::grpc::server::coalesce::CoalescedWrites;
 use crate::grpc::server::keepalive::{keep_alive, Keepalive};
+pub use crate::grpc::server::lifetime::DEFAULT_MAX_CONNECTION_IDLE;
+use crate::grpc::server::lifetime::{Activity, CallSlot, Lifetime, LifetimeEvent};
 use crate::grpc::server::router::{Router, Service};
 pub use crate::grpc::server::shutdown::{ShutdownSignal, ShutdownTrigger};
 use crate::grpc::server::written::Chunk;
 use crate::grpc::status::Status;
 
 mod accept;
+pub mod admission;
 pub mod budget;
 pub mod call;
 pub mod coalesce;
 mod keepalive;
+pub mod lifetime;
 pub mod router;
 pub mod shutdown;
 pub mod written;
@@ -62,8 +67,6 @@ pub const DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 /// Default number of streams the server may reset for protocol errors before it closes the
 /// connection (h2's default).
 pub const DEFAULT_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
-/// Default cap on open connections.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 25_000;
 /// Default time a new connection has to complete the HTTP/2 preface.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default budget h2 may spend on bookkeeping for received small DATA frames on one connection
@@ -106,8 +109,20 @@ pub struct ServerConfig {
     pub max_pending_accept_reset_streams: usize,
     /// Locally reset streams tolerated before the connection is closed.
     pub max_local_error_reset_streams: usize,
-    /// Open connections; further clients wait in the listen backlog.
+    /// Open connections; further clients wait in the listen backlog. At most the open-file
+    /// limit minus [`admission::FILE_RESERVE`] (the default), or [`Server::serve`] refuses to
+    /// start.
     pub max_connections: usize,
+    /// Open connections per client IP address; `None` = no cap. A client over it has its new
+    /// connection closed at once.
+    pub max_connections_per_ip: Option<usize>,
+    /// A connection with no calls for this long gets GOAWAY; `None` = never.
+    pub max_connection_idle: Option<Duration>,
+    /// A connection this old (±10%) gets GOAWAY; `None` = never.
+    pub max_connection_age: Option<Duration>,
+    /// How long calls may go on after the age GOAWAY before the connection is closed; `None` =
+    /// until they end.
+    pub max_connection_age_grace: Option<Duration>,
     /// Time to complete the HTTP/2 handshake.
     pub handshake_timeout: Duration,
     /// How long graceful shutdown waits.
@@ -143,7 +158,11 @@ impl Default for ServerConfig {
             max_header_list_bytes: DEFAULT_MAX_HEADER_LIST_BYTES,
             max_pending_accept_reset_streams: DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS,
             max_local_error_reset_streams: DEFAULT_MAX_LOCAL_ERROR_RESET_STREAMS,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections: admission::max_connections_for_file_limit(),
+            max_connections_per_ip: None,
+            max_connection_idle: Some(DEFAULT_MAX_CONNECTION_IDLE),
+            max_connection_age: None,
+            max_connection_age_grace: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_call_duration: None,
@@ -226,7 +245,10 @@ impl Server {
         signal: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let max_connections = self.config.max_connections;
+        admission::check_max_connections(max_connections)?;
         let connections = Arc::new(Semaphore::new(max_connections));
+        let per_ip = PerIp::new(self.config.max_connections_per_ip);
+        let mut backoff = AcceptBackoff::new();
         let (shared, stopper) = self.start();
         tokio::pin!(signal);
         let mut limit_warned_at: Option<Instant> = None;
@@ -252,8 +274,17 @@ impl Server {
             };
             match accepted {
                 Ok((socket, peer)) => {
+                    backoff.succeeded();
+                    let ip_slot = match per_ip.admit(peer.ip()) {
+                        Some(slot) => Some(slot),
+                        None if per_ip.is_limited() => {
+                            debug!(%peer, "refused: too many connections from this address");
+                            continue;
+                        }
+                        None => None,
+                    };
                     let _ = socket.set_nodelay(true);
-                    let permit = Some(permit);
+                    let permit = Some((permit, ip_slot));
                     let shared = shared.clone();
                     // At debug level: an enabled span is stored for the connection's whole life,
                     // and at the default level nothing inside it logs.
@@ -261,9 +292,16 @@ impl Server {
                     tokio::spawn(serve_connection(shared, socket, peer, permit).instrument(span));
                 }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of file descriptors and the like: back off instead of spinning, and
+                    // say so once a minute, not once a try.
+                    let (pause, warn_now) = backoff.failed();
+                    if let Some(failures) = warn_now {
+                        warn!(error = %e, failures, "accept failed; backing off");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = &mut signal => break,
+                    }
                 }
             }
         }
@@ -319,7 +357,7 @@ async fn serve_connection<T>(
     shared: Arc<Shared>,
     socket: T,
     peer: SocketAddr,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permit: Option<(OwnedSemaphorePermit, Option<IpSlot>)>,
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -370,6 +408,14 @@ async fn serve_connection<T>(
         shared.send_total.clone(),
     );
     let connection_id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+    let activity = Activity::new();
+    let mut lifetime = Lifetime::new(
+        activity.clone(),
+        cfg.max_connection_idle,
+        cfg.max_connection_age,
+        cfg.max_connection_age_grace.unwrap_or(Duration::MAX),
+        connection_id,
+    );
     let mut draining = false;
     let mut keepalive = conn
         .ping_pong()
@@ -383,6 +429,20 @@ async fn serve_connection<T>(
                 draining = true;
                 continue;
             }
+            event = lifetime.next() => match event {
+                LifetimeEvent::GoAway => {
+                    debug!("connection idle or old: GOAWAY");
+                    if !draining {
+                        conn.graceful_shutdown();
+                        draining = true;
+                    }
+                    continue;
+                }
+                LifetimeEvent::Close => {
+                    debug!("connection past its age grace: closing");
+                    break;
+                }
+            },
             alive = keep_alive(&mut keepalive, cfg.keepalive_timeout) => {
                 if alive {
                     continue;
@@ -393,7 +453,11 @@ async fn serve_connection<T>(
         };
         match next {
             Some(Ok((request, respond))) => {
-                let permit = handlers.clone().try_acquire_owned().ok();
+                let permit = handlers
+                    .clone()
+                    .try_acquire_owned()
+                    .ok()
+                    .map(|p| activity.enter(p));
                 let conn = (connection_id, peer, &budget);
                 start_call(shared.clone(), request, respond, conn, permit);
             }
@@ -418,7 +482,7 @@ fn start_call(
     request: Request<RecvStream>,
     respond: SendResponse<Chunk>,
     conn: (u64, SocketAddr, &Arc<ConnectionBudget>),
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<CallSlot>,
 ) {
     let stream_id: u32 = respond.stream_id().as_u32();
     let span = tracing::debug_span!("call", stream_id, method = %request.uri().path());
@@ -536,7 +600,10 @@ mod tests {
         let (request, respond) = conn.accept().await.expect("a request").expect("no error");
         let (shared, _stopper) = Server::new(ServerConfig::default()).start();
         let peer: SocketAddr = ([127, 0, 0, 1], 1).into();
-        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().ok();
+        let permit = Arc::new(Semaphore::new(1))
+            .try_acquire_owned()
+            .ok()
+            .map(|p| Activity::new().enter(p));
         let budget = ConnectionBudget::new(1 << 20, 0, shared.send_total.clone());
         let call =
             accept_call(&shared, request, respond, (1, peer, &budget), permit).expect("accepted");

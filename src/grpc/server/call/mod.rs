@@ -28,7 +28,6 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, Response};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
 use tracing::debug;
 
@@ -37,6 +36,7 @@ use crate::grpc::compression::{self, Encoding, Encodings, ACCEPT_ENCODING};
 use crate::grpc::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING};
 use crate::grpc::metadata::Metadata;
 use crate::grpc::server::budget::{ConnectionBudget, Lease};
+use crate::grpc::server::lifetime::CallSlot;
 use crate::grpc::server::written::{Chunk, Tracker};
 use crate::grpc::status::Status;
 
@@ -77,7 +77,7 @@ pub struct Call {
     info: CallInfo,
     inner: Mutex<Inner>,
     /// The call's place among the connection's running handlers; released with the call.
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<CallSlot>,
     /// What the connection may hold of responses not yet written (see the module doc).
     budget: Arc<ConnectionBudget>,
 }
@@ -127,7 +127,7 @@ impl Call {
         info: CallInfo,
         body: RecvStream,
         respond: SendResponse<Chunk>,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<CallSlot>,
         budget: Arc<ConnectionBudget>,
     ) -> Call {
         let mut state = CallState::Open;
