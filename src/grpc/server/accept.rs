@@ -48,7 +48,7 @@ pub(super) fn accept_call(
         .headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/grpc"));
+        .is_some_and(is_grpc_content_type);
     if !grpc_content {
         debug!("refused: content-type is not application/grpc");
         refuse_http(&mut respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
@@ -79,6 +79,15 @@ pub(super) fn accept_call(
     Some(call)
 }
 
+/// `application/grpc`, or it followed by `+codec` or `;parameters` (as grpc-go reads it):
+/// `application/grpcfoo` is not gRPC.
+fn is_grpc_content_type(ct: &str) -> bool {
+    match ct.strip_prefix("application/grpc") {
+        Some(rest) => rest.is_empty() || rest.starts_with('+') || rest.starts_with(';'),
+        None => false,
+    }
+}
+
 /// Reads the call's facts from its headers; the status is set when the call must be refused.
 fn call_info(
     config: &ServerConfig,
@@ -93,6 +102,12 @@ fn call_info(
     let mut deadline = config.max_call_duration.and_then(|d| now().checked_add(d));
     if let Some(raw) = headers.get(GRPC_TIMEOUT) {
         match timeout::parse(raw.as_bytes()) {
+            // Already over (`0n`): the handler would only be stopped at once.
+            Ok(d) if d.is_zero() => {
+                early = Some(Status::deadline_exceeded(
+                    "deadline exceeded before the call began",
+                ));
+            }
             Ok(d) => {
                 let at = now().checked_add(d);
                 deadline = match (deadline, at) {
@@ -141,4 +156,28 @@ fn call_info(
         send_timeout: config.send_timeout,
     };
     (info, early)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_grpc_content_type;
+
+    #[test]
+    fn content_type_is_grpc_or_grpc_with_a_codec() {
+        for ok in [
+            "application/grpc",
+            "application/grpc+proto",
+            "application/grpc;charset=utf-8",
+        ] {
+            assert!(is_grpc_content_type(ok), "{ok}");
+        }
+        for bad in [
+            "application/grpcfoo",
+            "application/grpc-web-textx",
+            "text/plain",
+            "",
+        ] {
+            assert!(!is_grpc_content_type(bad), "{bad}");
+        }
+    }
 }
