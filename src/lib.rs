@@ -19,10 +19,12 @@
 //! - [`bench`](mod@bench): `h2chat bench` — load generators measuring the server from outside,
 //!   and the two baselines beside them (raw h2 for unary calls, plain TCP for fan-out).
 //! - [`signal`]: SIGINT/SIGTERM, for the programs (the gRPC layer only knows a shutdown value).
+//! - [`cli`]: command-line value types the subcommands share (seconds).
 
 #![warn(missing_docs, unreachable_pub, clippy::all)]
 
 pub mod bench;
+pub mod cli;
 pub mod client;
 pub mod grpc;
 pub mod pb;

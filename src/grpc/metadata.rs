@@ -84,10 +84,28 @@ impl Metadata {
             .and_then(|v| v.to_str().ok())
     }
 
-    /// The first binary value for a `-bin` name, base64-decoded (padded or not).
+    /// The first binary value for a `-bin` name, base64-decoded (padded or not); `None` when
+    /// there is none or it is not base64. A header value holding several values joined by `,`
+    /// counts as those values (see [`get_all_bin`](Metadata::get_all_bin)).
     pub fn get_bin(&self, name: &str) -> Option<Vec<u8>> {
         let v = self.headers.as_ref()?.get(name)?;
-        LENIENT_B64.decode(v.as_bytes()).ok()
+        let first = v.as_bytes().split(|&b| b == b',').next()?;
+        decode_bin_piece(first)
+    }
+
+    /// Every binary value for a `-bin` name, in order, base64-decoded (padded or not). A sender
+    /// may join repeated values into one header with `,` (grpc/grpc `doc/PROTOCOL-HTTP2.md`:
+    /// implementations must split binary headers on `,` before decoding), so each header value
+    /// is split first. `None` when any value is not base64.
+    pub fn get_all_bin(&self, name: &str) -> Option<Vec<Vec<u8>>> {
+        let Some(map) = self.headers.as_ref() else {
+            return Some(Vec::new());
+        };
+        map.get_all(name)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(decode_bin_piece)
+            .collect()
     }
 
     /// Sets an ASCII value. Errors (INTERNAL) for reserved or invalid names and for values that are
@@ -169,6 +187,11 @@ fn checked_name(name: &str, binary: bool) -> Result<HeaderName, Status> {
         .map_err(|_| Status::internal(format!("invalid metadata name {name:?}")))
 }
 
+/// One value of a `-bin` header (after splitting on `,`), with optional whitespace around it.
+fn decode_bin_piece(piece: &[u8]) -> Option<Vec<u8>> {
+    LENIENT_B64.decode(piece.trim_ascii()).ok()
+}
+
 /// Decodes padded or unpadded base64 (for callers that read `-bin` values themselves).
 pub fn decode_bin(value: &[u8]) -> Option<Vec<u8>> {
     LENIENT_B64
@@ -206,6 +229,32 @@ mod tests {
         assert_eq!(out.get("c-bin"), Some("AQI"));
         assert!(out.insert("grpc-status", "0").is_err());
         assert!(out.insert("x-bin", "no").is_err());
+    }
+
+    #[test]
+    fn comma_joined_bin_values_are_split_before_decoding() {
+        let mut joined = HeaderMap::new();
+        joined.insert("x-bin", HeaderValue::from_static("AQI=,AwQ"));
+        let mut apart = HeaderMap::new();
+        apart.append("x-bin", HeaderValue::from_static("AQI"));
+        apart.append("x-bin", HeaderValue::from_static("AwQ="));
+        let mut spaced = HeaderMap::new();
+        spaced.insert("x-bin", HeaderValue::from_static("AQI, AwQ"));
+        for h in [joined, apart, spaced] {
+            let m = Metadata::from_headers(&h);
+            assert_eq!(m.get_bin("x-bin"), Some(vec![1, 2]), "{h:?}");
+            assert_eq!(
+                m.get_all_bin("x-bin"),
+                Some(vec![vec![1, 2], vec![3, 4]]),
+                "{h:?}"
+            );
+        }
+        let mut bad = HeaderMap::new();
+        bad.insert("x-bin", HeaderValue::from_static("AQI,*not base64*"));
+        let m = Metadata::from_headers(&bad);
+        assert_eq!(m.get_bin("x-bin"), Some(vec![1, 2]));
+        assert_eq!(m.get_all_bin("x-bin"), None);
+        assert_eq!(m.get_all_bin("y-bin"), Some(vec![]));
     }
 
     #[test]

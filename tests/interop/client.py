@@ -3,6 +3,10 @@
 grpc/grpc doc/interop-test-descriptions.md.
 
     client.py HOST:PORT CASE [--stubs DIR]     run one case ("all" runs every case)
+        [--cancel-on-stdin]    cancel_after_begin: cancel once a line arrives on stdin (the
+                               test harness sends it when the server has the call), not at once
+        [--deadline-ms N]      timeout_on_sleeping_server: this deadline instead of the spec's
+                               1 ms, long enough for the call to reach the server and sleep there
     client.py --generate DIR                   only generate the Python stubs into DIR
 
 The stubs are generated from proto/grpc/testing/*.proto with grpcio-tools into DIR (a fresh
@@ -10,7 +14,7 @@ temporary directory when --stubs is not given). Exits 0 when the case passed; ot
 what differed and exits 1. Exit 2 means the client itself could not run (missing grpcio, ...).
 
 What grpcio cannot observe: the per-message compressed flag of responses (server_compressed_*
-assert sizes only here; tests/interop_wire.rs checks the flags on the wire). grpcio also has no
+assert sizes only here; tests/protocol/compression.rs checks the flags on the wire). grpcio also has no
 switch to send one message of a compressing call uncompressed, but the C core sends a message
 uncompressed when compression would not shrink it; client_compressed_streaming therefore makes
 its "uncompressed" message incompressible (45904 random bytes instead of zeros; only the size
@@ -82,6 +86,8 @@ class Cases:
         self.empty_pb2, self.pb, grpc_mod = stubs
         self.stub = grpc_mod.TestServiceStub(channel)
         self.unimplemented = grpc_mod.UnimplementedServiceStub(channel)
+        self.cancel_on_stdin = False
+        self.deadline_ms = 1.0
 
     # Helpers building the requests of the descriptions.
     def simple(self, **kw):
@@ -244,6 +250,8 @@ class Cases:
     def cancel_after_begin(self):
         requests = Pipe()  # never sends anything
         future = self.stub.StreamingInputCall.future(requests)
+        if self.cancel_on_stdin:
+            sys.stdin.readline()
         future.cancel()
         requests.close()
         check(future.cancelled(), "the call was not cancelled")
@@ -266,7 +274,7 @@ class Cases:
     def timeout_on_sleeping_server(self):
         requests = Pipe()
         requests.put(self.pb.StreamingOutputCallRequest(payload=self.payload(27182)))
-        call = self.stub.FullDuplexCall(requests, timeout=0.001)
+        call = self.stub.FullDuplexCall(requests, timeout=self.deadline_ms / 1000)
         try:
             expect_error(grpc.StatusCode.DEADLINE_EXCEEDED, lambda: list(call), "FullDuplexCall")
         finally:
@@ -314,6 +322,10 @@ def main():
     parser.add_argument("case", nargs="?", choices=CASES + ["all"], help="test case to run")
     parser.add_argument("--stubs", help="directory of generated stubs (generated there if missing)")
     parser.add_argument("--generate", metavar="DIR", help="only generate the stubs into DIR")
+    parser.add_argument("--cancel-on-stdin", action="store_true",
+                        help="cancel_after_begin: cancel when a line arrives on stdin")
+    parser.add_argument("--deadline-ms", type=float, default=1.0,
+                        help="timeout_on_sleeping_server's deadline (the spec's is 1 ms)")
     args = parser.parse_args()
 
     if args.generate:
@@ -331,6 +343,7 @@ def main():
     failed = 0
     with grpc.insecure_channel(args.target) as channel:
         cases = Cases(channel, stubs)
+        cases.cancel_on_stdin, cases.deadline_ms = args.cancel_on_stdin, args.deadline_ms
         for name in names:
             try:
                 getattr(cases, name)()

@@ -1,9 +1,8 @@
-//! What the attack tests share: the real `h2chat serve` as a child process measured from /proc,
+//! What the attack tests share beyond `tests/support`: the real `h2chat serve` as a child process
+//! measured from /proc (under `prlimit` when asked, with its log filter as shipped when asked),
 //! an attacker on raw h2, and a well-behaved client that must keep working meanwhile.
-//! (Kept here until the shared `tests/support` lands on main.)
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -18,16 +17,12 @@ use h2chat::pb::grpc::health::v1::{HealthCheckRequest, HealthCheckResponse};
 use http::Request;
 use tokio::net::TcpStream;
 
-/// How long any single wait in these tests may take before the test fails (one busy core).
-pub const PATIENCE: Duration = Duration::from_secs(60);
+pub use crate::support::within;
 
-/// Fails the test with `what` if `fut` takes longer than `limit`.
-pub async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
-    }
-}
+/// How long any single wait in an attack may take before the test fails: longer than the
+/// support's, since an attack loads the one busy core on purpose. A safety net, never a timing
+/// check.
+pub const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A running `h2chat serve`, killed (by its PID) when dropped.
 pub struct Server {
@@ -71,6 +66,18 @@ impl Server {
                 c
             }
         };
+        // The child dies with the test (see `support::process`).
+        // SAFETY: the closure runs in the forked child before exec and only makes
+        // async-signal-safe system calls.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         cmd.env_remove("RUST_LOG");
         if let Some(filter) = rust_log {
             cmd.env("RUST_LOG", filter);

@@ -3,6 +3,9 @@
 //! where a client library would hide the attack), measures its memory from /proc against the
 //! configured budget, and checks that a well-behaved client on another connection keeps working.
 
+#[path = "../support/mod.rs"]
+mod support;
+
 mod amplification;
 mod connections;
 mod echoes;

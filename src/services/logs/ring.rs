@@ -358,14 +358,20 @@ mod tests {
     #[test]
     fn long_messages_are_cut_at_a_char_boundary() {
         let ring = LogRing::new(1);
-        ring.push(Level::INFO, "t", "é".repeat(MAX_MSG_BYTES));
+        // One ASCII byte, then two-byte characters: byte MAX_MSG_BYTES (even) falls inside one.
+        ring.push(Level::INFO, "t", format!("a{}", "é".repeat(MAX_MSG_BYTES)));
         let mut batch = Vec::new();
         ring.watch().next_batch(&mut batch);
         let msg = batch
             .first()
             .map(|r| r.entry.msg.clone())
             .unwrap_or_default();
-        assert_eq!(msg.len(), MAX_MSG_BYTES);
+        assert_eq!(
+            msg.len(),
+            MAX_MSG_BYTES - 1,
+            "cut before the split character"
+        );
+        assert!(msg.starts_with('a') && msg.ends_with('é'));
     }
 
     #[test]
