@@ -8,13 +8,16 @@
 //!   it is closed.
 
 use std::collections::hash_map::RandomState;
+use std::future::{poll_fn, Future};
 use std::hash::BuildHasher;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 /// Default time a connection may go without calls before it gets GOAWAY: 5 minutes.
 pub const DEFAULT_MAX_CONNECTION_IDLE: Duration = Duration::from_secs(300);
@@ -81,13 +84,13 @@ pub(in crate::grpc) enum LifetimeEvent {
 }
 
 /// One connection's idle and age deadlines.
-#[derive(Debug)]
 pub(in crate::grpc) struct Lifetime {
     activity: Arc<Activity>,
     idle: Option<Duration>,
     retire_at: Option<Instant>,
     grace: Duration,
     close_at: Option<Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Lifetime {
@@ -107,41 +110,55 @@ impl Lifetime {
             retire_at,
             grace,
             close_at: None,
+            timer: None,
         }
     }
 
     /// Resolves with the next event; never when neither limit is set. Cancel-safe: the
-    /// deadlines live in `self`, so the future may be dropped and made again.
+    /// deadlines and the timer live in `self` (the timer boxed, so that the connection's task,
+    /// which lives as long as the connection, stays small), so the future may be dropped and
+    /// made again.
     pub(in crate::grpc) async fn next(&mut self) -> LifetimeEvent {
+        poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<LifetimeEvent> {
         loop {
             let now = Instant::now();
             if self.close_at.is_some_and(|at| now >= at) {
-                return LifetimeEvent::Close;
+                return Poll::Ready(LifetimeEvent::Close);
             }
             if self.retire_at.is_some_and(|at| now >= at) {
                 self.retire_at = None;
                 self.idle = None;
                 self.close_at = now.checked_add(self.grace);
-                return LifetimeEvent::GoAway;
+                return Poll::Ready(LifetimeEvent::GoAway);
             }
-            let idle_at = self.idle.and_then(|idle| match self.activity.idle_since() {
+            let idle_since = self.activity.idle_since();
+            let idle_at = self.idle.and_then(|idle| match idle_since {
                 Some(since) => since.checked_add(idle),
                 // Busy: it cannot be idle long enough before `idle` from now.
                 None => now.checked_add(idle),
             });
-            if let (Some(at), Some(_)) = (idle_at, self.activity.idle_since()) {
-                if now >= at {
-                    self.idle = None;
-                    return LifetimeEvent::GoAway;
-                }
+            if idle_since.is_some() && idle_at.is_some_and(|at| now >= at) {
+                self.idle = None;
+                return Poll::Ready(LifetimeEvent::GoAway);
             }
             let next = [self.close_at, self.retire_at, idle_at]
                 .into_iter()
                 .flatten()
                 .min();
-            match next {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
+            let Some(at) = next else {
+                return Poll::Pending;
+            };
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            if timer.deadline() != at {
+                timer.as_mut().reset(at);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
             }
         }
     }
