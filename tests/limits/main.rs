@@ -7,6 +7,7 @@
 mod support;
 
 mod amplification;
+mod chat_members;
 mod connections;
 mod echoes;
 mod harness;

@@ -26,7 +26,7 @@ use crate::grpc::{
 use crate::pb::chat::v1::{ChatMessage, LeaveReason, MembersRequest, MembersResponse};
 use crate::protocol::{CHAT_METHOD, MEMBERS_METHOD};
 pub use crate::protocol::{DEFAULT_MAX_ID_BYTES, DEFAULT_MAX_TEXT_BYTES, JOINED_SEQ_METADATA};
-use crate::services::chat::room::{Member, RoomLimits, Rooms, StartAt};
+use crate::services::chat::room::{Member, RoomLimits, Rooms, StartAt, MAX_BATCH_BYTES};
 
 /// Default posts per second per member.
 pub const DEFAULT_MAX_POST_RATE: f64 = 100.0;
@@ -165,19 +165,32 @@ impl ChatService {
         // leave event then says the server is shutting down.
         // A new batch waits until h2 has written the last one out: events that arrive meanwhile
         // leave together, in one frame, and the connection's queue holds one frame per member.
+        // A batch is built only within the window the client has granted: a member whose client
+        // reads nothing holds its cursor and nothing else.
         call.track_writes();
         loop {
-            if call.is_send_idle() {
-                if let Some(batch) = member.next_batch() {
-                    call.queue_frames(batch)?;
+            let mut window_wait = false;
+            if call.is_send_idle() && member.has_news() {
+                match call.try_send_capacity(MAX_BATCH_BYTES)? {
+                    0 => window_wait = true,
+                    room => {
+                        if let Some(batch) = member.next_batch(room) {
+                            call.queue_frames(batch)?;
+                        }
+                    }
                 }
             }
             let sending = call.has_queued();
+            let idle = !sending && !window_wait;
             // Unbiased on purpose: neither the member's own posts nor its deliveries may starve.
             tokio::select! {
                 sent = call.flush(), if sending => sent?,
+                // Window first, then the batch (next time round): the wait holds nothing.
+                room = call.send_capacity(MAX_BATCH_BYTES), if window_wait => {
+                    room?;
+                }
                 // Both waits resolve at once when already true, so dropping this one loses nothing.
-                () = async { member.changed().await; call.written().await }, if !sending => {}
+                () = async { member.changed().await; call.written().await }, if idle => {}
                 posted = next_post(call, &mut bucket), if inbound_open => match posted? {
                     Some(msg) => self.post(member, msg)?,
                     None => inbound_open = false,

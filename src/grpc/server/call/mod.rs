@@ -440,6 +440,28 @@ impl Call {
         inner.pending.is_empty() && inner.tracker.as_ref().is_none_or(Tracker::is_written)
     }
 
+    /// How many response bytes (at most `want`) the client's window lets the call send right
+    /// now, asking h2 for `want`; 0 when none. With this, a caller builds a response only within
+    /// what can leave at once (see [`send_capacity`](Call::send_capacity)).
+    pub fn try_send_capacity(&self, want: usize) -> Result<usize, Status> {
+        let mut inner = self.lock();
+        inner.ensure_headers(&self.info)?;
+        let Some(stream) = inner.stream.as_mut() else {
+            return Err(Status::cancelled("call is closed"));
+        };
+        stream.reserve_capacity(want);
+        Ok(stream.capacity().min(want))
+    }
+
+    /// Waits until the client's window lets the call send at least one byte, and returns how
+    /// many (at most `want`). A wait that lasts longer than the send timeout ends the call, as
+    /// a flush would ([`send_stalled`](Call::send_stalled)). Cancel-safe.
+    pub async fn send_capacity(&self, want: usize) -> Result<usize, Status> {
+        let id = self.info.stream_id;
+        self.lock().ensure_headers(&self.info)?;
+        poll_fn(|cx| self.lock().poll_capacity(cx, id, want)).await
+    }
+
     /// Waits until h2 has taken every queued byte (within the capacity the client grants).
     /// Cancel-safe: what is not sent stays queued.
     pub async fn flush(&self) -> Result<(), Status> {
@@ -677,6 +699,46 @@ impl Inner {
         self.pending_lease = None;
         self.stalled_since = None;
         Poll::Ready(Ok(()))
+    }
+
+    fn poll_capacity(
+        &mut self,
+        cx: &mut Context<'_>,
+        stream_id: u32,
+        want: usize,
+    ) -> Poll<Result<usize, Status>> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Poll::Ready(Err(Status::cancelled("call is closed")));
+        };
+        loop {
+            stream.reserve_capacity(want);
+            let granted = stream.capacity().min(want);
+            if granted > 0 || want == 0 {
+                self.stalled_since = None;
+                return Poll::Ready(Ok(granted));
+            }
+            match stream.poll_capacity(cx) {
+                Poll::Ready(Some(Ok(_))) => continue,
+                Poll::Ready(Some(Err(e))) => {
+                    self.state.recv_reset(stream_id, Some(&e));
+                    return Poll::Ready(Err(Status::cancelled(format!("response: {e}"))));
+                }
+                Poll::Ready(None) => {
+                    self.state.recv_reset(stream_id, None);
+                    return Poll::Ready(Err(Status::cancelled("response stream closed")));
+                }
+                Poll::Pending => {
+                    if let Poll::Ready(r) = stream.poll_reset(cx) {
+                        self.state.recv_reset(stream_id, r.as_ref().err());
+                        return Poll::Ready(Err(Status::cancelled("client reset the stream")));
+                    }
+                    if self.stalled_since.is_none() {
+                        self.stalled_since = Some(Instant::now());
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
     }
 
     /// Ends a call whose response waited too long for window: resets the stream, so that h2
