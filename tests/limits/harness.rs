@@ -79,6 +79,10 @@ impl Server {
             });
         }
         cmd.env_remove("RUST_LOG");
+        // glibc's mmap threshold pinned at its initial 128 KiB: a freed large buffer then goes
+        // back to the kernel at once, so RSS shows what the server holds (by default glibc
+        // raises the threshold after the first large free and may keep such buffers in its heap).
+        cmd.env("MALLOC_MMAP_THRESHOLD_", "131072");
         if let Some(filter) = rust_log {
             cmd.env("RUST_LOG", filter);
         }

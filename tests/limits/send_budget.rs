@@ -192,3 +192,37 @@ async fn zero_window_streams_on_twenty_connections_hold_at_most_the_total_budget
     crate::harness::well_behaved_check(server.addr).await;
     drop(attackers);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_window_unary_calls_hold_at_most_the_send_budget() {
+    let server = server(&[]);
+    crate::harness::well_behaved_check(server.addr).await;
+    let base = server.rss();
+    server.reset_peak();
+    let mut attacker = Attacker::connect(server.addr, 0).await;
+    let request = message(&h2chat::pb::grpc::testing::SimpleRequest {
+        response_size: 4 << 20,
+        ..Default::default()
+    });
+    let mut calls = Vec::new();
+    for _ in 0..48 {
+        let (response, _tx) = attacker
+            .call(
+                "/grpc.testing.TestService/UnaryCall",
+                &[],
+                request.clone(),
+                true,
+            )
+            .await;
+        calls.push(response);
+    }
+    crate::harness::well_behaved_check(server.addr).await;
+    let grown = server.settled_peak().await.saturating_sub(base);
+    eprintln!("48 zero-window unary calls: grown {:.1} MiB", mib(grown));
+    assert!(
+        grown <= PER_CONNECTION + ALLOWANCE_PER_CONNECTION,
+        "grew by {:.1} MiB",
+        mib(grown)
+    );
+    drop((calls, attacker));
+}

@@ -514,7 +514,7 @@ async fn drive_call(shared: &Shared, call: &Call) {
     let Some(mut handler) = service.call(method, call) else {
         return call.finish(Err(Status::unimplemented(format!(
             "unknown method {} for service {}",
-            crate::grpc::status::quote(method, crate::grpc::status::MAX_QUOTED_BYTES),
+            crate::grpc::status::truncate(method, crate::grpc::status::MAX_QUOTED_BYTES),
             service.name()
         ))));
     };

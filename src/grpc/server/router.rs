@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::grpc::server::call::Call;
 use crate::grpc::status::Status;
-use crate::grpc::status::{quote, MAX_QUOTED_BYTES};
+use crate::grpc::status::{quote, truncate, MAX_QUOTED_BYTES};
 
 /// A boxed, sendable future borrowing for `'a`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -59,9 +59,10 @@ impl Router {
                 ))
             })?;
         let svc = self.services.get(service).ok_or_else(|| {
+            // A header value: printable already, only its length to bound (grpc-go's wording).
             Status::unimplemented(format!(
                 "unknown service {}",
-                quote(service, MAX_QUOTED_BYTES)
+                truncate(service, MAX_QUOTED_BYTES)
             ))
         })?;
         Ok((svc, method))

@@ -656,37 +656,15 @@ impl Inner {
 
     /// Hands `pending` to h2 in pieces no larger than the granted capacity.
     fn poll_flush(&mut self, cx: &mut Context<'_>, stream_id: u32) -> Poll<Result<(), Status>> {
-        let Some(stream) = self.stream.as_mut() else {
-            return Poll::Ready(Err(Status::cancelled("call is closed")));
-        };
         while !self.pending.is_empty() {
-            stream.reserve_capacity(self.pending.len());
-            let granted = stream.capacity();
-            if granted == 0 {
-                match stream.poll_capacity(cx) {
-                    Poll::Ready(Some(Ok(_))) => continue,
-                    Poll::Ready(Some(Err(e))) => {
-                        self.state.recv_reset(stream_id, Some(&e));
-                        return Poll::Ready(Err(Status::cancelled(format!("response: {e}"))));
-                    }
-                    Poll::Ready(None) => {
-                        self.state.recv_reset(stream_id, None);
-                        return Poll::Ready(Err(Status::cancelled("response stream closed")));
-                    }
-                    Poll::Pending => {
-                        // Waiting for the client to read: notice if it resets meanwhile.
-                        if let Poll::Ready(r) = stream.poll_reset(cx) {
-                            self.state.recv_reset(stream_id, r.as_ref().err());
-                            return Poll::Ready(Err(Status::cancelled("client reset the stream")));
-                        }
-                        if self.stalled_since.is_none() {
-                            self.stalled_since = Some(Instant::now());
-                        }
-                        return Poll::Pending;
-                    }
-                }
-            }
-            self.stalled_since = None;
+            let granted = match self.poll_capacity(cx, stream_id, self.pending.len()) {
+                Poll::Ready(Ok(granted)) => granted,
+                Poll::Ready(Err(status)) => return Poll::Ready(Err(status)),
+                Poll::Pending => return Poll::Pending,
+            };
+            let Some(stream) = self.stream.as_mut() else {
+                return Poll::Ready(Err(Status::cancelled("call is closed")));
+            };
             let n = granted.min(self.pending.len());
             let piece = self.pending.split_to(n);
             let lease = self.pending_lease.as_mut().map(|l| l.split(n));
@@ -701,6 +679,9 @@ impl Inner {
         Poll::Ready(Ok(()))
     }
 
+    /// Asks h2 for `want` bytes of send capacity and resolves with what it granted (at least one
+    /// byte, at most `want`), once the client's window allows any. While it waits, a client reset
+    /// is noticed and the stall is timed (see [`Call::send_stalled`]).
     fn poll_capacity(
         &mut self,
         cx: &mut Context<'_>,
@@ -728,6 +709,7 @@ impl Inner {
                     return Poll::Ready(Err(Status::cancelled("response stream closed")));
                 }
                 Poll::Pending => {
+                    // Waiting for the client to read: notice if it resets meanwhile.
                     if let Poll::Ready(r) = stream.poll_reset(cx) {
                         self.state.recv_reset(stream_id, r.as_ref().err());
                         return Poll::Ready(Err(Status::cancelled("client reset the stream")));
