@@ -93,7 +93,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
             print(&outcome);
         }
         BenchCommand::RawH2Server(a) => {
-            super::init_logging(None);
+            super::init_logging(None, super::LogFormat::Text)?;
             let listener = tokio::net::TcpListener::bind(a.addr)
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
@@ -102,7 +102,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
         }
         BenchCommand::WriteFloorServer(a) => {
             write_floor::check_size(a.size)?;
-            super::init_logging(None);
+            super::init_logging(None, super::LogFormat::Text)?;
             let listener = tokio::net::TcpListener::bind(a.addr)
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;

@@ -35,6 +35,7 @@ use crate::grpc::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING};
 use crate::grpc::metadata::Metadata;
 use crate::grpc::server::budget::{ConnectionBudget, Lease};
 use crate::grpc::server::lifetime::CallSlot;
+use crate::grpc::server::stats;
 use crate::grpc::server::written::{Chunk, Tracker};
 use crate::grpc::status::Status;
 
@@ -211,6 +212,7 @@ impl Call {
     pub async fn recv_raw(&self) -> Result<Option<Bytes>, Status> {
         let frame = poll_fn(|cx| self.lock().poll_recv_frame(cx, self.info.stream_id)).await?;
         let Some(frame) = frame else { return Ok(None) };
+        stats::messages_received(&self.info.path, 1);
         self.lock().last_compressed = frame.compressed;
         if !frame.compressed {
             return Ok(Some(frame.payload));

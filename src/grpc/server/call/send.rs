@@ -14,6 +14,7 @@ use super::{Call, CloseCause, Inner};
 use crate::grpc::codec;
 use crate::grpc::compression;
 use crate::grpc::server::budget::Lease;
+use crate::grpc::server::stats;
 use crate::grpc::server::written::{Chunk, Tracker};
 use crate::grpc::status::Status;
 
@@ -148,6 +149,7 @@ impl Call {
     }
 
     fn queue_leased(&self, frames: Bytes, lease: Lease) -> Result<(), Status> {
+        stats::messages_sent(&self.info.path, &frames);
         let mut inner = self.lock();
         inner.ensure_headers(&self.info)?;
         if inner.pending.is_empty() {
