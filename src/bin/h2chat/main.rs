@@ -55,7 +55,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gRPC server (chat, reflection and the other services).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Measure a running server: fan-out, idle members, and the baselines (raw h2, plain TCP).
     Bench(bench::BenchArgs),
     /// Run the same server as a JSON-lines node: requests on stdin, replies on stdout, logs on
@@ -457,7 +457,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Serve(args) => runtime.block_on(serve(*args)),
         Command::Stdio(args) => runtime.block_on(run_stdio(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::Chat(args) => return chat(runtime, args),
