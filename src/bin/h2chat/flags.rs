@@ -38,8 +38,14 @@ pub(crate) fn with_env(mut cli: Command) -> Command {
                     arg.get_action(),
                     ArgAction::Set | ArgAction::Append | ArgAction::SetTrue | ArgAction::SetFalse
                 );
+                // Only a flag with a value can take a negative number (a switch such as
+                // `--interop` has none, and clap refuses the setting on it).
+                let takes_value = matches!(arg.get_action(), ArgAction::Set | ArgAction::Append);
                 match arg.get_long().map(env_name) {
-                    Some(var) if settable => arg.env(var).allow_negative_numbers(true),
+                    Some(var) if settable && takes_value => {
+                        arg.env(var).allow_negative_numbers(true)
+                    }
+                    Some(var) if settable => arg.env(var),
                     _ => arg,
                 }
             })
