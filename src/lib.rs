@@ -10,8 +10,10 @@
 //!     `compression.rs`, `timeout.rs`, `headers.rs`.
 //!   - `grpc/server/`: `mod.rs` (connections, call tasks), `accept.rs` (refusals before a handler),
 //!     `shutdown.rs` (the shutdown signal, a value), `written.rs` (write tracking), `router.rs`,
-//!     `call/mod.rs` + `call/state.rs` (one call and its stream state), `coalesce.rs` (write
-//!     coalescing), `keepalive.rs`.
+//!     `call/mod.rs` + `call/state.rs` (one call and its stream state) + `call/send.rs` (its
+//!     send side), `coalesce.rs` (write coalescing), `keepalive.rs`.
+//!   - `grpc/server/`, budgets and limits: `budget.rs` (the send budget), `admission.rs` (the
+//!     connection caps, accept's backoff), `lifetime.rs` (idle and age GOAWAY).
 //!   - `grpc/server/`, for operators: `stats.rs` (what it counts, through the `metrics` facade),
 //!     `call_log.rs` (lines for refused and failed calls), `log_rate.rs` (their rate cap).
 //!   - `grpc/client/`: `mod.rs` (the channel), `call.rs` (send half), `response.rs` (receive
@@ -25,7 +27,7 @@
 //!   - `services/chat/`: `mod.rs` (the ChatService calls), `room.rs` (the room engine),
 //!     `stats.rs` (what chat counts).
 //!   - `services/logs/`: `mod.rs` (WatchLogs), `ring.rs` (the log ring and its tracing layer),
-//!     `tail.rs` (tail -F into it).
+//!     `repeats.rs` (the cap on repeated events), `tail.rs` (tail -F into it).
 //!   - `services/reflection/`: `mod.rs` (v1 and v1alpha), `index.rs` (the descriptor index).
 //!   - `services/health.rs`, `services/echo.rs`, `services/interop.rs`.
 //! - [`client`]: `h2chat chat` — `client/mod.rs` (mode choice), `options.rs` (options, exit

@@ -234,35 +234,35 @@ struct ServeArgs {
 #[derive(Args)]
 struct BudgetArgs {
     /// Response bytes one connection may hold encoded and not yet written.
-    #[arg(long, default_value_t = srv::DEFAULT_MAX_SEND_BUFFER_PER_CONNECTION)]
+    #[arg(long, value_parser = flags::whole::<usize>(1 << 14, None), default_value_t = srv::DEFAULT_MAX_SEND_BUFFER_PER_CONNECTION)]
     max_send_buffer_per_connection: usize,
     /// Response bytes the whole server may hold encoded and not yet written (beyond 16 KiB per
     /// connection that is always its own).
-    #[arg(long, default_value_t = srv::DEFAULT_MAX_SEND_BUFFER_TOTAL)]
+    #[arg(long, value_parser = flags::whole::<usize>(0, None), default_value_t = srv::DEFAULT_MAX_SEND_BUFFER_TOTAL)]
     max_send_buffer_total: usize,
     /// Seconds a response may wait for the client to grant flow-control window before its
     /// stream is reset (0 = forever).
-    #[arg(long, default_value_t = srv::DEFAULT_SEND_TIMEOUT.as_secs_f64())]
+    #[arg(long, value_parser = flags::seconds_or_zero(), default_value_t = srv::DEFAULT_SEND_TIMEOUT.as_secs_f64())]
     send_timeout: f64,
     /// HTTP/2 receive window of each stream in bytes: what a call whose handler is not reading
     /// may hold (the connection's window is this times --max-concurrent-streams).
-    #[arg(long, default_value_t = srv::DEFAULT_INITIAL_STREAM_WINDOW_BYTES)]
+    #[arg(long, value_parser = flags::whole::<u32>(1 << 14, Some((1 << 31) - 1)), default_value_t = srv::DEFAULT_INITIAL_STREAM_WINDOW_BYTES)]
     initial_stream_window_bytes: u32,
     /// Open connections per client IP address (0 = no cap).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_parser = flags::whole::<usize>(0, None), default_value_t = 0)]
     max_connections_per_ip: usize,
     /// Seconds a connection may have no calls before it gets GOAWAY (0 = forever).
-    #[arg(long, default_value_t = srv::DEFAULT_MAX_CONNECTION_IDLE.as_secs_f64())]
+    #[arg(long, value_parser = flags::seconds_or_zero(), default_value_t = srv::DEFAULT_MAX_CONNECTION_IDLE.as_secs_f64())]
     max_connection_idle: f64,
     /// Seconds (±10%) after which a connection gets GOAWAY (0 = never).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, value_parser = flags::seconds_or_zero(), default_value_t = 0.0)]
     max_connection_age: f64,
     /// Seconds calls may go on after the age GOAWAY before the connection is closed (0 = until
     /// they end).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, value_parser = flags::seconds_or_zero(), default_value_t = 0.0)]
     max_connection_age_grace: f64,
     /// Pending connections the kernel queues for accept.
-    #[arg(long, default_value_t = srv::admission::DEFAULT_LISTEN_BACKLOG)]
+    #[arg(long, value_parser = flags::whole::<u32>(1, None), default_value_t = srv::admission::DEFAULT_LISTEN_BACKLOG)]
     listen_backlog: u32,
     /// Also serve grpc.testing.TestService, the gRPC interop test service (its clients choose
     /// how much the server sends, so it is off unless asked for).
