@@ -19,6 +19,7 @@
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -33,6 +34,7 @@ use crate::grpc::codec::{self, Decoder};
 use crate::grpc::compression::{Encoding, Encodings, ACCEPT_ENCODING};
 use crate::grpc::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING};
 use crate::grpc::metadata::Metadata;
+use crate::grpc::server::auth::Principal;
 use crate::grpc::server::budget::{ConnectionBudget, Lease};
 use crate::grpc::server::lifetime::CallSlot;
 use crate::grpc::server::stats;
@@ -57,6 +59,11 @@ pub struct CallInfo {
     pub connection_id: u64,
     /// The client's address.
     pub peer: Option<SocketAddr>,
+    /// The identity of the client's verified TLS certificate (SAN URI, else DNS, else CN), if the
+    /// connection is TLS and the client presented one.
+    pub peer_identity: Option<Arc<str>>,
+    /// Who the call runs as, if the server's authenticator established it.
+    pub principal: Option<Arc<Principal>>,
     /// Application metadata from the request headers.
     pub metadata: Metadata,
     /// When the call must be over (from `grpc-timeout` and the server's cap).
@@ -110,6 +117,10 @@ struct Inner {
     /// The handler's last poll left its task waiting on h2 for request data, which h2 also wakes
     /// on a reset or a lost connection: until the next poll, `watch_peer` has nothing to add.
     handler_waits_on_recv: bool,
+    /// The handler ends the call itself on shutdown (see `drain_on_shutdown`).
+    drains_on_shutdown: bool,
+    /// Set when the server drops the call's connection itself (see [`CloseCause`]).
+    dropped: Arc<AtomicBool>,
 }
 
 impl Call {
@@ -120,6 +131,7 @@ impl Call {
         respond: SendResponse<Chunk>,
         permit: Option<CallSlot>,
         budget: Arc<ConnectionBudget>,
+        dropped: Arc<AtomicBool>,
     ) -> Call {
         let mut state = CallState::Open;
         let recv_done = body.is_end_stream();
@@ -132,6 +144,7 @@ impl Call {
             permit,
             budget,
             inner: Mutex::new(Inner {
+                dropped,
                 state,
                 body,
                 decoder,
@@ -148,8 +161,22 @@ impl Call {
                 last_compressed: false,
                 tracker: None,
                 handler_waits_on_recv: false,
+                drains_on_shutdown: false,
             }),
         }
+    }
+
+    /// Tells the server that this handler watches the shutdown signal itself and ends the call
+    /// when it has said what it must: on shutdown the server then keeps running it (a client that
+    /// goes away or a deadline still stop it) instead of ending the call with UNAVAILABLE. The
+    /// server's shutdown grace still bounds it; the handler must end well within it.
+    pub fn drain_on_shutdown(&self) {
+        self.lock().drains_on_shutdown = true;
+    }
+
+    /// Whether the handler asked to drain on shutdown itself.
+    pub(in crate::grpc) fn drains_on_shutdown(&self) -> bool {
+        self.lock().drains_on_shutdown
     }
 
     /// Whether the call got a place among the connection's running handlers.
@@ -356,7 +383,8 @@ impl Inner {
             }
             Poll::Ready(Some(Err(e))) => {
                 self.recv_done = true;
-                self.state.recv_reset(stream_id, Some(&e));
+                self.state
+                    .recv_reset(stream_id, Some(&e), self.dropped.load(Ordering::Relaxed));
                 Poll::Ready(Err(Status::cancelled(format!("request stream: {e}"))))
             }
             Poll::Ready(None) => {
@@ -406,7 +434,11 @@ impl Inner {
                 Ok(())
             }
             Err(e) => {
-                self.state.recv_reset(info.stream_id, Some(&e));
+                self.state.recv_reset(
+                    info.stream_id,
+                    Some(&e),
+                    self.dropped.load(Ordering::Relaxed),
+                );
                 Err(Status::cancelled(format!("sending headers: {e}")))
             }
         }
@@ -427,8 +459,12 @@ impl Inner {
                 Poll::Ready(CloseCause::Reset(reason))
             }
             Poll::Ready(Err(e)) => {
-                self.state.recv_reset(stream_id, Some(&e));
-                Poll::Ready(CloseCause::ConnectionLost)
+                self.state
+                    .recv_reset(stream_id, Some(&e), self.dropped.load(Ordering::Relaxed));
+                Poll::Ready(match self.state {
+                    CallState::Closed(cause) => cause,
+                    _ => CloseCause::ConnectionLost,
+                })
             }
         }
     }
@@ -465,7 +501,8 @@ impl Inner {
         if sent {
             self.state.send_trailers(info.stream_id);
         } else {
-            self.state.recv_reset(info.stream_id, None);
+            self.state
+                .recv_reset(info.stream_id, None, self.dropped.load(Ordering::Relaxed));
         }
         debug!(stream_id = info.stream_id, code = %status.code(), "call finished");
     }

@@ -3,6 +3,7 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -283,7 +284,8 @@ impl Inner {
             let lease = self.pending_lease.as_mut().map(|l| l.split(n));
             let piece = Chunk::new(piece, self.tracker.as_ref(), lease);
             if let Err(e) = stream.send_data(piece, false) {
-                self.state.recv_reset(stream_id, Some(&e));
+                self.state
+                    .recv_reset(stream_id, Some(&e), self.dropped.load(Ordering::Relaxed));
                 return Poll::Ready(Err(Status::cancelled(format!("response: {e}"))));
             }
         }
@@ -314,17 +316,26 @@ impl Inner {
             match stream.poll_capacity(cx) {
                 Poll::Ready(Some(Ok(_))) => continue,
                 Poll::Ready(Some(Err(e))) => {
-                    self.state.recv_reset(stream_id, Some(&e));
+                    self.state.recv_reset(
+                        stream_id,
+                        Some(&e),
+                        self.dropped.load(Ordering::Relaxed),
+                    );
                     return Poll::Ready(Err(Status::cancelled(format!("response: {e}"))));
                 }
                 Poll::Ready(None) => {
-                    self.state.recv_reset(stream_id, None);
+                    self.state
+                        .recv_reset(stream_id, None, self.dropped.load(Ordering::Relaxed));
                     return Poll::Ready(Err(Status::cancelled("response stream closed")));
                 }
                 Poll::Pending => {
                     // Waiting for the client to read: notice if it resets meanwhile.
                     if let Poll::Ready(r) = stream.poll_reset(cx) {
-                        self.state.recv_reset(stream_id, r.as_ref().err());
+                        self.state.recv_reset(
+                            stream_id,
+                            r.as_ref().err(),
+                            self.dropped.load(Ordering::Relaxed),
+                        );
                         return Poll::Ready(Err(Status::cancelled("client reset the stream")));
                     }
                     if self.stalled_since.is_none() {
