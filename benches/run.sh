@@ -89,9 +89,9 @@ stop() {
   wait "$1" 2>/dev/null || true
 }
 
-# serve NAME: a fresh chat server, posting unlimited; sets $pid and $addr.
+# serve NAME: a fresh chat server, posting unlimited, with TestService for (e); sets $pid and $addr.
 serve() {
-  start "serve-$1" serve --max-post-rate 0
+  start "serve-$1" serve --max-post-rate 0 --interop
 }
 
 # load NAME ARGS...: `h2chat bench ARGS` on the load CPU; its JSON line goes to $OUT/NAME.json.
@@ -317,7 +317,7 @@ The floor under (b) by hand (plain TCP: one write of $FLOOR_SIZE bytes per conne
     taskset -c 1 target/release/h2chat bench write-floor --addr 127.0.0.1:50153 --conns 100 \\
       --rate 5000 --posts $B_MSGS --size $FLOOR_SIZE --server-pid \$!
 
-(e) by hand, against a server with TestService and against the baseline
+(e) by hand, against a server with TestService (\`serve --interop\`) and against the baseline
 (\`h2chat bench raw-h2-server --addr 127.0.0.1:50152\`; add \`--coalesce-writes\` for like for like):
 
     target/release/h2chat bench unary-request --check 127.0.0.1:50151 --out /tmp/unary.bin

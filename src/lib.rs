@@ -11,11 +11,13 @@
 //!     `web.rs` (gRPC-Web framing).
 //!   - `grpc/server/`: `mod.rs` (connections, call tasks), `accept.rs` (refusals before a handler),
 //!     `shutdown.rs` (the shutdown signal, a value), `written.rs` (write tracking), `router.rs`,
-//!     `call/mod.rs` + `call/state.rs` (one call and its stream state), `coalesce.rs` (write
+//!     `call/mod.rs` + `call/state.rs` (one call and its stream state) + `call/send.rs` (its send side), `coalesce.rs` (write
 //!     coalescing), `keepalive.rs`, `linger.rs` (lingering close); for TLS and identity, `server/transport.rs` (plaintext and TLS
 //!     listeners), `server/tls.rs` (the reloadable acceptor), `server/auth.rs` (the
 //!     authentication hook); for browsers, `server/cors.rs` (which origins may call) and
 //!     `server/pages.rs` (static files answering `GET`).
+//!   - `grpc/server/`, budgets and limits: `budget.rs` (the send budget), `admission.rs` (the
+//!     connection caps, accept's backoff), `lifetime.rs` (idle and age GOAWAY).
 //!   - `grpc/server/`, for operators: `stats.rs` (what it counts, through the `metrics` facade),
 //!     `call_log.rs` (lines for refused and failed calls), `log_rate.rs` (their rate cap).
 //!   - `grpc/client/`: `mod.rs` (the channel), `call.rs` (send half), `response.rs` (receive
@@ -34,7 +36,7 @@
 //!     `Post`), `room.rs` (the room engine: rooms, epochs, members as cursors), `identity.rs`
 //!     (NFC names and room ids, look-alike skeletons), `stats.rs` (what chat counts).
 //!   - `services/logs/`: `mod.rs` (WatchLogs), `ring.rs` (the log ring and its tracing layer),
-//!     `tail.rs` (tail -F into it).
+//!     `repeats.rs` (the cap on repeated events), `tail.rs` (tail -F into it).
 //!   - `services/reflection/`: `mod.rs` (v1 and v1alpha), `index.rs` (the descriptor index).
 //!   - `services/health.rs`, `services/echo.rs`, `services/interop.rs`, `services/page.rs` (the
 //!     chat page, `web/dist/`).

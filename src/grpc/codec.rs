@@ -5,7 +5,9 @@
 //! nothing to do with message boundaries, so [`Decoder`] accepts bytes split anywhere.
 //!
 //! The decoder is a two-state machine (reading a prefix, reading a body). The length prefix is
-//! checked against the limit *before* any memory is reserved for the body.
+//! checked against the limit, and no memory is ever reserved for a body before its bytes arrive:
+//! the buffer grows with what is pushed, by at most a quarter more than it holds (never to twice
+//! its content) and never past the end of the message being read.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -16,6 +18,9 @@ pub const PREFIX_BYTES: usize = 5;
 
 /// Default largest message a server accepts: 4 MiB, as grpc-go and tonic.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
+
+/// Spare room the buffer may get when it grows, beyond a quarter of its content: 1 KiB.
+const GROWTH_SLACK_BYTES: usize = 1 << 10;
 
 /// One decoded message: its flag and its (possibly compressed) payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,9 +88,11 @@ enum State {
 /// Incremental decoder: [`push`](Decoder::push) bytes as they arrive, then call
 /// [`next_frame`](Decoder::next_frame) until it returns `Ok(None)`.
 ///
-/// Memory: the decoder holds at most the bytes pushed and not yet returned. Callers bound that by
-/// pushing only while `next_frame` yields nothing; then it never exceeds one message of at most
-/// `max_message_bytes` plus one pushed chunk.
+/// Memory: the decoder holds at most the bytes pushed and not yet returned, in a buffer at most a
+/// quarter (plus 1 KiB) larger than them. A length prefix reserves nothing: a peer that announces
+/// 4 MiB and sends 5 bytes costs 5 bytes. Callers bound the content by pushing only while
+/// `next_frame` yields nothing; then it never exceeds one message of at most `max_message_bytes`
+/// plus one pushed chunk.
 #[derive(Debug)]
 pub struct Decoder {
     buf: BytesMut,
@@ -108,9 +115,40 @@ impl Decoder {
     /// Appends received bytes.
     pub fn push(&mut self, data: &[u8]) {
         // Once the stream is known to be broken there is no point in keeping its bytes.
-        if self.failed.is_none() {
-            self.buf.extend_from_slice(data);
+        if self.failed.is_some() || data.is_empty() {
+            return;
         }
+        let needed = self.buf.len().saturating_add(data.len());
+        if self.buf.capacity() < needed {
+            self.grow(needed);
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Moves the buffer into one with room for `needed` bytes and some spare: a quarter of
+    /// `needed` (plus a little), but not past the end of the message being read while the
+    /// buffer holds less than it, so that the copies stay few (about five times a large message
+    /// in all) and the spare stays small.
+    fn grow(&mut self, needed: usize) {
+        let spare = (needed / 4).saturating_add(GROWTH_SLACK_BYTES);
+        let message_end = match self.state {
+            // The buffer holds the body read so far (and perhaps more after it).
+            State::Body { len, .. } => len,
+            State::Prefix => PREFIX_BYTES,
+        };
+        // Beyond the current message the bytes are already here: the spare may follow them.
+        let spare = match message_end.checked_sub(needed) {
+            Some(to_end) => spare.min(to_end),
+            None => spare,
+        };
+        let mut grown = BytesMut::with_capacity(needed.saturating_add(spare));
+        grown.extend_from_slice(&self.buf);
+        self.buf = grown;
+    }
+
+    /// Bytes the buffer has room for (what it costs), at least [`buffered`](Decoder::buffered).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Whether the decoder has failed (it then ignores further input).
@@ -148,8 +186,7 @@ impl Decoder {
                             max: self.max_message_bytes,
                         }));
                     }
-                    // Only now, with the length known to be within the limit, reserve for it.
-                    self.buf.reserve(len);
+                    // Nothing is reserved for the body: it grows as its bytes arrive (see `push`).
                     self.state = State::Body { compressed, len };
                 }
                 State::Body { compressed, len } => {
@@ -270,6 +307,36 @@ mod tests {
             d.next_frame().map_err(|e| e.to_status().code()),
             Err(super::super::status::Code::ResourceExhausted)
         );
+    }
+
+    #[test]
+    fn a_length_prefix_reserves_nothing() {
+        let mut d = Decoder::new(4 << 20);
+        d.push(&[0, 0, 0x40, 0, 0]);
+        assert_eq!(d.next_frame(), Ok(None));
+        assert!(d.capacity() < 4096, "capacity {}", d.capacity());
+    }
+
+    #[test]
+    fn the_buffer_grows_with_what_arrives_never_to_twice_its_content() {
+        let len = 1 << 20;
+        let mut bytes = framed(&[(false, &vec![7u8; len])]);
+        bytes.extend(framed(&[(false, b"next")]));
+        let mut d = Decoder::new(4 << 20);
+        let mut frames = vec![];
+        for chunk in bytes.chunks(16 << 10) {
+            d.push(chunk);
+            let held = d.buffered();
+            assert!(
+                d.capacity() <= held + held / 4 + GROWTH_SLACK_BYTES + (16 << 10),
+                "capacity {} for {held} bytes",
+                d.capacity()
+            );
+            frames.extend(decode_all(&mut d));
+        }
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].payload.len(), len);
+        assert_eq!(&frames[1].payload[..], b"next");
     }
 
     #[test]

@@ -69,6 +69,15 @@ impl Encodings {
     }
 }
 
+/// The most bytes gzip or deflate turn `n` bytes into: zlib's `compressBound` (stored blocks
+/// cost 5 bytes per 16 KiB at worst) plus gzip's 18 bytes of header and trailer, rounded up.
+pub fn max_compressed_len(n: usize) -> usize {
+    n.saturating_add(n >> 12)
+        .saturating_add(n >> 14)
+        .saturating_add(n >> 25)
+        .saturating_add(64)
+}
+
 impl Encoding {
     /// The encoding named by a `grpc-encoding` value; `None` for one we do not support.
     pub fn from_name(name: &str) -> Option<Encoding> {
@@ -91,17 +100,25 @@ impl Encoding {
 
     /// Compresses a payload.
     pub fn compress(self, data: &[u8]) -> Result<Vec<u8>, Status> {
+        self.compress_into(data, Vec::with_capacity(max_compressed_len(data.len())))
+    }
+
+    /// Appends the compressed form of `data` to `out` and returns it. With room for
+    /// [`max_compressed_len`] bytes reserved beforehand, `out` never reallocates.
+    pub fn compress_into(self, data: &[u8], mut out: Vec<u8>) -> Result<Vec<u8>, Status> {
         let fail = |e: std::io::Error| Status::internal(format!("compression failed: {e}"));
         match self {
-            Encoding::Identity => Ok(data.to_vec()),
+            Encoding::Identity => {
+                out.extend_from_slice(data);
+                Ok(out)
+            }
             Encoding::Gzip => {
-                let mut w = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                let mut w = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
                 w.write_all(data).map_err(fail)?;
                 w.finish().map_err(fail)
             }
             Encoding::Deflate => {
-                let mut w =
-                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+                let mut w = flate2::write::ZlibEncoder::new(out, flate2::Compression::fast());
                 w.write_all(data).map_err(fail)?;
                 w.finish().map_err(fail)
             }

@@ -2,6 +2,9 @@
 //!
 //! `grpc-message` is UTF-8 text, percent-encoded: every byte outside 0x20..=0x7E, and `%` itself,
 //! becomes `%XX`. Decoding never fails: a bad escape is kept as written.
+//!
+//! Trailers are not flow controlled, so `grpc-message` is capped: at most
+//! [`MAX_GRPC_MESSAGE_BYTES`] once encoded, cut at a character boundary.
 
 use std::fmt;
 
@@ -13,6 +16,12 @@ use super::headers::{GRPC_MESSAGE, GRPC_STATUS};
 /// The bytes `grpc-message` escapes: controls, everything above 0x7E (which `CONTROLS` plus the
 /// non-ASCII rule of `utf8_percent_encode` covers) and `%`.
 const MESSAGE_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
+
+/// Longest `grpc-message` the server sends, encoded: 1 KiB.
+pub const MAX_GRPC_MESSAGE_BYTES: usize = 1 << 10;
+
+/// Most bytes of client input an error message quotes (see [`quote`]).
+pub const MAX_QUOTED_BYTES: usize = 64;
 
 /// A gRPC status code (doc/statuscodes.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -197,7 +206,7 @@ impl Status {
     pub fn add_to(&self, headers: &mut HeaderMap) {
         headers.insert(GRPC_STATUS, self.code.header_value());
         if !self.message.is_empty() {
-            let encoded = encode_message(&self.message);
+            let encoded = encode_message_capped(&self.message, MAX_GRPC_MESSAGE_BYTES);
             // The encoded form is printable ASCII, which is always a valid header value.
             if let Ok(v) = HeaderValue::from_str(&encoded) {
                 headers.insert(GRPC_MESSAGE, v);
@@ -240,6 +249,42 @@ pub fn encode_message(message: &str) -> String {
     utf8_percent_encode(message, MESSAGE_ESCAPES).to_string()
 }
 
+/// Percent-encodes as much of `message` as fits in `max` encoded bytes, whole characters only.
+pub fn encode_message_capped(message: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut buf = [0u8; 4];
+    for c in message.chars() {
+        let piece = utf8_percent_encode(c.encode_utf8(&mut buf), MESSAGE_ESCAPES);
+        let len: usize = piece.clone().map(str::len).sum();
+        if out.len() + len > max {
+            break;
+        }
+        out.extend(piece);
+    }
+    out
+}
+
+/// At most the first `max` bytes of `text`, cut at a character boundary.
+pub fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default().to_owned()
+}
+
+/// A short, escaped prefix of client input for an error message: at most `max` bytes of it,
+/// cut at a character boundary, Debug-escaped, with "…" when cut. The cost is bounded by `max`
+/// whatever the input's size.
+pub fn quote(text: &str, max: usize) -> String {
+    let cut = truncate(text, max);
+    if cut.len() < text.len() {
+        format!("{cut:?}…")
+    } else {
+        format!("{cut:?}")
+    }
+}
+
 /// Decodes a `grpc-message` value. Never fails: invalid escapes stay as written and invalid UTF-8
 /// becomes U+FFFD.
 pub fn decode_message(raw: &[u8]) -> String {
@@ -257,6 +302,19 @@ mod tests {
         assert!(enc.bytes().all(|b| (0x20..=0x7e).contains(&b)), "{enc}");
         assert!(enc.contains("%25"));
         assert_eq!(decode_message(enc.as_bytes()), text);
+    }
+
+    #[test]
+    fn grpc_message_is_capped_at_a_character_boundary() {
+        let long = "é".repeat(10_000);
+        let mut h = HeaderMap::new();
+        Status::internal(long).add_to(&mut h);
+        let sent = h["grpc-message"].to_str().unwrap_or_default();
+        assert!(sent.len() <= MAX_GRPC_MESSAGE_BYTES, "{}", sent.len());
+        assert!(sent.len() > MAX_GRPC_MESSAGE_BYTES - 6);
+        assert!(decode_message(sent.as_bytes()).chars().all(|c| c == 'é'));
+        assert_eq!(truncate("aé", 2), "a");
+        assert_eq!(quote("abc", 2), "\"ab\"…");
     }
 
     #[test]

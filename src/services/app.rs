@@ -21,6 +21,9 @@ pub struct AppConfig {
     pub chat: ChatConfig,
     /// The log watcher: its ring and the file it follows.
     pub logs: LogsConfig,
+    /// Serve `grpc.testing.TestService` (`--interop`): off by default, since its clients choose
+    /// how much the server sends.
+    pub interop: bool,
     /// Bearer tokens checked before any handler runs; `None` leaves every call open.
     pub auth: Option<Arc<JwtAuthenticator>>,
     /// Origins whose pages may call the server with gRPC-Web besides its own (`--web-origin`).
@@ -52,7 +55,9 @@ pub fn build(mut config: AppConfig) -> Server {
     server.add_service(ChatService::new(config.chat, shutdown.clone()));
     server.add_service(LogWatcherService::new(config.logs, shutdown.clone()));
     server.add_service(EchoService::new());
-    server.add_service(Arc::new(interop::InteropService::new()));
+    if config.interop {
+        server.add_service(Arc::new(interop::InteropService::new()));
+    }
     // Reflection lists every service: those above and health, added next.
     let mut served = server.service_names();
     served.push(health::SERVICE_NAME);

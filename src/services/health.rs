@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
+use crate::grpc::status::{quote, MAX_QUOTED_BYTES};
 use crate::grpc::{BoxFuture, Call, CallResult, Server, Service, ShutdownSignal, Status};
 use crate::pb::grpc::health::v1::health_check_response::ServingStatus;
 use crate::pb::grpc::health::v1::{
@@ -218,10 +219,12 @@ impl HealthService {
     /// Check: the status of a registered service; NOT_FOUND for any other name.
     async fn check(&self, call: &Call) -> CallResult {
         let req: HealthCheckRequest = call.recv_one().await?;
-        let status = self
-            .handle
-            .status(&req.service)
-            .ok_or_else(|| Status::not_found(format!("unknown service {:?}", req.service)))?;
+        let status = self.handle.status(&req.service).ok_or_else(|| {
+            Status::not_found(format!(
+                "unknown service {}",
+                quote(&req.service, MAX_QUOTED_BYTES)
+            ))
+        })?;
         call.send(&response(status)).await
     }
 

@@ -6,6 +6,14 @@
 //! checked against each message's compressed flag), CompressedResponse (`response_compressed`
 //! and per-message `ResponseParameters.compressed`), Echo Status, Echo Metadata and
 //! `interval_us`. UnimplementedCall answers UNIMPLEMENTED, as the test descriptions require.
+//!
+//! A client chooses how much this service sends, so it is served only when asked for
+//! (`h2chat serve --interop`), and bounded when served: a response payload is at most
+//! [`MAX_RESPONSE_PAYLOAD_BYTES`], one request asks for at most [`MAX_RESPONSES_PER_REQUEST`]
+//! responses of at most [`MAX_RESPONSE_BYTES_PER_REQUEST`] together, and the count of
+//! `response_parameters` is checked on the encoded request *before* it is decoded (2 million
+//! entries fit in 4 MiB and decode to 24 MB). Every response waits for the send budget before it
+//! is built.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,6 +38,18 @@ pub const MAX_RESPONSE_PAYLOAD_BYTES: usize = 4 << 20;
 
 /// Most response parameters a HalfDuplexCall buffers before it replies.
 pub const MAX_HALF_DUPLEX_RESPONSES: usize = 10_000;
+
+/// Most responses one request may ask for (`response_parameters` entries).
+pub const MAX_RESPONSES_PER_REQUEST: usize = 1_000;
+
+/// Most payload bytes one request may ask for, all its responses together: 16 MiB.
+pub const MAX_RESPONSE_BYTES_PER_REQUEST: usize = 16 << 20;
+
+/// Longest message an Echo Status request may have the server send back.
+pub const MAX_ECHO_STATUS_MESSAGE_BYTES: usize = 1 << 10;
+
+/// `StreamingOutputCallRequest.response_parameters`' field number.
+const RESPONSE_PARAMETERS_FIELD: u32 = 2;
 
 /// The interop test service. Stateless: every call stands alone.
 #[derive(Clone, Copy, Debug, Default)]
@@ -81,15 +101,44 @@ async fn unary_call(call: &Call) -> CallResult {
         call.last_request_compressed(),
     )?;
     echo_status(req.response_status.as_ref())?;
-    let response = SimpleResponse {
-        payload: Some(payload(req.response_type, req.response_size)?),
-        ..SimpleResponse::default()
-    };
+    let size = payload_size(req.response_size)?;
     let compress = is_true(req.response_compressed.as_ref());
     if compress {
         enable_response_compression(call);
     }
-    call.send_with(&response, compress).await
+    // The response exists only once the send budget has room for it.
+    let reservation = call
+        .reserve(call.frame_bound(size + RESPONSE_OVERHEAD_BYTES, compress))
+        .await?;
+    let response = SimpleResponse {
+        payload: Some(payload(req.response_type, req.response_size)?),
+        server_id: if req.fill_server_id {
+            server_id().to_owned()
+        } else {
+            String::new()
+        },
+        ..SimpleResponse::default()
+    };
+    call.queue_message(&response, compress, reservation)?;
+    drop(response);
+    call.flush().await
+}
+
+/// Bytes a response message takes beyond its payload's body (tags, lengths, the type, a
+/// server id).
+const RESPONSE_OVERHEAD_BYTES: usize = 64;
+
+/// An id for this process, the same for every call (grpc-go's interop client compares the
+/// `server_id` of two calls in `pick_first_unary`).
+fn server_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        format!("h2chat-{}-{started:x}", std::process::id())
+    })
 }
 
 /// The payload is the current time in nanoseconds, so that two calls differ unless a caching
@@ -130,7 +179,14 @@ async fn streaming_input_call(call: &Call) -> CallResult {
 
 async fn streaming_output_call(call: &Call) -> CallResult {
     echo_metadata(call);
-    let req: StreamingOutputCallRequest = call.recv_one().await?;
+    let req = recv_output_request(call)
+        .await?
+        .ok_or_else(|| Status::unimplemented("expected one request message, got none"))?;
+    if call.recv_raw().await?.is_some() {
+        return Err(Status::unimplemented(
+            "expected one request message, got more",
+        ));
+    }
     echo_status(req.response_status.as_ref())?;
     respond(call, req.response_type, &req.response_parameters).await
 }
@@ -139,18 +195,81 @@ async fn streaming_output_call(call: &Call) -> CallResult {
 /// next request (ping_pong).
 async fn full_duplex_call(call: &Call) -> CallResult {
     echo_metadata(call);
-    while let Some(req) = call.recv::<StreamingOutputCallRequest>().await? {
+    while let Some(req) = recv_output_request(call).await? {
         echo_status(req.response_status.as_ref())?;
         respond(call, req.response_type, &req.response_parameters).await?;
     }
     Ok(())
 }
 
+/// The next `StreamingOutputCallRequest`, its response count and sizes checked against the
+/// limits — the count on the encoded bytes, before decoding builds the list.
+async fn recv_output_request(call: &Call) -> Result<Option<StreamingOutputCallRequest>, Status> {
+    let Some(raw) = call.recv_raw().await? else {
+        return Ok(None);
+    };
+    let asked = count_field(&raw, RESPONSE_PARAMETERS_FIELD).unwrap_or(0);
+    if asked > MAX_RESPONSES_PER_REQUEST {
+        return Err(Status::resource_exhausted(format!(
+            "a request may ask for at most {MAX_RESPONSES_PER_REQUEST} responses, not {asked}"
+        )));
+    }
+    let req = <StreamingOutputCallRequest as prost::Message>::decode(raw)
+        .map_err(|e| Status::internal(format!("request message does not decode: {e}")))?;
+    let total: usize = req
+        .response_parameters
+        .iter()
+        .map(|p| usize::try_from(p.size).unwrap_or(0))
+        .fold(0, usize::saturating_add);
+    if total > MAX_RESPONSE_BYTES_PER_REQUEST {
+        return Err(Status::resource_exhausted(format!(
+            "a request may ask for at most {MAX_RESPONSE_BYTES_PER_REQUEST} response bytes, not {total}"
+        )));
+    }
+    Ok(Some(req))
+}
+
+/// How many times field `number` occurs at the top level of an encoded protobuf message, or
+/// `None` when the bytes are not a well-formed message (decoding then says why).
+fn count_field(mut bytes: &[u8], number: u32) -> Option<usize> {
+    fn varint(bytes: &mut &[u8]) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = bytes.split_first()?;
+            *bytes = rest;
+            value |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    let mut count = 0;
+    while !bytes.is_empty() {
+        let key = varint(&mut bytes)?;
+        if key >> 3 == u64::from(number) {
+            count += 1;
+        }
+        let skip = match key & 7 {
+            0 => {
+                varint(&mut bytes)?;
+                0
+            }
+            1 => 8,
+            2 => usize::try_from(varint(&mut bytes)?).ok()?,
+            5 => 4,
+            _ => return None,
+        };
+        bytes = bytes.get(skip..)?;
+    }
+    Some(count)
+}
+
 /// Reads every request first, then replies to them in order.
 async fn half_duplex_call(call: &Call) -> CallResult {
     echo_metadata(call);
     let mut pending: Vec<(i32, ResponseParameters)> = Vec::new();
-    while let Some(req) = call.recv::<StreamingOutputCallRequest>().await? {
+    while let Some(req) = recv_output_request(call).await? {
         echo_status(req.response_status.as_ref())?;
         if pending.len() + req.response_parameters.len() > MAX_HALF_DUPLEX_RESPONSES {
             return Err(Status::resource_exhausted(format!(
@@ -178,11 +297,18 @@ async fn respond(call: &Call, kind: i32, params: &[ResponseParameters]) -> CallR
                 tokio::time::sleep(Duration::from_micros(us)).await;
             }
         }
+        let compress = is_true(p.compressed.as_ref());
+        let size = payload_size(p.size)?;
+        // The response exists only once the send budget has room for it.
+        let reservation = call
+            .reserve(call.frame_bound(size + RESPONSE_OVERHEAD_BYTES, compress))
+            .await?;
         let response = StreamingOutputCallResponse {
             payload: Some(payload(kind, p.size)?),
         };
-        call.send_with(&response, is_true(p.compressed.as_ref()))
-            .await?;
+        call.queue_message(&response, compress, reservation)?;
+        drop(response);
+        call.flush().await?;
     }
     Ok(())
 }
@@ -198,7 +324,10 @@ fn echo_metadata(call: &Call) {
 /// Echo Status: a non-OK `response_status` ends the call with that code and message.
 fn echo_status(status: Option<&EchoStatus>) -> CallResult {
     match status {
-        Some(s) if s.code != 0 => Err(Status::new(Code::from_i32(s.code), s.message.clone())),
+        Some(s) if s.code != 0 => Err(Status::new(
+            Code::from_i32(s.code),
+            crate::grpc::status::truncate(&s.message, MAX_ECHO_STATUS_MESSAGE_BYTES),
+        )),
         _ => Ok(()),
     }
 }
@@ -237,6 +366,16 @@ fn payload(kind: i32, size: i32) -> Result<Payload, Status> {
             "unsupported payload type {kind}"
         )));
     }
+    let size = payload_size(size)?;
+    Ok(Payload {
+        r#type: kind,
+        body: vec![0; size],
+    })
+}
+
+/// A requested payload size: negative or over [`MAX_RESPONSE_PAYLOAD_BYTES`] is
+/// INVALID_ARGUMENT.
+fn payload_size(size: i32) -> Result<usize, Status> {
     let size = usize::try_from(size)
         .map_err(|_| Status::invalid_argument(format!("negative payload size {size}")))?;
     if size > MAX_RESPONSE_PAYLOAD_BYTES {
@@ -244,10 +383,7 @@ fn payload(kind: i32, size: i32) -> Result<Payload, Status> {
             "payload size {size} over the limit of {MAX_RESPONSE_PAYLOAD_BYTES} bytes"
         )));
     }
-    Ok(Payload {
-        r#type: kind,
-        body: vec![0; size],
-    })
+    Ok(size)
 }
 
 #[cfg(test)]
@@ -271,6 +407,28 @@ mod tests {
             code(check_expected_compression(Some(&no), true)),
             Some(Code::InvalidArgument)
         );
+    }
+
+    #[test]
+    fn response_parameters_are_counted_without_decoding() {
+        let req = StreamingOutputCallRequest {
+            response_type: 0,
+            response_parameters: vec![ResponseParameters::default(); 3],
+            payload: Some(Payload {
+                r#type: 0,
+                body: vec![2; 10],
+            }),
+            ..Default::default()
+        };
+        let bytes = prost::Message::encode_to_vec(&req);
+        assert_eq!(count_field(&bytes, RESPONSE_PARAMETERS_FIELD), Some(3));
+        assert_eq!(count_field(&[0x12, 0x7f], RESPONSE_PARAMETERS_FIELD), None);
+    }
+
+    #[test]
+    fn server_id_is_stable() {
+        assert_eq!(server_id(), server_id());
+        assert!(!server_id().is_empty());
     }
 
     #[test]

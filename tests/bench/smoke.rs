@@ -326,7 +326,7 @@ async fn unary_request_checks_the_server_then_writes_the_h2load_body() {
         TEST_PATIENCE,
         "the whole of test unary_request_checks_the_server_then_writes_the_h2load_body",
         async {
-            let server = ServerProcess::start(&[]).await;
+            let server = ServerProcess::start(&["--interop"]).await;
             let file = TempFile::path_for("unary.bin");
             let path = file.0.to_str().expect("utf-8 temp path");
             let out = bench(&[

@@ -171,8 +171,12 @@ struct EchoServer {
 
 impl EchoServer {
     async fn start() -> EchoServer {
+        EchoServer::start_with(ServerConfig::default()).await
+    }
+
+    async fn start_with(config: ServerConfig) -> EchoServer {
         let (events_tx, events) = mpsc::unbounded_channel();
-        let mut server = Server::new(ServerConfig::default());
+        let mut server = Server::new(config);
         server.add_service(Arc::new(Echo { events: events_tx }));
         let server = TestServer::serve(server).await;
         EchoServer {
@@ -405,7 +409,13 @@ async fn a_handler_reading_late_still_gets_every_small_message() {
         TEST_PATIENCE,
         "the whole of test a_handler_reading_late_still_gets_every_small_message",
         async {
-            let mut server = EchoServer::start().await;
+            // A stream window with room for the whole burst (about 650 KB): the default 64 KiB
+            // would hold the client back until the handler reads, as it should.
+            let mut server = EchoServer::start_with(ServerConfig {
+                initial_stream_window_bytes: 1 << 20,
+                ..ServerConfig::default()
+            })
+            .await;
             let ch = server.channel().await;
             let mut call = ch
                 .start(&path("Count"), CallOptions::default())

@@ -63,13 +63,49 @@ async fn content_type_not_grpc_is_http_415() {
                 raw(&ch, req).await.status(),
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             );
-            // A content-type with a suffix is gRPC.
+            // A content-type with a suffix is gRPC; one that only starts like it is not.
             let req = grpc_request(
                 Method::POST,
                 "/chat.v1.ChatService/Members",
                 "application/grpc+proto",
             );
             assert_eq!(raw(&ch, req).await.status(), StatusCode::OK);
+            let req = grpc_request(
+                Method::POST,
+                "/chat.v1.ChatService/Members",
+                "application/grpcfoo",
+            );
+            assert_eq!(
+                raw(&ch, req).await.status(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            );
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_already_expired_grpc_timeout_is_deadline_exceeded_before_the_handler() {
+    within(
+        TEST_PATIENCE,
+        "the whole of test an_already_expired_grpc_timeout_is_deadline_exceeded_before_the_handler",
+        async {
+            let (_server, ch) = setup().await;
+            let mut req = grpc_request(
+                Method::POST,
+                "/chat.v1.ChatService/Chat",
+                "application/grpc",
+            );
+            req.headers_mut()
+                .insert("grpc-timeout", http::HeaderValue::from_static("0n"));
+            let resp = raw(&ch, req).await;
+            assert_eq!(resp.status(), StatusCode::OK);
+            // Its handler would have answered INVALID_ARGUMENT (no join message) at once.
+            assert_eq!(
+                resp.headers()["grpc-status"],
+                "4",
+                "DEADLINE_EXCEEDED, Trailers-Only"
+            );
         },
     )
     .await;

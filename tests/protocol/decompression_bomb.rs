@@ -87,7 +87,7 @@ async fn gzip_bomb_is_resource_exhausted_and_memory_stays_bounded() {
         drop(buf);
         let payload = frame(true, &bomb);
 
-        let server = ServerProcess::start(&[]).await;
+        let server = ServerProcess::start(&["--interop"]).await;
         let mut client = WireClient::connect(server.addr).await;
 
         let before = server.rss_kib() as usize * 1024;

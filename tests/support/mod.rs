@@ -57,9 +57,14 @@ impl TestServer {
         TestServer::serve(app::build(config)).await
     }
 
-    /// Starts the server with default limits.
+    /// Starts the server with default limits, and with `grpc.testing.TestService` (as
+    /// `serve --interop`): tests drive it.
     pub async fn default() -> TestServer {
-        TestServer::start(AppConfig::default()).await
+        TestServer::start(AppConfig {
+            interop: true,
+            ..AppConfig::default()
+        })
+        .await
     }
 
     /// Runs `server` (any service set) on a fresh listener on 127.0.0.1:0.

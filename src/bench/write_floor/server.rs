@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tracing::debug;
 
 use super::{FILL, POST, READY};
-use crate::grpc::server::DEFAULT_MAX_CONNECTIONS;
+use crate::grpc::server::admission::FALLBACK_MAX_CONNECTIONS;
 
 /// Bytes read from a connection at a time: posts are single bytes, so this bounds how many one
 /// read can carry, not what the server keeps.
@@ -28,7 +28,7 @@ const READ_BUFFER_BYTES: usize = 64;
 pub struct FloorStats {
     /// Connections registered (each got the [`READY`] byte).
     pub accepted: u64,
-    /// Connections refused: [`DEFAULT_MAX_CONNECTIONS`] were open, or the greeting failed.
+    /// Connections refused: [`FALLBACK_MAX_CONNECTIONS`] were open, or the greeting failed.
     pub refused: u64,
     /// Posts read.
     pub posts: u64,
@@ -72,7 +72,7 @@ impl Floor {
     /// before that).
     fn register(&self, stream: &Arc<TcpStream>) -> Option<(u64, Arc<Notify>)> {
         let mut registry = self.lock();
-        if registry.conns.len() >= DEFAULT_MAX_CONNECTIONS
+        if registry.conns.len() >= FALLBACK_MAX_CONNECTIONS
             || !matches!(stream.try_write(&[READY]), Ok(1))
         {
             registry.stats.refused += 1;

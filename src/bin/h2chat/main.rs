@@ -295,9 +295,10 @@ struct ServeArgs {
     /// closes the connection (ENHANCE_YOUR_CALM).
     #[arg(long, value_parser = flags::whole::<usize>(MIN_SMALL_FRAME_BUDGET_BYTES, None), default_value_t = srv::DEFAULT_SMALL_FRAME_BUDGET_BYTES)]
     small_frame_budget_bytes: usize,
-    /// Open connections at once.
-    #[arg(long, value_parser = flags::whole::<usize>(1, None), default_value_t = srv::DEFAULT_MAX_CONNECTIONS)]
-    max_connections: usize,
+    /// Open connections at once [default: the open-file limit minus 64]; above that the server
+    /// refuses to start.
+    #[arg(long, value_parser = flags::whole::<usize>(1, None))]
+    max_connections: Option<usize>,
     /// Seconds a new connection has to complete the HTTP/2 handshake.
     #[arg(long, value_parser = flags::seconds(), default_value_t = srv::DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64())]
     handshake_timeout: f64,
@@ -352,6 +353,48 @@ struct ServeArgs {
     metrics_addr: Option<ListenAddr>,
     #[command(flatten)]
     logs: LogArgs,
+    #[command(flatten)]
+    budgets: BudgetArgs,
+}
+
+/// What a peer can make the server hold: budgets and the limits on connections (issue 12).
+#[derive(Args)]
+struct BudgetArgs {
+    /// Response bytes one connection may hold encoded and not yet written.
+    #[arg(long, value_parser = flags::whole::<usize>(1 << 14, None), default_value_t = srv::DEFAULT_MAX_SEND_BUFFER_PER_CONNECTION)]
+    max_send_buffer_per_connection: usize,
+    /// Response bytes the whole server may hold encoded and not yet written (beyond 16 KiB per
+    /// connection that is always its own).
+    #[arg(long, value_parser = flags::whole::<usize>(0, None), default_value_t = srv::DEFAULT_MAX_SEND_BUFFER_TOTAL)]
+    max_send_buffer_total: usize,
+    /// Seconds a response may wait for the client to grant flow-control window before its
+    /// stream is reset (0 = forever).
+    #[arg(long, value_parser = flags::seconds_or_zero(), default_value_t = srv::DEFAULT_SEND_TIMEOUT.as_secs_f64())]
+    send_timeout: f64,
+    /// HTTP/2 receive window of each stream in bytes: what a call whose handler is not reading
+    /// may hold (the connection's window is this times --max-concurrent-streams).
+    #[arg(long, value_parser = flags::whole::<u32>(1 << 14, Some((1 << 31) - 1)), default_value_t = srv::DEFAULT_INITIAL_STREAM_WINDOW_BYTES)]
+    initial_stream_window_bytes: u32,
+    /// Open connections per client IP address (0 = no cap).
+    #[arg(long, value_parser = flags::whole::<usize>(0, None), default_value_t = 0)]
+    max_connections_per_ip: usize,
+    /// Seconds a connection may have no calls before it gets GOAWAY (0 = forever).
+    #[arg(long, value_parser = flags::seconds_or_zero(), default_value_t = srv::DEFAULT_MAX_CONNECTION_IDLE.as_secs_f64())]
+    max_connection_idle: f64,
+    /// Seconds (±10%) after which a connection gets GOAWAY (0 = never).
+    #[arg(long, value_parser = flags::seconds_or_zero(), default_value_t = 0.0)]
+    max_connection_age: f64,
+    /// Seconds calls may go on after the age GOAWAY before the connection is closed (0 = until
+    /// they end).
+    #[arg(long, value_parser = flags::seconds_or_zero(), default_value_t = 0.0)]
+    max_connection_age_grace: f64,
+    /// Pending connections the kernel queues for accept.
+    #[arg(long, value_parser = flags::whole::<u32>(1, None), default_value_t = srv::admission::DEFAULT_LISTEN_BACKLOG)]
+    listen_backlog: u32,
+    /// Also serve grpc.testing.TestService, the gRPC interop test service (its clients choose
+    /// how much the server sends, so it is off unless asked for).
+    #[arg(long)]
+    interop: bool,
 }
 
 impl ServeArgs {
@@ -366,7 +409,17 @@ impl ServeArgs {
                 max_header_list_bytes: self.max_header_list_bytes,
                 max_pending_accept_reset_streams: self.max_pending_accept_reset_streams,
                 max_local_error_reset_streams: self.max_local_error_reset_streams,
-                max_connections: self.max_connections,
+                max_connections: self
+                    .max_connections
+                    .unwrap_or_else(srv::admission::max_connections_for_file_limit),
+                max_connections_per_ip: (self.budgets.max_connections_per_ip > 0)
+                    .then_some(self.budgets.max_connections_per_ip),
+                max_connection_idle: (self.budgets.max_connection_idle > 0.0)
+                    .then(|| secs(self.budgets.max_connection_idle)),
+                max_connection_age: (self.budgets.max_connection_age > 0.0)
+                    .then(|| secs(self.budgets.max_connection_age)),
+                max_connection_age_grace: (self.budgets.max_connection_age_grace > 0.0)
+                    .then(|| secs(self.budgets.max_connection_age_grace)),
                 handshake_timeout: secs(self.handshake_timeout),
                 shutdown_grace: secs(self.shutdown_grace),
                 max_call_duration: (self.max_call_duration > 0.0)
@@ -375,6 +428,11 @@ impl ServeArgs {
                 keepalive_interval: (self.keepalive_interval > 0.0)
                     .then(|| secs(self.keepalive_interval)),
                 keepalive_timeout: secs(self.keepalive_timeout),
+                max_send_buffer_per_connection: self.budgets.max_send_buffer_per_connection,
+                max_send_buffer_total: self.budgets.max_send_buffer_total,
+                send_timeout: (self.budgets.send_timeout > 0.0)
+                    .then(|| secs(self.budgets.send_timeout)),
+                initial_stream_window_bytes: self.budgets.initial_stream_window_bytes,
             },
             chat: ChatConfig {
                 rooms: RoomLimits {
@@ -392,6 +450,7 @@ impl ServeArgs {
                 shutdown_drain: chat::DEFAULT_SHUTDOWN_DRAIN,
             },
             logs: self.logs.config(ring),
+            interop: self.budgets.interop,
             auth: None,
             web_origins: self.web_origins.clone(),
         }
@@ -540,14 +599,15 @@ fn reload_on_hangup(tls: Arc<TlsAcceptor>) {
 }
 
 /// Logs to stderr (as `format` says) and, if given, into `ring`, both filtered by `RUST_LOG`
-/// (default `info`). A `RUST_LOG` that does not parse is an error: a typo must not silently
+/// (default `info,h2::proto=error`: h2's per-frame complaints about peers are not warnings). A
+/// `RUST_LOG` that does not parse is an error: a typo must not silently
 /// turn logging off.
 fn init_logging(ring: Option<&LogRing>, format: LogFormat) -> Result<(), String> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(text) => EnvFilter::try_new(&text).map_err(|e| {
             format!("invalid RUST_LOG {text:?}: {e} (e.g. RUST_LOG=info,h2chat=debug)")
         })?,
-        Err(std::env::VarError::NotPresent) => EnvFilter::new("info"),
+        Err(std::env::VarError::NotPresent) => EnvFilter::new("info,h2::proto=error"),
         Err(std::env::VarError::NotUnicode(_)) => return Err("RUST_LOG is not UTF-8".into()),
     };
     let ansi = std::io::stderr().is_terminal();
@@ -596,10 +656,9 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
                 .into(),
         );
     }
+    let backlog = args.budgets.listen_backlog;
     let bind = |addrs: Vec<SocketAddr>, text: String| async move {
-        tokio::net::TcpListener::bind(&addrs[..])
-            .await
-            .map_err(|e| format!("cannot listen on {text}: {e}"))
+        listen(&addrs, backlog).map_err(|e| format!("cannot listen on {text}: {e}"))
     };
     let main_listener = bind(args.addr.addrs.clone(), args.addr.text.clone()).await?;
     let mut listeners = Vec::new();
@@ -628,6 +687,28 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     server.serve_on(listeners, signal).await?;
     Ok(())
+}
+
+/// A listening socket on the first of `addrs` that works, with room for `backlog` pending
+/// connections.
+fn listen(
+    addrs: &[std::net::SocketAddr],
+    backlog: u32,
+) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address");
+    for &addr in addrs {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(backlog)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Runs the chat client; the runtime is shut down without waiting for a pending read of stdin.

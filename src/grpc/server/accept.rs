@@ -9,7 +9,6 @@ use std::time::Instant;
 use h2::server::SendResponse;
 use h2::RecvStream;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
 use super::call_log::{log_refused, log_refused_http};
@@ -18,8 +17,10 @@ use crate::grpc::compression::{Encoding, Encodings};
 use crate::grpc::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING, GRPC_TIMEOUT};
 use crate::grpc::metadata::Metadata;
 use crate::grpc::server::auth::{AuthRequest, Authenticator, Principal};
+use crate::grpc::server::budget::ConnectionBudget;
 use crate::grpc::server::call::{Call, CallInfo, WebCall};
 use crate::grpc::server::cors::Verdict;
+use crate::grpc::server::lifetime::CallSlot;
 use crate::grpc::server::pages;
 use crate::grpc::server::stats;
 use crate::grpc::server::written::Chunk;
@@ -41,7 +42,8 @@ pub(super) fn accept_call(
     request: Request<RecvStream>,
     mut respond: SendResponse<Chunk>,
     conn: &ConnInfo,
-    permit: Option<OwnedSemaphorePermit>,
+    budget: &Arc<ConnectionBudget>,
+    permit: Option<CallSlot>,
 ) -> Option<Call> {
     let stream_id: u32 = respond.stream_id().as_u32();
     let method = request.method();
@@ -110,7 +112,14 @@ pub(super) fn accept_call(
             }
         }
     }
-    let call = Call::new(info, body, respond, permit, conn.dropped.clone());
+    let call = Call::new(
+        info,
+        body,
+        respond,
+        permit,
+        budget.clone(),
+        conn.dropped.clone(),
+    );
     if let Some(status) = early {
         debug!(%status, "refused before the handler");
         stats::call_refused(reason);
@@ -145,6 +154,12 @@ fn call_info(
     let mut deadline = config.max_call_duration.and_then(|d| now().checked_add(d));
     if let Some(raw) = headers.get(GRPC_TIMEOUT) {
         match timeout::parse(raw.as_bytes()) {
+            // Already over (`0n`): the handler would only be stopped at once.
+            Ok(d) if d.is_zero() => {
+                early = Some(Status::deadline_exceeded(
+                    "deadline exceeded before the call began",
+                ));
+            }
             Ok(d) => {
                 let at = now().checked_add(d);
                 deadline = match (deadline, at) {
@@ -161,8 +176,11 @@ fn call_info(
             Some(encoding) => encoding,
             None => {
                 early = Some(Status::unimplemented(format!(
-                    "grpc-encoding {:?} is not supported",
-                    String::from_utf8_lossy(v.as_bytes())
+                    "grpc-encoding {} is not supported",
+                    crate::grpc::status::quote(
+                        &String::from_utf8_lossy(v.as_bytes()),
+                        crate::grpc::status::MAX_QUOTED_BYTES
+                    )
                 )));
                 Encoding::Identity
             }
@@ -190,6 +208,7 @@ fn call_info(
         accepted_encodings,
         max_message_bytes: config.max_message_bytes,
         web: None,
+        send_timeout: config.send_timeout,
     };
     (info, early)
 }
@@ -211,4 +230,32 @@ fn authenticate(
         metadata: &info.metadata,
         peer_identity: info.peer_identity.as_deref(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::grpc::web::Protocol;
+
+    fn is_grpc_content_type(ct: &str) -> bool {
+        Protocol::from_content_type(ct) == Some(Protocol::Grpc)
+    }
+
+    #[test]
+    fn content_type_is_grpc_or_grpc_with_a_codec() {
+        for ok in [
+            "application/grpc",
+            "application/grpc+proto",
+            "application/grpc;charset=utf-8",
+        ] {
+            assert!(is_grpc_content_type(ok), "{ok}");
+        }
+        for bad in [
+            "application/grpcfoo",
+            "application/grpc-web-textx",
+            "text/plain",
+            "",
+        ] {
+            assert!(!is_grpc_content_type(bad), "{bad}");
+        }
+    }
 }

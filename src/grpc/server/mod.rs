@@ -40,11 +40,19 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, debug_span, info, warn, Instrument};
 
 use crate::grpc::codec::DEFAULT_MAX_MESSAGE_BYTES;
+use crate::grpc::server::admission::{AcceptBackoff, IpSlot, PerIp};
 pub use crate::grpc::server::auth::{AuthRequest, Authenticator, Principal};
+use crate::grpc::server::budget::{ConnectionBudget, TotalBudget};
+pub use crate::grpc::server::budget::{
+    DEFAULT_MAX_SEND_BUFFER_PER_CONNECTION, DEFAULT_MAX_SEND_BUFFER_TOTAL,
+    DEFAULT_SEND_RESERVE_PER_CONNECTION,
+};
 use crate::grpc::server::call::Call;
 use crate::grpc::server::coalesce::CoalescedWrites;
 pub use crate::grpc::server::cors::CorsPolicy;
 use crate::grpc::server::keepalive::{keep_alive, Keepalive};
+pub use crate::grpc::server::lifetime::DEFAULT_MAX_CONNECTION_IDLE;
+use crate::grpc::server::lifetime::{Activity, CallSlot, Lifetime, LifetimeEvent};
 pub use crate::grpc::server::pages::Page;
 use crate::grpc::server::router::{Router, Service};
 pub use crate::grpc::server::shutdown::{ShutdownSignal, ShutdownTrigger};
@@ -57,12 +65,15 @@ use crate::grpc::status::{Code, Status};
 pub use crate::grpc::tls::TlsError;
 
 mod accept;
+pub mod admission;
 pub mod auth;
+pub mod budget;
 pub mod call;
 mod call_log;
 pub mod coalesce;
 pub mod cors;
 mod keepalive;
+pub mod lifetime;
 pub mod linger;
 pub mod log_rate;
 pub mod pages;
@@ -85,8 +96,6 @@ pub const DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 /// Default number of streams the server may reset for protocol errors before it closes the
 /// connection (h2's default).
 pub const DEFAULT_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
-/// Default cap on open connections.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 25_000;
 /// Default time a new connection has to complete the HTTP/2 preface.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default budget h2 may spend on bookkeeping for received small DATA frames on one connection
@@ -99,6 +108,16 @@ pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time graceful shutdown waits for connections to close.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Default HTTP/2 receive window of each stream: 64 KiB (HTTP/2's and grpc-go's default). It
+/// is all a call whose handler is not reading can make the server hold of received bytes.
+pub const DEFAULT_INITIAL_STREAM_WINDOW_BYTES: u32 = 64 << 10;
+
+/// Default time a response may wait for the client to grant flow-control window before its
+/// stream is reset (nginx's `send_timeout` is 60 s; grpc-go has no such limit).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// HTTP/2's largest flow-control window, 2^31 - 1.
+const MAX_WINDOW_BYTES: u32 = (1 << 31) - 1;
 
 /// Least time between two warnings that the connection limit is reached.
 const CONNECTION_LIMIT_WARN_INTERVAL: Duration = Duration::from_secs(60);
@@ -119,8 +138,20 @@ pub struct ServerConfig {
     pub max_pending_accept_reset_streams: usize,
     /// Locally reset streams tolerated before the connection is closed.
     pub max_local_error_reset_streams: usize,
-    /// Open connections; further clients wait in the listen backlog.
+    /// Open connections; further clients wait in the listen backlog. At most the open-file
+    /// limit minus [`admission::FILE_RESERVE`] (the default), or [`Server::serve`] refuses to
+    /// start.
     pub max_connections: usize,
+    /// Open connections per client IP address; `None` = no cap. A client over it has its new
+    /// connection closed at once.
+    pub max_connections_per_ip: Option<usize>,
+    /// A connection with no calls for this long gets GOAWAY; `None` = never.
+    pub max_connection_idle: Option<Duration>,
+    /// A connection this old (±10%) gets GOAWAY; `None` = never.
+    pub max_connection_age: Option<Duration>,
+    /// How long calls may go on after the age GOAWAY before the connection is closed; `None` =
+    /// until they end.
+    pub max_connection_age_grace: Option<Duration>,
     /// Time to complete the HTTP/2 handshake.
     pub handshake_timeout: Duration,
     /// How long graceful shutdown waits.
@@ -134,6 +165,18 @@ pub struct ServerConfig {
     pub keepalive_interval: Option<Duration>,
     /// Time a keepalive PING may go unanswered before the connection is closed.
     pub keepalive_timeout: Duration,
+    /// Response bytes one connection may hold encoded and not yet written.
+    pub max_send_buffer_per_connection: usize,
+    /// Response bytes the server may hold encoded and not yet written, beyond each
+    /// connection's first [`DEFAULT_SEND_RESERVE_PER_CONNECTION`].
+    pub max_send_buffer_total: usize,
+    /// Time a response may wait for the client's window before its stream is reset; `None` =
+    /// forever.
+    pub send_timeout: Option<Duration>,
+    /// HTTP/2 receive window of each stream. The connection's window is this times
+    /// `max_concurrent_streams`, so that streams whose handlers do not read cannot use up the
+    /// window of the others.
+    pub initial_stream_window_bytes: u32,
 }
 
 impl Default for ServerConfig {
@@ -144,13 +187,21 @@ impl Default for ServerConfig {
             max_header_list_bytes: DEFAULT_MAX_HEADER_LIST_BYTES,
             max_pending_accept_reset_streams: DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS,
             max_local_error_reset_streams: DEFAULT_MAX_LOCAL_ERROR_RESET_STREAMS,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections: admission::max_connections_for_file_limit(),
+            max_connections_per_ip: None,
+            max_connection_idle: Some(DEFAULT_MAX_CONNECTION_IDLE),
+            max_connection_age: None,
+            max_connection_age_grace: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_call_duration: None,
             small_frame_budget_bytes: DEFAULT_SMALL_FRAME_BUDGET_BYTES,
             keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            max_send_buffer_per_connection: DEFAULT_MAX_SEND_BUFFER_PER_CONNECTION,
+            max_send_buffer_total: DEFAULT_MAX_SEND_BUFFER_TOTAL,
+            send_timeout: Some(DEFAULT_SEND_TIMEOUT),
+            initial_stream_window_bytes: DEFAULT_INITIAL_STREAM_WINDOW_BYTES,
         }
     }
 }
@@ -174,6 +225,8 @@ struct Shared {
     cors: CorsPolicy,
     pages: Vec<Page>,
     signal: ShutdownSignal,
+    /// The send budget every connection draws on.
+    send_total: Arc<TotalBudget>,
     /// Held by every task; its channel closes when all are gone.
     _alive: mpsc::Sender<()>,
 }
@@ -261,7 +314,10 @@ impl Server {
     ) -> io::Result<()> {
         let mut next_listener = 0;
         let max_connections = self.config.max_connections;
+        admission::check_max_connections(max_connections)?;
         let connections = Arc::new(Semaphore::new(max_connections));
+        let per_ip = PerIp::new(self.config.max_connections_per_ip);
+        let mut backoff = AcceptBackoff::new();
         let (shared, stopper) = self.start();
         tokio::pin!(signal);
         let mut limit_warned_at: Option<Instant> = None;
@@ -292,8 +348,17 @@ impl Server {
                 Ok(incoming) => {
                     stats::connection_accepted();
                     let (socket, peer) = (incoming.socket, incoming.peer);
+                    backoff.succeeded();
+                    let ip_slot = match per_ip.admit(peer.ip()) {
+                        Some(slot) => Some(slot),
+                        None if per_ip.is_limited() => {
+                            debug!(%peer, "refused: too many connections from this address");
+                            continue;
+                        }
+                        None => None,
+                    };
                     let _ = socket.set_nodelay(true);
-                    let permit = Some(permit);
+                    let permit = Some((permit, ip_slot));
                     let shared = shared.clone();
                     // The TLS handshake and the HTTP/2 preface share the handshake timeout.
                     let deadline = handshake_deadline(&shared.config);
@@ -313,9 +378,16 @@ impl Server {
                     }
                 }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of file descriptors and the like: back off instead of spinning, and
+                    // say so once a minute, not once a try.
+                    let (pause, warn_now) = backoff.failed();
+                    if let Some(failures) = warn_now {
+                        warn!(error = %e, failures, "accept failed; backing off");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = &mut signal => break,
+                    }
                 }
             }
         }
@@ -335,7 +407,9 @@ impl Server {
             alive: alive_rx,
             grace: self.config.shutdown_grace,
         };
+        let send_total = TotalBudget::new(self.config.max_send_buffer_total);
         let shared = Arc::new(Shared {
+            send_total,
             config: self.config,
             router: self.router,
             authenticator: self.authenticator,
@@ -410,7 +484,7 @@ async fn serve_tls(
     socket: tokio::net::TcpStream,
     peer: SocketAddr,
     deadline: tokio::time::Instant,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<(OwnedSemaphorePermit, Option<IpSlot>)>,
 ) {
     let accepted = match tokio::time::timeout_at(deadline, tls.accept(socket)).await {
         Ok(Ok(accepted)) => accepted,
@@ -436,7 +510,7 @@ async fn serve_connection<T>(
     socket: T,
     conn_info: ConnInfo,
     deadline: tokio::time::Instant,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permit: Option<(OwnedSemaphorePermit, Option<IpSlot>)>,
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -445,6 +519,12 @@ async fn serve_connection<T>(
     let (socket, returned) = linger::Returning::new(socket);
     // Boxed: the handshake's state is large and needed only until the preface is done, while
     // this task lives as long as the connection.
+    let stream_window = cfg
+        .initial_stream_window_bytes
+        .clamp(1 << 14, MAX_WINDOW_BYTES);
+    let connection_window = stream_window
+        .saturating_mul(cfg.max_concurrent_streams.max(1))
+        .min(MAX_WINDOW_BYTES);
     let handshake = {
         let mut builder = h2::server::Builder::new();
         builder
@@ -453,10 +533,11 @@ async fn serve_connection<T>(
             .max_pending_accept_reset_streams(cfg.max_pending_accept_reset_streams)
             .max_local_error_reset_streams(Some(cfg.max_local_error_reset_streams))
             .data_frame_budget(cfg.small_frame_budget_bytes)
-            // Generous windows: a fast client is not held to 64 KiB per round trip. They also bound
-            // what a call buffers, since received capacity is released only as messages are consumed.
-            .initial_window_size(1 << 20)
-            .initial_connection_window_size(4 << 20);
+            // The stream window bounds what a call buffers, since received capacity is released
+            // only as messages are consumed; the connection's has room for every stream's, so a
+            // stream whose handler does not read holds only its own window.
+            .initial_window_size(stream_window)
+            .initial_connection_window_size(connection_window);
         // Writes wait one scheduler turn, so that frames from every call answering at once leave
         // together (see `coalesce`).
         Box::pin(builder.handshake::<_, Chunk>(CoalescedWrites::new(socket)))
@@ -479,6 +560,19 @@ async fn serve_connection<T>(
     debug!("connection open");
     stats::connection_open(true);
     let handlers = Arc::new(Semaphore::new(cfg.max_concurrent_streams as usize));
+    let budget = ConnectionBudget::new(
+        cfg.max_send_buffer_per_connection,
+        DEFAULT_SEND_RESERVE_PER_CONNECTION,
+        shared.send_total.clone(),
+    );
+    let activity = Activity::new();
+    let mut lifetime = Lifetime::new(
+        activity.clone(),
+        cfg.max_connection_idle,
+        cfg.max_connection_age,
+        cfg.max_connection_age_grace.unwrap_or(Duration::MAX),
+        conn_info.id,
+    );
     let mut draining = false;
     let mut keepalive = conn
         .ping_pong()
@@ -492,6 +586,20 @@ async fn serve_connection<T>(
                 draining = true;
                 continue;
             }
+            event = lifetime.next() => match event {
+                LifetimeEvent::GoAway => {
+                    debug!("connection idle or old: GOAWAY");
+                    if !draining {
+                        conn.graceful_shutdown();
+                        draining = true;
+                    }
+                    continue;
+                }
+                LifetimeEvent::Close => {
+                    debug!("connection past its age grace: closing");
+                    break;
+                }
+            },
             alive = keep_alive(&mut keepalive, cfg.keepalive_timeout) => {
                 if alive {
                     continue;
@@ -503,8 +611,18 @@ async fn serve_connection<T>(
         };
         match next {
             Some(Ok((request, respond))) => {
-                let permit = handlers.clone().try_acquire_owned().ok();
-                start_call(shared.clone(), request, respond, &conn_info, permit);
+                let permit = handlers
+                    .clone()
+                    .try_acquire_owned()
+                    .ok()
+                    .map(|p| activity.enter(p));
+                start_call(
+                    shared.clone(),
+                    request,
+                    respond,
+                    (&conn_info, &budget),
+                    permit,
+                );
             }
             Some(Err(e)) => {
                 // h2 has told the calls already, with the error itself.
@@ -533,12 +651,13 @@ fn start_call(
     shared: Arc<Shared>,
     request: Request<RecvStream>,
     respond: SendResponse<Chunk>,
-    conn: &ConnInfo,
-    permit: Option<OwnedSemaphorePermit>,
+    (conn, budget): (&ConnInfo, &Arc<ConnectionBudget>),
+    permit: Option<CallSlot>,
 ) {
     let stream_id: u32 = respond.stream_id().as_u32();
     let span = tracing::debug_span!("call", stream_id, method = %request.uri().path());
-    let Some(call) = span.in_scope(|| accept_call(&shared, request, respond, conn, permit)) else {
+    let Some(call) = span.in_scope(|| accept_call(&shared, request, respond, conn, budget, permit))
+    else {
         return;
     };
     if span.is_disabled() {
@@ -574,7 +693,8 @@ async fn drive_call(shared: &Shared, call: &Call) {
     };
     let Some(mut handler) = service.call(method, call) else {
         let status = Status::unimplemented(format!(
-            "unknown method {method} for service {}",
+            "unknown method {} for service {}",
+            crate::grpc::status::truncate(method, crate::grpc::status::MAX_QUOTED_BYTES),
             service.name()
         ));
         return refuse_unimplemented(call, status);
@@ -600,6 +720,12 @@ async fn drive_call(shared: &Shared, call: &Call) {
         Some(sleep) => sleep.as_mut().poll(cx),
         None => Poll::Pending,
     });
+    let send_stalled = async {
+        match shared.config.send_timeout {
+            Some(timeout) => call.send_stalled(timeout).await,
+            None => std::future::pending().await,
+        }
+    };
     let outcome = tokio::select! {
         // The handler first: on shutdown it may still say goodbye (health sends NOT_SERVING).
         biased;
@@ -608,6 +734,7 @@ async fn drive_call(shared: &Shared, call: &Call) {
             debug!(?cause, "client went away; handler stopped");
             None
         }
+        () = send_stalled => None,
         () = &mut expired => Some(Err(ended(end))),
         () = shared.signal.wait() => {
             // The signal may have fired after the handler was polled in this same round (the
@@ -683,9 +810,14 @@ mod tests {
         let (request, respond) = conn.accept().await.expect("a request").expect("no error");
         let (shared, _stopper) = Server::new(ServerConfig::default()).start();
         let peer: SocketAddr = ([127, 0, 0, 1], 1).into();
-        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().ok();
+        let permit = Arc::new(Semaphore::new(1))
+            .try_acquire_owned()
+            .ok()
+            .map(|p| Activity::new().enter(p));
         let conn_info = ConnInfo::new(peer, None);
-        let call = accept_call(&shared, request, respond, &conn_info, permit).expect("accepted");
+        let budget = ConnectionBudget::new(1 << 20, 0, shared.send_total.clone());
+        let call =
+            accept_call(&shared, request, respond, &conn_info, &budget, permit).expect("accepted");
         let parts = std::mem::size_of_val(&call)
             + std::mem::size_of_val(&drive_call(&shared, &call))
             + std::mem::size_of_val(&shared);

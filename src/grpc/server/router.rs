@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::grpc::server::call::Call;
 use crate::grpc::status::Status;
+use crate::grpc::status::{quote, truncate, MAX_QUOTED_BYTES};
 
 /// A boxed, sendable future borrowing for `'a`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -51,11 +52,19 @@ impl Router {
         let (service, method) = path
             .strip_prefix('/')
             .and_then(|p| p.split_once('/'))
-            .ok_or_else(|| Status::unimplemented(format!("malformed method path {path:?}")))?;
-        let svc = self
-            .services
-            .get(service)
-            .ok_or_else(|| Status::unimplemented(format!("unknown service {service}")))?;
+            .ok_or_else(|| {
+                Status::unimplemented(format!(
+                    "malformed method path {}",
+                    quote(path, MAX_QUOTED_BYTES)
+                ))
+            })?;
+        let svc = self.services.get(service).ok_or_else(|| {
+            // A header value: printable already, only its length to bound (grpc-go's wording).
+            Status::unimplemented(format!(
+                "unknown service {}",
+                truncate(service, MAX_QUOTED_BYTES)
+            ))
+        })?;
         Ok((svc, method))
     }
 

@@ -7,7 +7,8 @@
 //!
 //! [`Chunk`] is the buffer type the server gives h2. A chunk may carry a tracker; h2 drops a
 //! chunk once it has copied or written all of it (or discarded it with a reset stream), and the
-//! tracker counts the chunks h2 still holds, waking the call when the count reaches zero.
+//! tracker counts the chunks h2 still holds, waking the call when the count reaches zero. A chunk
+//! also carries the send-budget [`Lease`] for its bytes, given back when h2 drops it.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,21 +16,38 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes};
 
+use crate::grpc::server::budget::Lease;
+
 /// Response bytes handed to h2, maybe counted by the call's tracker (see the module doc).
 #[derive(Debug)]
 pub struct Chunk {
     bytes: Bytes,
     tracker: Option<Tracker>,
+    /// The send budget these bytes hold until h2 drops them.
+    _lease: Option<Lease>,
 }
 
 impl Chunk {
-    /// A chunk `tracker` counts until h2 drops it.
-    pub(in crate::grpc) fn tracked(bytes: Bytes, tracker: &Tracker) -> Chunk {
-        tracker.0.held.fetch_add(1, Ordering::SeqCst);
+    /// A chunk `tracker` (if any) counts until h2 drops it, holding `lease` until then.
+    pub(in crate::grpc) fn new(
+        bytes: Bytes,
+        tracker: Option<&Tracker>,
+        lease: Option<Lease>,
+    ) -> Chunk {
+        if let Some(tracker) = tracker {
+            tracker.0.held.fetch_add(1, Ordering::SeqCst);
+        }
         Chunk {
             bytes,
-            tracker: Some(tracker.clone()),
+            tracker: tracker.cloned(),
+            _lease: lease,
         }
+    }
+
+    /// A chunk `tracker` counts until h2 drops it.
+    #[cfg(test)]
+    fn tracked(bytes: Bytes, tracker: &Tracker) -> Chunk {
+        Chunk::new(bytes, Some(tracker), None)
     }
 }
 
@@ -38,6 +56,7 @@ impl From<Bytes> for Chunk {
         Chunk {
             bytes,
             tracker: None,
+            _lease: None,
         }
     }
 }

@@ -34,6 +34,7 @@ use tracing::{debug, info};
 
 use crate::auth::Claims;
 use crate::grpc::server::log_rate::LogRate;
+use crate::grpc::status::{quote, MAX_QUOTED_BYTES};
 use crate::grpc::{
     BoxFuture, Call, CallResult, CallState, CloseCause, Service, ShutdownSignal, Status,
 };
@@ -43,7 +44,7 @@ pub use crate::protocol::{
     DEFAULT_MAX_ID_BYTES, DEFAULT_MAX_TEXT_BYTES, EPOCH_METADATA, JOINED_SEQ_METADATA,
     MAX_TEXT_BYTES_METADATA,
 };
-use crate::services::chat::room::{Member, Posted, RoomLimits, Rooms, StartAt};
+use crate::services::chat::room::{Member, Posted, RoomLimits, Rooms, StartAt, MAX_BATCH_BYTES};
 
 /// Default time a member has on shutdown to take its room's last events (see
 /// [`ChatConfig::shutdown_drain`]).
@@ -238,8 +239,11 @@ impl ChatService {
         let mut closing: Option<(u64, Pin<Box<Sleep>>)> = None;
         // A new batch waits until h2 has written the last one out: events that arrive meanwhile
         // leave together, in one frame, and the connection's queue holds one frame per member.
+        // A batch is built only within the window the client has granted: a member whose client
+        // reads nothing holds its cursor and nothing else.
         call.track_writes();
         loop {
+            let mut window_wait = false;
             if call.is_send_idle() {
                 let drained = closing
                     .as_ref()
@@ -249,8 +253,15 @@ impl ChatService {
                     // every post that was echoed.
                     return Err(Status::unavailable("server shutting down"));
                 }
-                if let Some(batch) = member.next_batch() {
-                    call.queue_frames(batch)?;
+                if member.has_news() {
+                    match call.try_send_capacity(MAX_BATCH_BYTES)? {
+                        0 => window_wait = true,
+                        room => {
+                            if let Some(batch) = member.next_batch(room) {
+                                call.queue_frames(batch)?;
+                            }
+                        }
+                    }
                 }
             }
             let sending = call.has_queued();
@@ -262,13 +273,17 @@ impl ChatService {
             // Unbiased on purpose: neither the member's own posts nor its deliveries may starve.
             tokio::select! {
                 sent = call.flush(), if sending => sent?,
+                // Window first, then the batch (next time round): the wait holds nothing.
+                room = call.send_capacity(MAX_BATCH_BYTES), if window_wait => {
+                    room?;
+                }
                 // Both waits resolve at once when already true, so dropping this one loses nothing.
                 () = async {
                     if !drained {
                         member.changed().await;
                     }
                     call.written().await
-                }, if !sending => {}
+                }, if !sending && !window_wait => {}
                 posted = next_post(call, &mut bucket), if reading => match posted? {
                     Some(msg) => {
                         if let Posted::Closed(at) = self.post(member, msg)? {
@@ -316,9 +331,9 @@ impl ChatService {
         };
         if !msg.room_id.is_empty() && !same_room() {
             return Err(Status::invalid_argument(format!(
-                "room_id {:?} differs from the joined room {:?}; one call is one room",
-                msg.room_id,
-                member.room_id()
+                "room_id {} differs from the joined room {}; one call is one room",
+                quote(&msg.room_id, MAX_QUOTED_BYTES),
+                quote(member.room_id(), MAX_QUOTED_BYTES)
             )));
         }
         self.check_text(&msg.text)?;

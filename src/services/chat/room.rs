@@ -103,6 +103,10 @@ struct RoomState {
     ring: SeqRing<Bytes>,
     /// Member name → join order.
     members: HashMap<Arc<str>, u64>,
+    /// The members in join order, shared with `Members` calls: one takes a clone of the `Arc`
+    /// under the lock and reads it outside, so it never sorts or copies under the lock (a join
+    /// or leave copies it only while such a reader still holds the old one).
+    roster: Arc<Vec<Arc<str>>>,
     /// Skeleton of each member's name (see [`identity::skeleton`]) → the name.
     skeletons: HashMap<String, Arc<str>>,
     joins: u64,
@@ -225,6 +229,7 @@ impl Rooms {
         st.joins += 1;
         let order = st.joins;
         st.members.insert(name.clone(), order);
+        Arc::make_mut(&mut st.roster).push(name.clone());
         st.skeletons.insert(skeleton, name.clone());
         let join_seq = room.append(
             &mut st,
@@ -268,10 +273,8 @@ impl Rooms {
     pub fn members(&self, room_id: &str) -> Vec<String> {
         let room = self.lock().rooms.get(room_id).cloned();
         let Some(room) = room else { return Vec::new() };
-        let st = room.lock();
-        let mut v: Vec<(u64, &Arc<str>)> = st.members.iter().map(|(n, o)| (*o, n)).collect();
-        v.sort_unstable();
-        v.into_iter().map(|(_, n)| n.to_string()).collect()
+        let roster = room.lock().roster.clone();
+        roster.iter().map(|n| n.to_string()).collect()
     }
 
     /// Number of rooms.
@@ -288,6 +291,10 @@ impl Rooms {
         let mut reg = self.lock();
         let mut st = member.room.lock();
         if st.members.remove(&member.name).is_some() {
+            let roster = Arc::make_mut(&mut st.roster);
+            if let Some(i) = roster.iter().position(|n| Arc::ptr_eq(n, &member.name)) {
+                roster.remove(i);
+            }
             st.skeletons.retain(|_, n| *n != member.name);
             member
                 .room
@@ -328,6 +335,7 @@ impl Room {
             state: Mutex::new(RoomState {
                 ring: SeqRing::new(1, bounds),
                 members: HashMap::new(),
+                roster: Arc::new(Vec::new()),
                 skeletons: HashMap::new(),
                 joins: 0,
                 closed_at: None,
@@ -524,15 +532,19 @@ impl Poster {
 }
 
 impl Member {
-    /// Everything between the cursor and the head, as whole gRPC frames in one buffer (at most
-    /// about [`MAX_BATCH_BYTES`]), preceded by a gap event if the cursor fell behind the ring.
-    /// Advances the cursor. `None` when the member is up to date.
-    pub fn next_batch(&mut self) -> Option<Bytes> {
+    /// Everything between the cursor and the head, as whole gRPC frames in one buffer of at most
+    /// `max_bytes` and [`MAX_BATCH_BYTES`] (a single larger event goes alone, as the room's shared
+    /// frame: never a private copy), preceded by a gap event if the cursor fell behind the ring.
+    /// Advances the cursor. `None` when the member is up to date. A caller passes the capacity
+    /// its client has granted, so that what it builds can leave at once.
+    pub fn next_batch(&mut self, max_bytes: usize) -> Option<Bytes> {
         if let Some(reset) = self.reset.take() {
             return Some(reset);
         }
         let st = self.room.lock();
-        let batch = st.ring.read(&mut self.cursor, usize::MAX, MAX_BATCH_BYTES);
+        let batch = st
+            .ring
+            .read(&mut self.cursor, usize::MAX, max_bytes.min(MAX_BATCH_BYTES));
         if batch.count > 0 {
             stats::delivered(batch.count as u64);
         }
@@ -564,6 +576,11 @@ impl Member {
         out.extend_from_slice(&gap_frame);
         batch.entries.for_each(|f| out.extend_from_slice(f));
         Some(out.freeze())
+    }
+
+    /// Whether the room has an event past the cursor (without marking it seen).
+    pub fn has_news(&self) -> bool {
+        self.reset.is_some() || *self.head.borrow() > self.cursor
     }
 
     /// Resolves when events newer than the cursor may exist.
@@ -621,7 +638,7 @@ mod tests {
     /// Everything due to `member` now, in order.
     fn drain(member: &mut Member) -> Vec<ChatMessage> {
         let mut out = Vec::new();
-        while let Some(batch) = member.next_batch() {
+        while let Some(batch) = member.next_batch(usize::MAX) {
             out.extend(events(&batch));
         }
         out
@@ -746,7 +763,7 @@ mod tests {
             alice.post(&text);
         }
         let mut seen = 0;
-        while let Some(batch) = bob.next_batch() {
+        while let Some(batch) = bob.next_batch(usize::MAX) {
             assert!(batch.len() <= MAX_BATCH_BYTES, "{} bytes", batch.len());
             seen += events(&batch).len();
         }
@@ -755,10 +772,34 @@ mod tests {
         let huge = "z".repeat(MAX_BATCH_BYTES + 1);
         alice.post(&huge);
         alice.post("small");
-        let first = bob.next_batch().unwrap();
+        let first = bob.next_batch(usize::MAX).unwrap();
         assert_eq!(events(&first).len(), 1);
         assert!(first.len() > MAX_BATCH_BYTES);
-        assert_eq!(events(&bob.next_batch().unwrap())[0].text, "small");
+        assert_eq!(
+            events(&bob.next_batch(usize::MAX).unwrap())[0].text,
+            "small"
+        );
+    }
+
+    #[test]
+    fn a_batch_is_built_within_the_bytes_the_caller_can_send() {
+        let rooms = rooms(1000, 16 << 20, 0);
+        let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+        let mut bob = rooms.join("r", "bob", StartAt::RecentHistory).unwrap();
+        for _ in 0..10 {
+            alice.post(&"w".repeat(100));
+        }
+        let mut seen = 0;
+        while let Some(batch) = bob.next_batch(300) {
+            let n = events(&batch).len();
+            assert!(
+                batch.len() <= 300 || n == 1,
+                "{} bytes in {n} events",
+                batch.len()
+            );
+            seen += n;
+        }
+        assert_eq!(seen, 11);
     }
 
     #[test]

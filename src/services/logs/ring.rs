@@ -11,7 +11,7 @@
 
 use std::fmt::{self, Write as _};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use tokio::sync::watch;
 use tracing::field::{Field, Visit};
@@ -21,6 +21,7 @@ use tracing_subscriber::Layer;
 
 use crate::pb::h2chat::logs::v1::LogEntry;
 use crate::ring::{RingBounds, SeqRing, Weigh};
+use crate::services::logs::repeats::{more_like_this, RepeatLimiter, Verdict};
 
 /// Default number of entries the ring keeps.
 pub const DEFAULT_LOG_HISTORY: usize = 1000;
@@ -96,7 +97,10 @@ impl LogRing {
 
     /// A tracing layer that records every event it sees into this ring.
     pub fn layer(&self) -> LogLayer {
-        LogLayer { ring: self.clone() }
+        LogLayer {
+            ring: self.clone(),
+            repeats: RepeatLimiter::new(),
+        }
     }
 
     /// Appends an entry (its message cut to [`MAX_MSG_BYTES`]) and wakes the watchers; returns its
@@ -228,18 +232,32 @@ fn truncate_at_char(s: &mut String, max: usize) {
 }
 
 /// A tracing layer recording events into a [`LogRing`]: the message, then the other fields as
-/// `name=value`. Which events reach it is up to the subscriber's filters.
+/// `name=value`. Which events reach it is up to the subscriber's filters, and to its own limit
+/// on repeats ([`RepeatLimiter`]): past the limit, an event is dropped for every layer (stderr
+/// too), and the next one of its call site that passes says how many were.
 pub struct LogLayer {
     ring: LogRing,
+    repeats: RepeatLimiter,
 }
 
 impl<S: Subscriber> Layer<S> for LogLayer {
+    fn event_enabled(&self, event: &Event<'_>, _ctx: Context<'_, S>) -> bool {
+        self.repeats
+            .admit(&event.metadata().callsite(), Instant::now())
+    }
+
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        let Verdict::Pass { dropped } = self.repeats.check(meta.callsite(), Instant::now()) else {
+            return;
+        };
         let mut visitor = EventText::default();
         event.record(&mut visitor);
-        let meta = event.metadata();
-        self.ring
-            .push(*meta.level(), meta.target(), visitor.finish());
+        let mut msg = visitor.finish();
+        if dropped > 0 {
+            msg.push_str(&more_like_this(dropped));
+        }
+        self.ring.push(*meta.level(), meta.target(), msg);
     }
 }
 

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use tracing::debug;
 
+use crate::grpc::status::{quote, MAX_QUOTED_BYTES};
 use crate::grpc::{BoxFuture, Call, CallResult, Code, Service, Status};
 use crate::pb::grpc::reflection::v1::server_reflection_request::MessageRequest;
 use crate::pb::grpc::reflection::v1::server_reflection_response::MessageResponse;
@@ -41,6 +42,10 @@ pub const SERVICE_V1: &str = "grpc.reflection.v1.ServerReflection";
 pub const SERVICE_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 /// The one method of both services (a bidirectional stream).
 const METHOD: &str = "ServerReflectionInfo";
+
+/// Longest file name or symbol a reflection request may carry: 1 KiB (real ones are well under
+/// 200 bytes). Longer is INVALID_ARGUMENT, and the call ends without echoing the request.
+pub const MAX_REFLECTION_NAME_BYTES: usize = 1 << 10;
 
 /// The reflection service over the crate's descriptor set; add [`Reflection::services`] to a server.
 /// Cheap to clone.
@@ -122,6 +127,19 @@ fn answer(
             })
         })
     };
+    let name = match &request.message_request {
+        Some(MessageRequest::FileByFilename(name)) => name,
+        Some(MessageRequest::FileContainingSymbol(name)) => name,
+        Some(MessageRequest::FileContainingExtension(ext)) => &ext.containing_type,
+        Some(MessageRequest::AllExtensionNumbersOfType(name)) => name,
+        _ => "",
+    };
+    if name.len() > MAX_REFLECTION_NAME_BYTES || request.host.len() > MAX_REFLECTION_NAME_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "reflection names and hosts are at most {MAX_REFLECTION_NAME_BYTES} bytes"
+        )));
+    }
+    let q = |s: &str| quote(s, MAX_QUOTED_BYTES);
     let (found, not_found) = match &request.message_request {
         None => {
             return Err(Status::invalid_argument(
@@ -130,11 +148,11 @@ fn answer(
         }
         Some(MessageRequest::FileByFilename(name)) => (
             files(index.by_filename.get(name).copied(), sent),
-            format!("file {name:?} not found"),
+            format!("file {} not found", q(name)),
         ),
         Some(MessageRequest::FileContainingSymbol(symbol)) => (
             files(index.by_symbol.get(symbol).copied(), sent),
-            format!("symbol {symbol:?} not found"),
+            format!("symbol {} not found", q(symbol)),
         ),
         Some(MessageRequest::FileContainingExtension(ext)) => {
             let file = index
@@ -145,8 +163,9 @@ fn answer(
             (
                 files(file, sent),
                 format!(
-                    "extension {} of {:?} not found",
-                    ext.extension_number, ext.containing_type
+                    "extension {} of {} not found",
+                    ext.extension_number,
+                    q(&ext.containing_type)
                 ),
             )
         }
@@ -157,7 +176,7 @@ fn answer(
                     extension_number: numbers.keys().copied().collect(),
                 })
             }),
-            format!("message type {ty:?} not found"),
+            format!("message type {} not found", q(ty)),
         ),
         Some(MessageRequest::ListServices(_)) => (
             Some(MessageResponse::ListServicesResponse(ListServiceResponse {

@@ -10,19 +10,24 @@
 //!   that stops asking for messages therefore stops the peer after one window.
 //! - sending: a response frame is handed to h2 only in pieces no larger than the capacity h2
 //!   granted. Whatever the client does, the call holds at most one frame that h2 has not sent.
+//!
+//! Send budget: every response byte, from its encoding until h2 has written it, holds a
+//! [`Lease`] on the connection's [`ConnectionBudget`] (see `budget`). A send waits for that room
+//! *before* it encodes; a message larger than the whole per-connection budget is
+//! RESOURCE_EXHAUSTED. A response that waits for the client's window longer than the server's
+//! send timeout has its stream reset ([`Call::send_stalled`]), which gives its bytes back.
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, Response};
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
 use crate::grpc::codec::{self, Decoder};
@@ -30,12 +35,17 @@ use crate::grpc::compression::{Encoding, Encodings, ACCEPT_ENCODING};
 use crate::grpc::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING};
 use crate::grpc::metadata::Metadata;
 use crate::grpc::server::auth::Principal;
+use crate::grpc::server::budget::{ConnectionBudget, Lease};
+use crate::grpc::server::lifetime::CallSlot;
 use crate::grpc::server::stats;
 use crate::grpc::server::written::{Chunk, Tracker};
 use crate::grpc::status::Status;
 use crate::grpc::web::{self, TextDecoder};
 
+mod send;
 mod state;
+
+pub use send::SendReservation;
 
 pub use state::{CallState, CloseCause};
 
@@ -67,6 +77,9 @@ pub struct CallInfo {
     pub accepted_encodings: Encodings,
     /// Largest request message, before and after decompression.
     pub max_message_bytes: usize,
+    /// How long a response may wait for the client's window, or a send for room in the send
+    /// budget, before the call ends; `None` = forever.
+    pub send_timeout: Option<Duration>,
     /// Set when the call is gRPC-Web: the trailers then travel in the body.
     pub web: Option<Box<WebCall>>,
 }
@@ -88,7 +101,9 @@ pub struct Call {
     info: CallInfo,
     inner: Mutex<Inner>,
     /// The call's place among the connection's running handlers; released with the call.
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<CallSlot>,
+    /// What the connection may hold of responses not yet written (see the module doc).
+    budget: Arc<ConnectionBudget>,
 }
 
 struct Inner {
@@ -106,6 +121,10 @@ struct Inner {
     response_encoding: Option<Encoding>,
     /// The part of the current response frame that h2 has not taken yet.
     pending: Bytes,
+    /// The send budget `pending` holds (as many bytes as it has; `None` when empty).
+    pending_lease: Option<Lease>,
+    /// Since when `pending` has waited for the client to grant window, if it waits.
+    stalled_since: Option<Instant>,
     /// The compressed flag of the last request message handed to the handler.
     last_compressed: bool,
     /// Counts the response chunks h2 has not written yet, once the handler asks (`track_writes`).
@@ -127,7 +146,8 @@ impl Call {
         info: CallInfo,
         body: RecvStream,
         respond: SendResponse<Chunk>,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<CallSlot>,
+        budget: Arc<ConnectionBudget>,
         dropped: Arc<AtomicBool>,
     ) -> Call {
         let mut state = CallState::Open;
@@ -144,6 +164,7 @@ impl Call {
         Call {
             info,
             permit,
+            budget,
             inner: Mutex::new(Inner {
                 dropped,
                 state,
@@ -157,6 +178,8 @@ impl Call {
                 trailers: Metadata::new(),
                 response_encoding: None,
                 pending: Bytes::new(),
+                pending_lease: None,
+                stalled_since: None,
                 last_compressed: false,
                 tracker: None,
                 handler_waits_on_recv: false,
@@ -291,98 +314,6 @@ impl Call {
     /// Sends the response headers now, if not yet sent (they otherwise go with the first message).
     pub fn send_headers(&self) -> Result<(), Status> {
         self.lock().ensure_headers(&self.info)
-    }
-
-    /// Sends one response message; returns once h2 has taken all of it within flow control.
-    /// Compressed when the call compresses responses (see [`compress_responses`](Call::compress_responses)).
-    pub async fn send<M: prost::Message>(&self, msg: &M) -> Result<(), Status> {
-        self.send_with(msg, true).await
-    }
-
-    /// Sends one response message, compressed only if `compress` and the call compresses
-    /// responses: the compressed flag is per message, so a compressing call may still send
-    /// some uncompressed.
-    pub async fn send_with<M: prost::Message>(
-        &self,
-        msg: &M,
-        compress: bool,
-    ) -> Result<(), Status> {
-        let frame = match self.response_encoding().filter(|_| compress) {
-            None => codec::encode_message(msg),
-            Some(enc) => {
-                let compressed = enc.compress(&msg.encode_to_vec())?;
-                let mut buf = bytes::BytesMut::new();
-                codec::encode_frame(true, &compressed, &mut buf);
-                buf.freeze()
-            }
-        };
-        self.send_frames(frame).await
-    }
-
-    /// Sends bytes that are already whole gRPC frames (one or many, prefix included), e.g. a
-    /// message encoded once and shared by many calls. Returns once h2 has taken all of them.
-    pub async fn send_frames(&self, frames: Bytes) -> Result<(), Status> {
-        self.queue_frames(frames)?;
-        self.flush().await
-    }
-
-    /// Hands whole frames to the call without waiting; [`flush`](Call::flush) sends them. Unlike
-    /// a dropped `send_frames` future, queued frames are never lost: use this where the wait for
-    /// the client may be abandoned (e.g. in a `select!`).
-    pub fn queue_frames(&self, frames: Bytes) -> Result<(), Status> {
-        stats::messages_sent(&self.info.path, &frames);
-        // gRPC-Web text: each batch becomes one padded base64 chunk.
-        let frames = match &self.info.web {
-            Some(w) if w.text => web::encode_text(&frames),
-            _ => frames,
-        };
-        let mut inner = self.lock();
-        inner.ensure_headers(&self.info)?;
-        if inner.pending.is_empty() {
-            inner.pending = frames;
-        } else {
-            let mut joined = bytes::BytesMut::with_capacity(inner.pending.len() + frames.len());
-            joined.extend_from_slice(&inner.pending);
-            joined.extend_from_slice(&frames);
-            inner.pending = joined.freeze();
-        }
-        Ok(())
-    }
-
-    /// Whether queued bytes are waiting for flow-control capacity.
-    pub fn has_queued(&self) -> bool {
-        !self.lock().pending.is_empty()
-    }
-
-    /// From now on, counts the response bytes h2 has taken but not yet written out, for
-    /// [`written`](Call::written). A call that streams small events uses it to hold new events
-    /// back while its last frame waits in h2's queue, and then send them together.
-    pub fn track_writes(&self) {
-        self.lock().tracker.get_or_insert_with(Tracker::default);
-    }
-
-    /// Resolves once h2 has written (or, on a reset, dropped) every response byte it took since
-    /// [`track_writes`](Call::track_writes); at once if writes are not tracked. Cancel-safe.
-    pub async fn written(&self) {
-        let Some(tracker) = self.lock().tracker.clone() else {
-            return;
-        };
-        poll_fn(|cx| tracker.poll_written(cx)).await
-    }
-
-    /// Whether nothing of the response is on its way: no queued bytes, and h2 has written every
-    /// byte it took since [`track_writes`](Call::track_writes) (writes not tracked count as
-    /// written). One lock, for a streaming call's loop to ask on every wake-up.
-    pub fn is_send_idle(&self) -> bool {
-        let inner = self.lock();
-        inner.pending.is_empty() && inner.tracker.as_ref().is_none_or(Tracker::is_written)
-    }
-
-    /// Waits until h2 has taken every queued byte (within the capacity the client grants).
-    /// Cancel-safe: what is not sent stays queued.
-    pub async fn flush(&self) -> Result<(), Status> {
-        let id = self.info.stream_id;
-        poll_fn(|cx| self.lock().poll_flush(cx, id)).await
     }
 
     /// What the server polls beside the handler, under one lock: keeps taking received bytes out
@@ -553,61 +484,6 @@ impl Inner {
         }
     }
 
-    /// Hands `pending` to h2 in pieces no larger than the granted capacity.
-    fn poll_flush(&mut self, cx: &mut Context<'_>, stream_id: u32) -> Poll<Result<(), Status>> {
-        let Some(stream) = self.stream.as_mut() else {
-            return Poll::Ready(Err(Status::cancelled("call is closed")));
-        };
-        while !self.pending.is_empty() {
-            stream.reserve_capacity(self.pending.len());
-            let granted = stream.capacity();
-            if granted == 0 {
-                match stream.poll_capacity(cx) {
-                    Poll::Ready(Some(Ok(_))) => continue,
-                    Poll::Ready(Some(Err(e))) => {
-                        self.state.recv_reset(
-                            stream_id,
-                            Some(&e),
-                            self.dropped.load(Ordering::Relaxed),
-                        );
-                        return Poll::Ready(Err(Status::cancelled(format!("response: {e}"))));
-                    }
-                    Poll::Ready(None) => {
-                        self.state.recv_reset(
-                            stream_id,
-                            None,
-                            self.dropped.load(Ordering::Relaxed),
-                        );
-                        return Poll::Ready(Err(Status::cancelled("response stream closed")));
-                    }
-                    Poll::Pending => {
-                        // Waiting for the client to read: notice if it resets meanwhile.
-                        if let Poll::Ready(r) = stream.poll_reset(cx) {
-                            self.state.recv_reset(
-                                stream_id,
-                                r.as_ref().err(),
-                                self.dropped.load(Ordering::Relaxed),
-                            );
-                            return Poll::Ready(Err(Status::cancelled("client reset the stream")));
-                        }
-                        return Poll::Pending;
-                    }
-                }
-            }
-            let piece = self.pending.split_to(granted.min(self.pending.len()));
-            let piece = match &self.tracker {
-                Some(tracker) => Chunk::tracked(piece, tracker),
-                None => Chunk::from(piece),
-            };
-            if let Err(e) = stream.send_data(piece, false) {
-                self.state
-                    .recv_reset(stream_id, Some(&e), self.dropped.load(Ordering::Relaxed));
-                return Poll::Ready(Err(Status::cancelled(format!("response: {e}"))));
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-
     fn poll_gone(&mut self, cx: &mut Context<'_>, stream_id: u32) -> Poll<CloseCause> {
         if let CallState::Closed(cause) = self.state {
             return Poll::Ready(cause);
@@ -645,10 +521,13 @@ impl Inner {
                 // A frame cut short by a stopped handler is completed (at most one frame), so
                 // the client never sees a truncated message before the status.
                 let rest = std::mem::take(&mut self.pending);
+                let lease = self.pending_lease.take();
                 match &info.web {
                     None => {
-                        let data_ok =
-                            rest.is_empty() || stream.send_data(rest.into(), false).is_ok();
+                        let data_ok = rest.is_empty()
+                            || stream
+                                .send_data(Chunk::new(rest, None, lease), false)
+                                .is_ok();
                         data_ok && stream.send_trailers(trailers).is_ok()
                     }
                     // gRPC-Web: the trailers are the body's last frame, and END_STREAM goes on
@@ -663,7 +542,9 @@ impl Inner {
                         let mut last = bytes::BytesMut::with_capacity(rest.len() + frame.len());
                         last.extend_from_slice(&rest);
                         last.extend_from_slice(&frame);
-                        stream.send_data(last.freeze().into(), true).is_ok()
+                        stream
+                            .send_data(Chunk::new(last.freeze(), None, lease), true)
+                            .is_ok()
                     }
                 }
             }

@@ -37,6 +37,8 @@ pub enum CloseCause {
     /// The connection broke (an I/O error, or the server gave up on a peer that stopped
     /// answering keepalive PINGs).
     ConnectionLost,
+    /// The server reset the stream: its response waited too long for the client's window.
+    SendTimeout,
     /// The client's end closed the connection with the stream still open: a TCP end of stream, or
     /// a reset from the client's host (a process that exits with unread data in its socket
     /// resets it). The client's process ended, say, as grpcurl's does on Ctrl-C.
