@@ -356,23 +356,16 @@ impl WireCall {
         self.headers.as_ref().expect("headers just set")
     }
 
-    /// How the server ended the response stream with a reset, if it did: waits (at most
-    /// [`PATIENCE`]) for the stream to end, skipping messages.
-    pub async fn reset_reason(&mut self) -> Option<h2::Reason> {
-        self.headers().await;
-        let recv = self.recv.as_mut().expect("response body");
-        let end = async {
-            loop {
-                match recv.data().await {
-                    Some(Ok(chunk)) => {
-                        let _ = recv.flow_control().release_capacity(chunk.len());
-                    }
-                    Some(Err(e)) => return e.reason(),
-                    None => return recv.trailers().await.err().and_then(|e| e.reason()),
-                }
-            }
-        };
-        within(PATIENCE, "the response stream to end", end).await
+    /// The reason of the RST_STREAM the server sent on this stream (waits for it, at most
+    /// [`PATIENCE`]); only while the request stream is open (not half-closed by [`send`]).
+    ///
+    /// [`send`]: WireCall::send
+    pub async fn server_reset(&mut self) -> h2::Reason {
+        let body = self.body.as_mut().expect("request stream still open");
+        let reset = std::future::poll_fn(|cx| body.poll_reset(cx));
+        within(PATIENCE, "the server to reset the stream", reset)
+            .await
+            .expect("a RST_STREAM, not a connection error")
     }
 
     /// The next response message with its flag; `None` at the end of the response stream.
