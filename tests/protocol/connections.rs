@@ -274,3 +274,37 @@ async fn max_concurrent_streams_caps_running_handlers_not_only_open_streams() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_header_list_over_max_header_list_bytes_is_refused_and_the_connection_goes_on() {
+    within(
+        TEST_PATIENCE,
+        "the whole of test a_header_list_over_max_header_list_bytes_is_refused_and_the_connection_goes_on",
+        async {
+            let server = TestServer::start(AppConfig {
+                server: ServerConfig {
+                    max_header_list_bytes: 1024,
+                    ..ServerConfig::default()
+                },
+                ..AppConfig::default()
+            })
+            .await;
+            let mut client = WireClient::connect(server.addr).await;
+            let big = "x".repeat(2000);
+            let mut call = client.start(BIDI_CHAT, &[("x-big", &big)]).await;
+            // h2 answers 431 before any handler sees the call.
+            assert_eq!(
+                call.http_status().await,
+                http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            );
+            // A header list under the limit on the same connection is served.
+            let small = "x".repeat(500);
+            let mut call = client.start(BIDI_CHAT, &[("x-small", &small)]).await;
+            round_trip(&mut call, "fits").await;
+            call.send(Bytes::new(), true);
+            assert_eq!(call.finish().await.0.code(), Code::Ok);
+            server.shutdown().await;
+        },
+    )
+    .await;
+}

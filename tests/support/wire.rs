@@ -308,6 +308,7 @@ impl WireClient {
         WireCall {
             body: Some(body),
             response: Some(response),
+            status: http::StatusCode::OK,
             headers: None,
             recv: None,
             buf: BytesMut::new(),
@@ -319,6 +320,7 @@ impl WireClient {
 pub struct WireCall {
     body: Option<SendStream<Bytes>>,
     response: Option<h2::client::ResponseFuture>,
+    status: http::StatusCode,
     headers: Option<HeaderMap>,
     recv: Option<RecvStream>,
     buf: BytesMut,
@@ -341,18 +343,24 @@ impl WireCall {
         }
     }
 
-    /// The response headers (waits for them, at most [`PATIENCE`]); the HTTP status must be 200.
-    pub async fn headers(&mut self) -> &HeaderMap {
+    /// The response's HTTP status (waits for the response headers, at most [`PATIENCE`]).
+    pub async fn http_status(&mut self) -> http::StatusCode {
         if self.headers.is_none() {
             let response = self.response.take().expect("response pending");
             let response = within(PATIENCE, "the response headers", response)
                 .await
                 .expect("response headers");
-            assert_eq!(response.status(), 200, "HTTP status");
             let (parts, recv) = response.into_parts();
+            self.status = parts.status;
             self.headers = Some(parts.headers);
             self.recv = Some(recv);
         }
+        self.status
+    }
+
+    /// The response headers (waits for them, at most [`PATIENCE`]); the HTTP status must be 200.
+    pub async fn headers(&mut self) -> &HeaderMap {
+        assert_eq!(self.http_status().await, 200, "HTTP status");
         self.headers.as_ref().expect("headers just set")
     }
 
