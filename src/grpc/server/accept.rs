@@ -11,11 +11,13 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
+use super::call_log::{log_refused, log_refused_http};
 use super::{ServerConfig, Shared};
 use crate::grpc::compression::{Encoding, Encodings};
 use crate::grpc::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING, GRPC_TIMEOUT};
 use crate::grpc::metadata::Metadata;
 use crate::grpc::server::call::{Call, CallInfo};
+use crate::grpc::server::stats;
 use crate::grpc::server::written::Chunk;
 use crate::grpc::status::Status;
 use crate::grpc::timeout;
@@ -39,6 +41,8 @@ pub(super) fn accept_call(
     let stream_id: u32 = respond.stream_id().as_u32();
     if request.method() != Method::POST {
         debug!(method = %request.method(), "refused: not POST");
+        stats::call_refused("not_post");
+        log_refused_http(peer, StatusCode::METHOD_NOT_ALLOWED, "not POST");
         refuse_http(&mut respond, StatusCode::METHOD_NOT_ALLOWED);
         return None;
     }
@@ -49,6 +53,12 @@ pub(super) fn accept_call(
         .is_some_and(|ct| ct.starts_with("application/grpc"));
     if !grpc_content {
         debug!("refused: content-type is not application/grpc");
+        stats::call_refused("not_grpc");
+        log_refused_http(
+            peer,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content-type is not application/grpc",
+        );
         refuse_http(&mut respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
         return None;
     }
@@ -64,14 +74,19 @@ pub(super) fn accept_call(
     let call = Call::new(info, body, respond, permit);
     if let Some(status) = early {
         debug!(%status, "refused before the handler");
+        stats::call_refused("bad_headers");
+        log_refused(&call, &status);
         call.finish(Err(status));
         return None;
     }
     if !call.has_permit() {
-        call.finish(Err(Status::resource_exhausted(format!(
+        let status = Status::resource_exhausted(format!(
             "too many running calls on this connection (max {})",
             shared.config.max_concurrent_streams
-        ))));
+        ));
+        stats::call_refused("too_many_calls");
+        log_refused(&call, &status);
+        call.finish(Err(status));
         return None;
     }
     Some(call)

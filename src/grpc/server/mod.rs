@@ -34,18 +34,23 @@ use crate::grpc::server::coalesce::CoalescedWrites;
 use crate::grpc::server::keepalive::{keep_alive, Keepalive};
 use crate::grpc::server::router::{Router, Service};
 pub use crate::grpc::server::shutdown::{ShutdownSignal, ShutdownTrigger};
+use crate::grpc::server::stats::MethodLabels;
 use crate::grpc::server::written::Chunk;
-use crate::grpc::status::Status;
+use crate::grpc::status::{Code, Status};
 
 mod accept;
 pub mod call;
+mod call_log;
 pub mod coalesce;
 mod keepalive;
+pub mod log_rate;
 pub mod router;
 pub mod shutdown;
+pub mod stats;
 pub mod written;
 
 use accept::accept_call;
+use call_log::{log_failed_call, refuse_unimplemented};
 
 /// Default cap on concurrent streams per connection, and on running handlers per connection.
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -197,6 +202,9 @@ impl Server {
         tokio::pin!(signal);
         let mut limit_warned_at: Option<Instant> = None;
         loop {
+            if connections.available_permits() == 0 {
+                stats::connection_limit_reached();
+            }
             if connections.available_permits() == 0
                 && limit_warned_at.is_none_or(|at| at.elapsed() >= CONNECTION_LIMIT_WARN_INTERVAL)
             {
@@ -218,6 +226,7 @@ impl Server {
             };
             match accepted {
                 Ok((socket, peer)) => {
+                    stats::connection_accepted();
                     let _ = socket.set_nodelay(true);
                     let permit = Some(permit);
                     let shared = shared.clone();
@@ -233,7 +242,7 @@ impl Server {
                 }
             }
         }
-        info!("shutting down: no new connections; ending live calls");
+        info!("shutting down: no new connections; GOAWAY to every connection; ending live calls");
         drop(listener);
         drop(shared);
         stopper.stop().await;
@@ -275,6 +284,8 @@ impl Stopper {
             .is_err()
         {
             warn!(grace = ?self.grace, "shutdown grace period over; dropping remaining connections");
+        } else {
+            info!("shutting down: every connection closed");
         }
     }
 }
@@ -312,14 +323,17 @@ async fn serve_connection<T>(
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             debug!(error = %e, "handshake failed");
+            stats::connection_refused("handshake_failed");
             return;
         }
         Err(_) => {
             debug!("handshake timed out");
+            stats::connection_refused("handshake_timeout");
             return;
         }
     };
     debug!("connection open");
+    stats::connection_open(true);
     let handlers = Arc::new(Semaphore::new(cfg.max_concurrent_streams as usize));
     let connection_id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
     let mut draining = false;
@@ -357,6 +371,7 @@ async fn serve_connection<T>(
         }
     }
     debug!("connection closed");
+    stats::connection_open(false);
 }
 
 /// Spawns the task of one call, unless the request is refused outright.
@@ -397,14 +412,18 @@ fn call_task(shared: Arc<Shared>, call: Call) -> impl Future<Output = ()> + Send
 async fn drive_call(shared: &Shared, call: &Call) {
     let (service, method) = match shared.router.route(&call.info().path) {
         Ok(found) => found,
-        Err(status) => return call.finish(Err(status)),
+        Err(status) => return refuse_unimplemented(call, status),
     };
     let Some(mut handler) = service.call(method, call) else {
-        return call.finish(Err(Status::unimplemented(format!(
+        let status = Status::unimplemented(format!(
             "unknown method {method} for service {}",
             service.name()
-        ))));
+        ));
+        return refuse_unimplemented(call, status);
     };
+    let labels = MethodLabels::served(&call.info().path);
+    stats::call_started(labels);
+    let started = Instant::now();
     // Boxed, and only when there is a deadline: a timer is large, and most calls have none.
     let mut deadline = call
         .info()
@@ -433,6 +452,15 @@ async fn drive_call(shared: &Shared, call: &Call) {
             }
         }
     };
+    let code = match &outcome {
+        None => Code::Cancelled,
+        Some(Ok(())) => Code::Ok,
+        Some(Err(status)) => status.code(),
+    };
+    stats::call_handled(labels, code, started.elapsed());
+    if let Some(Err(status)) = &outcome {
+        log_failed_call(call, status, shared.signal.is_shutting_down());
+    }
     if let Some(result) = outcome {
         call.finish(result);
     }

@@ -25,6 +25,7 @@ use crate::grpc::codec::encode_message;
 use crate::grpc::Status;
 use crate::pb::chat::v1::{ChatMessage, EventKind, LeaveReason};
 use crate::ring::{RingBounds, SeqRing};
+use crate::services::chat::stats;
 
 /// Default number of events a room keeps.
 pub const DEFAULT_HISTORY_EVENTS: usize = 1000;
@@ -157,6 +158,7 @@ impl Rooms {
                 reg.retired_order.retain(|r| *r != id);
                 let room = Arc::new(Room::new(id.clone(), next_seq, &self.limits));
                 reg.rooms.insert(id, room.clone());
+                stats::rooms(reg.rooms.len());
                 room
             }
         };
@@ -248,6 +250,7 @@ impl Rooms {
         let next_seq = st.ring.next_seq();
         drop(st);
         if reg.rooms.remove(&room.id).is_some() {
+            stats::rooms(reg.rooms.len());
             reg.retired.insert(room.id.clone(), next_seq);
             reg.retired_order.push_back(room.id.clone());
             while reg.retired_order.len() > self.limits.max_rooms {
@@ -353,6 +356,9 @@ impl Member {
     pub fn next_batch(&mut self) -> Option<Bytes> {
         let st = self.room.lock();
         let batch = st.ring.read(&mut self.cursor, usize::MAX, MAX_BATCH_BYTES);
+        if batch.count > 0 {
+            stats::delivered(batch.count as u64);
+        }
         let Some((from, to)) = batch.missed else {
             // One event goes out as the shared frame itself. Several are copied into one buffer
             // right here: a copy of a small frame costs less than taking and dropping a share of
@@ -367,6 +373,7 @@ impl Member {
                 }
             };
         };
+        stats::gap(to - from + 1);
         let gap_frame = encode_message(&ChatMessage {
             room_id: self.room.id.to_string(),
             text: format!("missed {} events ({from}..={to})", to - from + 1),

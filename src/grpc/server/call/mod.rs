@@ -28,6 +28,7 @@ use crate::grpc::codec::{self, Decoder};
 use crate::grpc::compression::{Encoding, Encodings, ACCEPT_ENCODING};
 use crate::grpc::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING};
 use crate::grpc::metadata::Metadata;
+use crate::grpc::server::stats;
 use crate::grpc::server::written::{Chunk, Tracker};
 use crate::grpc::status::Status;
 
@@ -188,6 +189,7 @@ impl Call {
     pub async fn recv_raw(&self) -> Result<Option<Bytes>, Status> {
         let frame = poll_fn(|cx| self.lock().poll_recv_frame(cx, self.info.stream_id)).await?;
         let Some(frame) = frame else { return Ok(None) };
+        stats::messages_received(&self.info.path, 1);
         self.lock().last_compressed = frame.compressed;
         if !frame.compressed {
             return Ok(Some(frame.payload));
@@ -278,6 +280,7 @@ impl Call {
     /// a dropped `send_frames` future, queued frames are never lost: use this where the wait for
     /// the client may be abandoned (e.g. in a `select!`).
     pub fn queue_frames(&self, frames: Bytes) -> Result<(), Status> {
+        stats::messages_sent(&self.info.path, &frames);
         let mut inner = self.lock();
         inner.ensure_headers(&self.info)?;
         if inner.pending.is_empty() {

@@ -1,0 +1,14 @@
+//! Operability: the test command's setup on a stock Debian/Ubuntu, flag validation, configuration
+//! from the environment, the operator's log lines, metrics, and the README's quick start.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod env;
+mod flags;
+mod logs;
+mod metrics;
+mod readme;
+mod scrape;
+mod server;
+mod setup;
