@@ -8,8 +8,8 @@
 //!
 //! | metric | labels | what |
 //! |---|---|---|
-//! | `h2chat_tls_handshake_failures_total` | | TLS handshakes that failed (0 until TLS lands) |
-//! | `h2chat_auth_token_rejections_total` | `reason` | bearer tokens refused (0 until auth lands) |
+//! | `h2chat_tls_handshake_failures_total` | | TLS handshakes that failed or did not choose `h2` |
+//! | `h2chat_auth_token_rejections_total` | `reason` | calls refused for their bearer token: `missing`, `invalid` |
 //! | `h2chat_budget_bytes_in_use` | `budget` (`send`, `receive`) | bytes held against the memory budgets (0 until budgets land) |
 //! | `h2chat_redis_operations_total`, `h2chat_redis_errors_total` | | Redis calls (0 until Redis lands) |
 
@@ -60,7 +60,9 @@ pub fn install(addr: SocketAddr) -> Result<SocketAddr, ExporterError> {
     stats::zero();
     chat_stats::zero();
     metrics::counter!("h2chat_tls_handshake_failures_total").absolute(0);
-    metrics::counter!("h2chat_auth_token_rejections_total", "reason" => "invalid").absolute(0);
+    for reason in ["missing", "invalid"] {
+        metrics::counter!("h2chat_auth_token_rejections_total", "reason" => reason).absolute(0);
+    }
     metrics::gauge!("h2chat_budget_bytes_in_use", "budget" => "send").set(0.0);
     metrics::gauge!("h2chat_budget_bytes_in_use", "budget" => "receive").set(0.0);
     metrics::counter!("h2chat_redis_operations_total").absolute(0);

@@ -7,29 +7,38 @@
 //! named here).
 //! - [`grpc`]: the gRPC layer on h2. Knows nothing of chat.
 //!   - `grpc/mod.rs`; shared by both sides: `codec.rs` (framing), `status.rs`, `metadata.rs`,
-//!     `compression.rs`, `timeout.rs`, `headers.rs`.
+//!     `compression.rs`, `timeout.rs`, `headers.rs`, `tls.rs` (PEM files, the crypto provider).
 //!   - `grpc/server/`: `mod.rs` (connections, call tasks), `accept.rs` (refusals before a handler),
 //!     `shutdown.rs` (the shutdown signal, a value), `written.rs` (write tracking), `router.rs`,
 //!     `call/mod.rs` + `call/state.rs` (one call and its stream state), `coalesce.rs` (write
-//!     coalescing), `keepalive.rs`.
+//!     coalescing), `keepalive.rs`, `linger.rs` (lingering close); for TLS and identity, `server/transport.rs` (plaintext and TLS
+//!     listeners), `server/tls.rs` (the reloadable acceptor), `server/auth.rs` (the
+//!     authentication hook).
 //!   - `grpc/server/`, for operators: `stats.rs` (what it counts, through the `metrics` facade),
 //!     `call_log.rs` (lines for refused and failed calls), `log_rate.rs` (their rate cap).
 //!   - `grpc/client/`: `mod.rs` (the channel), `call.rs` (send half), `response.rs` (receive
-//!     half), `shared.rs` (their shared state), `status.rs` (status mapping).
+//!     half), `shared.rs` (their shared state), `status.rs` (status mapping), `tls.rs` (the TLS
+//!     connector).
+//! - [`auth`]: bearer tokens (JWT) checked before any handler runs — `auth/mod.rs` (the
+//!   authenticator and the claims), `keys.rs` (keys and the algorithms each allows), `mint.rs`
+//!   (`h2chat token`).
 //! - [`pb`] (`pb.rs`): the protobuf types generated from `proto/`, and the descriptor set.
 //! - [`protocol`] (`protocol.rs`): the facts of `chat.v1` both sides share: method paths,
-//!   metadata names, default limits.
+//!   metadata names, default limits, the characters no identity may hold.
 //! - [`ring`] (`ring.rs`): a sequence-numbered bounded ring read by cursors: the one mechanism
 //!   under chat rooms and the server's log.
 //! - [`services`]: what the server serves, `services/mod.rs`, and `app.rs`, which assembles it.
-//!   - `services/chat/`: `mod.rs` (the ChatService calls), `room.rs` (the room engine),
+//!   - `services/chat/`: `mod.rs` (the ChatService calls), `room.rs` (the room engine: rooms,
+//!     epochs, members as cursors), `identity.rs` (NFC names and room ids, look-alike skeletons),
 //!     `stats.rs` (what chat counts).
 //!   - `services/logs/`: `mod.rs` (WatchLogs), `ring.rs` (the log ring and its tracing layer),
 //!     `tail.rs` (tail -F into it).
 //!   - `services/reflection/`: `mod.rs` (v1 and v1alpha), `index.rs` (the descriptor index).
 //!   - `services/health.rs`, `services/echo.rs`, `services/interop.rs`.
 //! - [`client`]: `h2chat chat` — `client/mod.rs` (mode choice), `options.rs` (options, exit
-//!   codes, join and finish), `interactive.rs`, `scripted.rs`, `render.rs`;
+//!   codes, join and finish), `interactive.rs`, `scripted.rs`, `render.rs`, `safe.rs` (hostile
+//!   text made harmless for the terminal and JSON), `credentials.rs`
+//!   (TLS and the bearer token);
 //!   `client/session/`: `mod.rs` (a member kept joined across lost connections), `runner.rs` (its
 //!   task), `link.rs` (one joined call).
 //! - [`stdio`]: `h2chat stdio` — `stdio/mod.rs` (the JSON-lines node), `calls.rs`, `schema.rs`.
@@ -39,12 +48,13 @@
 //! - [`cli`] (`cli.rs`): command-line value types the subcommands share (seconds).
 //! - [`exporter`] (`exporter.rs`): the Prometheus endpoint (`--metrics-addr`) for what the gRPC
 //!   layer and the services count through the `metrics` facade.
-//! - [`signal`] (`signal.rs`): SIGINT/SIGTERM, for the programs.
+//! - [`signal`] (`signal.rs`): SIGINT/SIGTERM (and SIGHUP), for the programs.
 //! - `bin/h2chat/`: `main.rs` (the command line), `flags.rs` (flag checks, `H2CHAT_*`
 //!   variables), `bench.rs` (its bench subcommands).
 
 #![warn(unreachable_pub)]
 
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -1,4 +1,5 @@
-//! The process signals that end the programs from outside. Lives outside the gRPC layer, which
+//! The process signals that end the programs from outside (and SIGHUP, which asks the server to
+//! reload its certificate). Lives outside the gRPC layer, which
 //! only knows a [`ShutdownSignal`](crate::grpc::ShutdownSignal) value: who fires it is the
 //! program's business.
 
@@ -38,5 +39,30 @@ pub fn interrupted() -> impl Future<Output = ()> + Send {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// SIGHUPs as they arrive: the server reloads its TLS certificate on each.
+pub struct Hangups {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+/// Starts listening for SIGHUP (from now on, a SIGHUP no longer ends the process).
+pub fn hangups() -> Hangups {
+    Hangups {
+        #[cfg(unix)]
+        signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+    }
+}
+
+impl Hangups {
+    /// Waits for the next SIGHUP; `false` when none can come (no signal support).
+    pub async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.signal {
+            return signal.recv().await.is_some();
+        }
+        false
     }
 }

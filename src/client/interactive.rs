@@ -19,8 +19,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::client::options::{finish, join, update_line, ChatOptions, EXIT_FAILURE, EXIT_OK};
-use crate::client::session::{Session, SessionConfig};
-use crate::protocol::DEFAULT_MAX_TEXT_BYTES;
+use crate::client::session::Session;
 use crate::signal::interrupted;
 
 /// The prompt of the input line.
@@ -53,7 +52,7 @@ pub async fn run(options: ChatOptions) -> u8 {
         Ok(printer) => printer,
         Err(_) => return crate::client::scripted::run(options).await,
     };
-    let name = match options.name.clone() {
+    let name = match options.known_name() {
         Some(name) => name,
         None => {
             let asked = tokio::task::spawn_blocking(move || {
@@ -71,7 +70,7 @@ pub async fn run(options: ChatOptions) -> u8 {
             }
         }
     };
-    let session_config = SessionConfig::new(&options.addr, &options.room, &name);
+    let session_config = options.session_config(&name);
     let (mut session, posts) = match join(session_config).await {
         Ok(joined) => joined,
         Err(code) => return code,
@@ -216,14 +215,8 @@ async fn on_line(line: &str, session: &Session, posts: &mpsc::Sender<String>, sc
                     .strip_prefix('/')
                     .filter(|t| t.starts_with('/'))
                     .unwrap_or(text);
-                if text.len() > DEFAULT_MAX_TEXT_BYTES {
-                    screen
-                        .print(format!(
-                            "! not sent: {} bytes is over the server's limit of {DEFAULT_MAX_TEXT_BYTES}",
-                            text.len()
-                        ))
-                        .await;
-                } else if let Err(TrySendError::Full(_)) = posts.try_send(text.to_string()) {
+                // A text over the server's limit comes back as a notice from the session.
+                if let Err(TrySendError::Full(_)) = posts.try_send(text.to_string()) {
                     // Only a paste of hundreds of lines gets here; typing never does.
                     screen
                         .print(

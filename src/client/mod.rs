@@ -25,9 +25,11 @@
 
 use std::io::IsTerminal;
 
+pub mod credentials;
 pub mod interactive;
 pub mod options;
 pub mod render;
+pub mod safe;
 pub mod scripted;
 pub mod session;
 

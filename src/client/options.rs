@@ -1,8 +1,10 @@
 //! What `h2chat chat` is asked to do, how it ends (exit codes), and what its two fronts share:
 //! joining, turning updates into lines, and the exit code a finished session gives.
 
+use crate::client::credentials::{self, TokenSource};
 use crate::client::render::{self, Format};
 use crate::client::session::{Session, SessionConfig, SessionError, Update};
+use crate::grpc::client::ClientTls;
 use tokio::sync::mpsc;
 
 /// Left normally.
@@ -33,6 +35,29 @@ pub struct ChatOptions {
     pub name: Option<String>,
     /// How events are printed.
     pub format: Format,
+    /// Speak TLS with these settings; plaintext when `None`.
+    pub tls: Option<ClientTls>,
+    /// The bearer token to send, read again on every reconnect.
+    pub token: Option<TokenSource>,
+}
+
+impl ChatOptions {
+    /// The session these options ask for, joining as `name`.
+    pub fn session_config(&self, name: impl Into<String>) -> SessionConfig {
+        let mut config = SessionConfig::new(&self.addr, &self.room, name);
+        config.tls = self.tls.clone();
+        config.token = self.token.clone();
+        config
+    }
+
+    /// The name to join as: `--name`, else the name the token gives (its `name` claim, else
+    /// `sub`), else `None` (to be asked for).
+    pub fn known_name(&self) -> Option<String> {
+        self.name.clone().or_else(|| {
+            let token = self.token.as_ref()?.read().ok()?;
+            credentials::token_name(&token)
+        })
+    }
 }
 
 /// The exit code for a session error.

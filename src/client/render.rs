@@ -6,9 +6,10 @@
 //!   the member did not leave by choice);
 //! - a gap: `! missed 12 events (seq 40..=51)`.
 //!
-//! Names and texts come from other people: control characters in them are shown as `\u{FFFD}` so
-//! they cannot move the cursor or recolour the terminal. JSON lines are one object per event (see
-//! [`JsonEvent`]); JSON escaping already makes them safe.
+//! Names and texts come from other people: [`safe`](crate::client::safe) says how what could
+//! steer the terminal or forge a line is shown instead (escaped, padding visible, continuation
+//! lines of a multi-line text marked `  | `). JSON lines are one object per event (see
+//! [`JsonEvent`]), with C1, bidi and other invisible characters escaped as `\uXXXX`.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Local, SecondsFormat, Utc};
 use serde::Serialize;
 
+use crate::client::safe;
 use crate::client::session::Update;
 use crate::pb::chat::v1::{ChatMessage, EventKind, LeaveReason};
 
@@ -42,7 +44,7 @@ pub fn notice_line(update: &Update) -> Option<String> {
     let line = match update {
         Update::Event(_) => return None,
         Update::Members(Ok(names)) => {
-            let names: Vec<Cow<'_, str>> = names.iter().map(|n| clean(n)).collect();
+            let names: Vec<Cow<'_, str>> = names.iter().map(|n| safe::one_line(n)).collect();
             format!("members ({}): {}", names.len(), names.join(", "))
         }
         Update::Members(Err(status)) => format!("! /who failed: {}", status.message()),
@@ -52,20 +54,19 @@ pub fn notice_line(update: &Update) -> Option<String> {
             retry_in,
         } => format!(
             "! connection lost ({}); reconnecting… (in {})",
-            clean(error),
+            safe::one_line(error),
             seconds(*retry_in)
         ),
         Update::Reconnecting {
             error, retry_in, ..
         } => format!(
             "! still reconnecting… ({}; next try in {})",
-            clean(error),
+            safe::one_line(error),
             seconds(*retry_in)
         ),
         Update::Reconnected => "! reconnected".to_string(),
-        Update::RoomRestarted => {
-            "! the room's history started over (the server restarted): earlier events are gone"
-                .to_string()
+        Update::TooLong { bytes, limit } => {
+            format!("! not sent: {bytes} bytes is over the server's limit of {limit} bytes")
         }
         Update::PostsUnconfirmed(n) => format!(
             "! {n} of your messages may not have reached the room (the connection was lost and \
@@ -77,13 +78,13 @@ pub fn notice_line(update: &Update) -> Option<String> {
 
 /// An event as text.
 pub fn text_line(event: &ChatMessage) -> String {
-    let sender = clean(&event.sender_id);
+    let sender = safe::one_line(&event.sender_id);
     match EventKind::try_from(event.kind) {
         Ok(EventKind::Message) => {
             format!(
                 "[{}] {sender}: {}",
                 clock(event.sent_at.as_ref()),
-                clean(&event.text)
+                safe::text(&event.text)
             )
         }
         Ok(EventKind::Joined) => format!("* {sender} joined"),
@@ -92,6 +93,7 @@ pub fn text_line(event: &ChatMessage) -> String {
             Ok(LeaveReason::ServerShuttingDown) => {
                 format!("* {sender} left (server shutting down)")
             }
+            Ok(LeaveReason::CallFailed) => format!("* {sender} left (the server ended their call)"),
             _ => format!("* {sender} left"),
         },
         Ok(EventKind::Gap) => {
@@ -104,6 +106,10 @@ pub fn text_line(event: &ChatMessage) -> String {
                 event.gap_from, event.gap_to
             )
         }
+        Ok(EventKind::Reset) => {
+            "! the room's history started over; what follows is the room's history from its start"
+                .to_string()
+        }
         Err(_) => format!("? event of unknown kind {} (seq {})", event.kind, event.seq),
     }
 }
@@ -111,9 +117,9 @@ pub fn text_line(event: &ChatMessage) -> String {
 /// An event as one JSON object. Fields that do not apply to the kind are left out.
 #[derive(Debug, Serialize)]
 pub struct JsonEvent<'a> {
-    /// `message`, `joined`, `left`, `gap`, or `unknown`.
+    /// `message`, `joined`, `left`, `gap`, `reset`, or `unknown`.
     pub kind: &'static str,
-    /// The room's sequence number (absent for gaps, which have none).
+    /// The room's sequence number (absent for gaps and resets, which have none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
     /// The room.
@@ -127,7 +133,10 @@ pub struct JsonEvent<'a> {
     /// When the server stamped the event, RFC 3339 in UTC.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sent_at: Option<String>,
-    /// Why the member left: `left`, `disconnected` or `server_shutting_down`.
+    /// On resets: the epoch of the history that follows.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub epoch: &'a str,
+    /// Why the member left: `left`, `disconnected`, `server_shutting_down` or `call_failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leave_reason: Option<&'static str>,
     /// The first sequence number missed.
@@ -149,12 +158,14 @@ impl<'a> JsonEvent<'a> {
                 Some(EventKind::Joined) => "joined",
                 Some(EventKind::Left) => "left",
                 Some(EventKind::Gap) => "gap",
+                Some(EventKind::Reset) => "reset",
                 None => "unknown",
             },
-            seq: (!is(EventKind::Gap)).then_some(event.seq),
+            seq: (!is(EventKind::Gap) && !is(EventKind::Reset)).then_some(event.seq),
             room: &event.room_id,
             sender: &event.sender_id,
             text: &event.text,
+            epoch: &event.epoch,
             sent_at: event
                 .sent_at
                 .as_ref()
@@ -165,6 +176,7 @@ impl<'a> JsonEvent<'a> {
                     Ok(LeaveReason::Left) => "left",
                     Ok(LeaveReason::Disconnected) => "disconnected",
                     Ok(LeaveReason::ServerShuttingDown) => "server_shutting_down",
+                    Ok(LeaveReason::CallFailed) => "call_failed",
                     _ => "unspecified",
                 }
             }),
@@ -177,7 +189,7 @@ impl<'a> JsonEvent<'a> {
 /// An event as one line of JSON.
 pub fn json_line(event: &ChatMessage) -> String {
     // Serialising plain strings and numbers cannot fail.
-    serde_json::to_string(&JsonEvent::new(event)).unwrap_or_default()
+    safe::json(serde_json::to_string(&JsonEvent::new(event)).unwrap_or_default())
 }
 
 /// `HH:MM:SS` in local time, `--:--:--` without a (valid) timestamp.
@@ -199,19 +211,6 @@ fn seconds(d: Duration) -> String {
         format!("{}s", ms / 1000)
     } else {
         format!("{:.1}s", d.as_secs_f64())
-    }
-}
-
-/// `s` with control characters replaced, so a peer cannot send terminal escapes.
-fn clean(s: &str) -> Cow<'_, str> {
-    if s.chars().any(char::is_control) {
-        Cow::Owned(
-            s.chars()
-                .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
-                .collect(),
-        )
-    } else {
-        Cow::Borrowed(s)
     }
 }
 
@@ -264,7 +263,47 @@ mod tests {
     fn control_characters_are_not_passed_to_the_terminal() {
         let line = text_line(&event(EventKind::Message, "eve\x1b[2J", "a\x07b"));
         assert!(!line.chars().any(char::is_control), "{line:?}");
-        assert!(line.ends_with("eve\u{FFFD}[2J: a\u{FFFD}b"));
+        assert!(line.ends_with("eve\\u{001B}[2J: a\\u{0007}b"), "{line:?}");
+    }
+
+    #[test]
+    fn hostile_text_cannot_reverse_hide_or_forge_a_line() {
+        let bidi = text_line(&event(EventKind::Message, "mallory", "\u{202E}drowssap"));
+        assert!(bidi.ends_with("mallory: \\u{202E}drowssap"), "{bidi:?}");
+        let hidden = text_line(&event(EventKind::Message, "ali\u{200B}ce", "hi"));
+        assert!(hidden.contains("ali\\u{200B}ce: hi"), "{hidden:?}");
+        // A second line that looks like alice's message is marked as a continuation.
+        let forged = text_line(&event(
+            EventKind::Message,
+            "mallory",
+            "ok\n[14:40:12] alice: send me your password",
+        ));
+        let lines: Vec<&str> = forged.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1], "  | [14:40:12] alice: send me your password");
+        // Padding meant to wrap onto a line of its own shows.
+        let padded = text_line(&event(EventKind::Message, "mallory", "hi      alice: x"));
+        assert!(padded.ends_with("hi ␣␣␣␣␣alice: x"), "{padded:?}");
+    }
+
+    #[test]
+    fn json_escapes_c1_and_bidi_characters() {
+        let line = json_line(&event(
+            EventKind::Message,
+            "ev\u{202E}e",
+            "\u{9B}2J\u{2028}",
+        ));
+        assert!(
+            !line.chars().any(|c| c as u32 >= 0x7F && c.is_control()),
+            "{line:?}"
+        );
+        assert!(line.contains(r#""sender":"ev\u202ee""#), "{line}");
+        assert!(line.contains(r#""text":"\u009b2J\u2028""#), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        assert_eq!(
+            v["text"], "\u{9B}2J\u{2028}",
+            "still the same text once parsed"
+        );
     }
 
     #[test]

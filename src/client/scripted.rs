@@ -15,13 +15,13 @@ use tokio::sync::mpsc;
 
 use crate::client::options::{finish, join, update_line, ChatOptions, EXIT_FAILURE, EXIT_USAGE};
 use crate::client::render::Format;
-use crate::client::session::{SessionConfig, Update};
+use crate::client::session::Update;
 use crate::signal::interrupted;
 
 /// Runs the scripted client; returns the exit code.
 pub async fn run(options: ChatOptions) -> u8 {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let name = match options.name.clone() {
+    let name = match options.known_name() {
         Some(name) => name,
         None => match lines.next_line().await {
             Ok(Some(line)) => line.trim().to_string(),
@@ -35,7 +35,7 @@ pub async fn run(options: ChatOptions) -> u8 {
             }
         },
     };
-    let config = SessionConfig::new(&options.addr, &options.room, name);
+    let config = options.session_config(name);
     let (mut session, posts) = match join(config).await {
         Ok(joined) => joined,
         Err(code) => return code,

@@ -111,27 +111,52 @@ impl Encoding {
     /// Decompresses a payload, refusing (RESOURCE_EXHAUSTED) output longer than `max` bytes and
     /// failing (INTERNAL) on corrupt input.
     pub fn decompress(self, data: Bytes, max: usize) -> Result<Bytes, Status> {
-        let mut out = Vec::new();
-        // Read at most one byte past the limit: enough to know it was exceeded.
-        let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
-        let read = match self {
-            Encoding::Identity => return Ok(data),
-            Encoding::Gzip => flate2::read::GzDecoder::new(&data[..])
-                .take(limit)
-                .read_to_end(&mut out),
-            Encoding::Deflate => flate2::read::ZlibDecoder::new(&data[..])
-                .take(limit)
-                .read_to_end(&mut out),
+        let fail = |e: std::io::Error| {
+            Status::internal(format!("{} decompression failed: {e}", self.name()))
         };
-        read.map_err(|e| Status::internal(format!("{} decompression failed: {e}", self.name())))?;
-        if out.len() > max {
-            return Err(Status::resource_exhausted(format!(
-                "decompressed message larger than max ({max} bytes)"
-            )));
+        match self {
+            Encoding::Identity => Ok(data),
+            Encoding::Gzip => {
+                read_bounded(flate2::read::GzDecoder::new(&data[..]), max).map_err(fail)?
+            }
+            Encoding::Deflate => {
+                read_bounded(flate2::read::ZlibDecoder::new(&data[..]), max).map_err(fail)?
+            }
         }
-        Ok(Bytes::from(out))
     }
 }
+
+/// Reads `reader` to its end into a buffer that never holds more than `max` bytes of room: it
+/// grows by doubling but is capped at `max` (`read_to_end` would double past it, to twice the
+/// limit, while refusing a bomb). More than `max` bytes is RESOURCE_EXHAUSTED.
+fn read_bounded(
+    mut reader: impl Read,
+    max: usize,
+) -> Result<Result<Bytes, Status>, std::io::Error> {
+    let mut out: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; DECOMPRESS_CHUNK_BYTES];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => return Ok(Ok(Bytes::from(out))),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if out.len() + n > max {
+            return Ok(Err(Status::resource_exhausted(format!(
+                "decompressed message larger than max ({max} bytes)"
+            ))));
+        }
+        if out.capacity() - out.len() < n {
+            let want = out.capacity().saturating_mul(2).max(out.len() + n).min(max);
+            out.reserve_exact(want - out.len());
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// How much decompressed output is read at a time.
+const DECOMPRESS_CHUNK_BYTES: usize = 16 << 10;
 
 #[cfg(test)]
 mod tests {

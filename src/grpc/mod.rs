@@ -13,6 +13,7 @@ pub mod metadata;
 pub mod server;
 pub mod status;
 pub mod timeout;
+pub mod tls;
 
 pub use client::{CallOptions, Channel, ClientCall, ClientError};
 pub use server::call::{Call, CallState, CloseCause};

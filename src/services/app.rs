@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::JwtAuthenticator;
 use crate::grpc::{Server, ServerConfig};
 use crate::services::chat::{ChatConfig, ChatService};
 use crate::services::echo::EchoService;
@@ -18,12 +19,20 @@ pub struct AppConfig {
     pub chat: ChatConfig,
     /// The log watcher: its ring and the file it follows.
     pub logs: LogsConfig,
+    /// Bearer tokens checked before any handler runs; `None` leaves every call open.
+    pub auth: Option<Arc<JwtAuthenticator>>,
 }
 
 /// A server with every h2chat service added, ready to [`Server::serve`]. With a watch file set,
 /// call it inside a Tokio runtime: following the file starts here.
-pub fn build(config: AppConfig) -> Server {
+pub fn build(mut config: AppConfig) -> Server {
+    // Chat members drain within the shutdown grace, leaving a fifth of it for their trailers.
+    let drain_within = config.server.shutdown_grace.mul_f64(0.8);
+    config.chat.shutdown_drain = config.chat.shutdown_drain.min(drain_within);
     let mut server = Server::new(config.server);
+    if let Some(auth) = config.auth {
+        server.set_authenticator(auth);
+    }
     let shutdown = server.shutdown_signal();
     server.add_service(ChatService::new(config.chat, shutdown.clone()));
     server.add_service(LogWatcherService::new(config.logs, shutdown.clone()));

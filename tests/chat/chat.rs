@@ -224,10 +224,10 @@ async fn cancel_removes_the_member_and_others_see_it_leave() {
 }
 
 #[tokio::test]
-async fn lost_connection_removes_the_member_as_disconnected() {
+async fn a_connection_the_client_closes_removes_the_member_as_left() {
     within(
         TEST_PATIENCE,
-        "the whole of test lost_connection_removes_the_member_as_disconnected",
+        "the whole of test a_connection_the_client_closes_removes_the_member_as_left",
         async {
             let server = TestServer::default().await;
             let ch = Channel::connect(server.addr).await.expect("connect");
@@ -245,10 +245,11 @@ async fn lost_connection_removes_the_member_as_disconnected() {
                 kind(m) == EventKind::Joined && m.sender_id == "bob"
             })
             .await;
+            // A clean close (FIN) with the call open: what a client process that ends does.
             cutter.shutdown(std::net::Shutdown::Both).expect("cut");
             let left = next_where(&mut alice, |m| kind(m) == EventKind::Left).await;
             assert_eq!(left.sender_id, "bob");
-            assert_eq!(reason(&left), LeaveReason::Disconnected);
+            assert_eq!(reason(&left), LeaveReason::Left);
         },
     )
     .await;

@@ -65,11 +65,13 @@ async fn sequence_numbers_are_identical_and_gap_free_across_members() {
             for p in posters {
                 _members.push(p.await.expect("poster"));
             }
+            let room_epoch = epoch(&mut _members[0]).await;
             // Observers replay the room from its start: all must agree, event for event.
             let mut seen: Vec<Vec<(u64, String, String)>> = Vec::new();
             for n in ["x", "y", "z"] {
                 let mut first = msg("seq", n, "");
                 first.resume_after_seq = Some(0);
+                first.resume_epoch = room_epoch.clone();
                 let mut call = start(&ch, &first).await;
                 let mut events = Vec::new();
                 let mut done = 0;
@@ -240,6 +242,7 @@ async fn resume_after_seq_yields_exactly_the_later_events_while_others_post() {
             }
             let before = until_text(&mut poster, "m49").await;
             let s = before.seq - 20;
+            let room_epoch = epoch(&mut poster).await;
             // Keep posting while the resuming member joins.
             let (mut tx, mut rx) = poster.split();
             let posting = tokio::spawn(async move {
@@ -250,6 +253,7 @@ async fn resume_after_seq_yields_exactly_the_later_events_while_others_post() {
             });
             let mut first = msg("resume", "reader", "");
             first.resume_after_seq = Some(s);
+            first.resume_epoch = room_epoch;
             let mut reader = start(&ch, &first).await;
             let got = collect_until(&mut reader, "m399").await;
             let _tx = posting.await.expect("poster");
@@ -311,6 +315,7 @@ async fn resume_from_before_the_retained_history_starts_with_a_gap_event() {
             let last = until_text(&mut alice, "29").await;
             let mut first = msg("g", "late", "");
             first.resume_after_seq = Some(3);
+            first.resume_epoch = epoch(&mut alice).await;
             let mut late = start(&ch, &first).await;
             let gap = next(&mut late).await;
             assert_eq!(kind(&gap), EventKind::Gap);
@@ -525,21 +530,22 @@ async fn join_once_a_room_is_gone(ch: &Channel, room: &str, name: &str) -> Clien
 }
 
 #[tokio::test]
-async fn an_empty_room_is_removed_and_keeps_its_numbering_when_made_again() {
+async fn an_empty_room_is_removed_and_made_again_in_a_new_epoch_numbered_from_one() {
     within(
         TEST_PATIENCE,
-        "the whole of test an_empty_room_is_removed_and_keeps_its_numbering_when_made_again",
+        "the whole of test an_empty_room_is_removed_and_made_again_in_a_new_epoch_numbered_from_one",
         async {
             // Two rooms at most, one of them always held: a room can only be made once the
-            // other one is removed. (Removed rooms remember their numbering, up to max-rooms
-            // of them.)
+            // other one is removed. (Nothing of a removed room is remembered: its next
+            // incarnation has a new epoch.)
             let mut config = AppConfig::default();
             config.chat.rooms.max_rooms = 2;
             let server = TestServer::start(config).await;
             let ch = Channel::connect(server.addr).await.expect("connect");
             let _anchor = join(&ch, "anchor", "keeper").await;
             let mut a = start(&ch, &msg("again", "a", "first life")).await;
-            let first = until_text(&mut a, "first life").await;
+            let first_epoch = epoch(&mut a).await;
+            until_text(&mut a, "first life").await;
             // While "again" has a member, no third room can be made.
             let mut refused = start(&ch, &msg("probe", "p", "")).await;
             let status = final_status(&mut refused).await;
@@ -550,16 +556,13 @@ async fn an_empty_room_is_removed_and_keeps_its_numbering_when_made_again() {
             let mut probe = join_once_a_room_is_gone(&ch, "probe", "p").await;
             probe.cancel();
             drop(probe);
-            // "again" is made anew, and numbers on from where its first life stopped.
+            // "again" is made anew: a new epoch, numbered from 1.
             let mut b = join_once_a_room_is_gone(&ch, "again", "b").await;
+            let second_epoch = epoch(&mut b).await;
             b.send(&post("second life")).await.expect("post");
             let second = until_text(&mut b, "second life").await;
-            assert!(
-                second.seq > first.seq,
-                "sequence restarted: {} after {}",
-                second.seq,
-                first.seq
-            );
+            assert_ne!(second_epoch, first_epoch, "a new incarnation, a new epoch");
+            assert_eq!(second.seq, 2, "b joined (1), posted (2)");
             server.shutdown().await;
         },
     )

@@ -1,9 +1,14 @@
 //! chat.v1.ChatService: rooms, posts, presence and validation; lossless delivery (sequence numbers,
-//! history, resume, slow members); the README's grpcurl session.
+//! history, resume, slow members); room epochs; identities; leave reasons; shutdown that drains;
+//! the README's grpcurl session.
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod chat;
+mod epochs;
 mod grpcurl_session;
+mod identity;
+mod leave_reasons;
 mod lossless;
+mod shutdown;

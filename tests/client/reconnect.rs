@@ -112,7 +112,9 @@ async fn posts_lost_with_the_connection_are_sent_again_once_and_in_order() {
                 let m = chat::next_where(&mut observer, |m| m.sender_id == "poster").await;
                 match kind(&m) {
                     EventKind::Message => seen.push(m.text),
-                    EventKind::Left if reason(&m) == LeaveReason::Left => break,
+                    // The proxy's cut closes the first call's connection cleanly: a leave
+                    // too, so only the leave after the last post is the poster leaving.
+                    EventKind::Left if reason(&m) == LeaveReason::Left && seen.len() >= 30 => break,
                     _ => {}
                 }
             }
@@ -150,13 +152,15 @@ async fn a_restarted_server_is_rejoined_and_the_restart_is_said() {
             let second = TestServer::default().await;
             proxy.set_upstream(second.addr);
             reader.expect_err(|l| l.contains("reconnected")).await;
+            // The server said so (a reset event, in the output like every event): nothing guessed.
             reader
-                .expect_err(|l| l.contains("history started over"))
+                .expect_out(|l| l.contains("history started over"))
                 .await;
             let ch = Channel::connect(second.addr).await.expect("connect");
             let mut writer = chat::join(&ch, "restart", "writer").await;
             writer.send(&chat::post("after")).await.expect("post");
-            // Numbered from 1 again, yet shown: the client started counting over with the room.
+            // Numbered from 1 again in the new epoch, yet shown: the client counts over after a
+            // reset.
             reader.expect_out(|l| l.ends_with("] writer: after")).await;
             reader.close_stdin();
             let done = reader.finish().await;

@@ -322,6 +322,8 @@ def main():
     parser.add_argument("case", nargs="?", choices=CASES + ["all"], help="test case to run")
     parser.add_argument("--stubs", help="directory of generated stubs (generated there if missing)")
     parser.add_argument("--generate", metavar="DIR", help="only generate the stubs into DIR")
+    parser.add_argument("--tls-ca", metavar="PEM", help="speak TLS, trusting this CA (grpc.ssl_channel_credentials)")
+    parser.add_argument("--tls-server-name", metavar="NAME", help="check the server certificate against NAME")
     parser.add_argument("--cancel-on-stdin", action="store_true",
                         help="cancel_after_begin: cancel when a line arrives on stdin")
     parser.add_argument("--deadline-ms", type=float, default=1.0,
@@ -341,7 +343,14 @@ def main():
 
     names = CASES if args.case == "all" else [args.case]
     failed = 0
-    with grpc.insecure_channel(args.target) as channel:
+    if args.tls_ca:
+        with open(args.tls_ca, "rb") as f:
+            credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+        options = [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
+        channel = grpc.secure_channel(args.target, credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(args.target)
+    with channel:
         cases = Cases(channel, stubs)
         cases.cancel_on_stdin, cases.deadline_ms = args.cancel_on_stdin, args.deadline_ms
         for name in names:

@@ -102,14 +102,20 @@ async fn a_scrape_after_a_session_a_refusal_and_a_gap_has_the_right_values() {
         gone.push(line);
     }
 
-    let s = Scrape::get(metrics_addr).await;
+    let code = |c| with(&CHAT, &[("grpc_code", c)]);
+    // Counted in the calls' own tasks just before or after the leave lines: looked for until
+    // they are there.
+    let s = Scrape::until(metrics_addr, "both calls handled and the room gone", |s| {
+        s.value("grpc_server_handled_total", &code("Canceled")) == Some(2.0)
+            && s.value("h2chat_chat_rooms", &[]) == Some(0.0)
+    })
+    .await;
     // go-grpc-prometheus' series.
     assert_eq!(
         s.must("grpc_server_started_total", &CHAT),
         3.0,
         "alice, bob, carol"
     );
-    let code = |c| with(&CHAT, &[("grpc_code", c)]);
     assert_eq!(s.must("grpc_server_handled_total", &code("Canceled")), 2.0);
     assert_eq!(
         s.must("grpc_server_handled_total", &code("AlreadyExists")),

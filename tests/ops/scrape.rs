@@ -47,6 +47,25 @@ impl Scrape {
         }
     }
 
+    /// Scrapes until `ready` holds, at most [`PATIENCE`]. A call's end is counted in its own task
+    /// right after its handler returns, which may be just after the leave the test has seen:
+    /// nothing announces the count, so this looks again (every 10 ms) until it is there.
+    pub async fn until(addr: SocketAddr, what: &str, ready: impl Fn(&Scrape) -> bool) -> Scrape {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let scrape = Scrape::get(addr).await;
+            if ready(&scrape) {
+                return scrape;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the scrape never showed {what} within {PATIENCE:?}:\n{}",
+                scrape.text
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// The value of the sample named `name` with exactly these labels.
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let want: BTreeMap<String, String> = labels

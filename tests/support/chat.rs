@@ -87,3 +87,12 @@ pub fn kind(m: &ChatMessage) -> EventKind {
 pub fn reason(m: &ChatMessage) -> LeaveReason {
     LeaveReason::try_from(m.leave_reason).unwrap_or(LeaveReason::Unspecified)
 }
+
+/// The `chat-epoch` of a joined call (its response headers must have arrived or arrive).
+pub async fn epoch(call: &mut ClientCall) -> String {
+    let headers = call.headers().await.expect("join accepted");
+    headers
+        .get(h2chat::protocol::EPOCH_METADATA)
+        .expect("chat-epoch header")
+        .to_owned()
+}

@@ -14,16 +14,13 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use clap::{ArgAction, Command};
+use h2chat::cli::MAX_SECONDS;
 
 /// The subcommands whose flags can come from the environment.
 const ENV_SUBCOMMANDS: [&str; 3] = ["serve", "stdio", "chat"];
 
 /// The prefix of the environment variable for each flag: `--max-rooms` is `H2CHAT_MAX_ROOMS`.
 pub(crate) const ENV_PREFIX: &str = "H2CHAT_";
-
-/// Longest duration a seconds flag takes: about 31 years, far beyond any useful timeout, and
-/// small enough that adding it to a clock never overflows.
-const MAX_SECONDS: f64 = 1e9;
 
 /// Gives every flag of the served subcommands an `H2CHAT_<FLAG>` variable (shown in `--help`;
 /// the command line wins over the environment), lets negative numbers reach the value checks,
@@ -38,8 +35,13 @@ pub(crate) fn with_env(mut cli: Command) -> Command {
                     arg.get_action(),
                     ArgAction::Set | ArgAction::Append | ArgAction::SetTrue | ArgAction::SetFalse
                 );
+                // Only a flag that takes a value can take a negative one (clap insists).
+                let takes_value = matches!(arg.get_action(), ArgAction::Set | ArgAction::Append);
                 match arg.get_long().map(env_name) {
-                    Some(var) if settable => arg.env(var).allow_negative_numbers(true),
+                    Some(var) if settable && takes_value => {
+                        arg.env(var).allow_negative_numbers(true)
+                    }
+                    Some(var) if settable => arg.env(var),
                     _ => arg,
                 }
             })

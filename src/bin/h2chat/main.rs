@@ -6,16 +6,24 @@ mod bench;
 mod flags;
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use flags::ListenAddr;
+use h2chat::auth::mint::{self, TokenRequest};
+use h2chat::auth::{self, keys, AuthConfig, JwtAuthenticator};
+use h2chat::client::credentials::TokenSource;
 use h2chat::client::render::Format;
 use h2chat::client::{self, ChatOptions};
+use h2chat::grpc::client::ClientTls;
 use h2chat::grpc::codec::DEFAULT_MAX_MESSAGE_BYTES;
-use h2chat::grpc::server::{self as srv, ServerConfig};
+use h2chat::grpc::server::{
+    self as srv, ClientAuth, Listener, ServerConfig, TlsAcceptor, TlsFiles,
+};
 use h2chat::services::app::{self, AppConfig};
 use h2chat::services::chat::room::{self, RoomLimits};
 use h2chat::services::chat::{self, ChatConfig};
@@ -55,17 +63,81 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gRPC server (chat, reflection and the other services).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Measure a running server: fan-out, idle members, and the baselines (raw h2, plain TCP).
     Bench(bench::BenchArgs),
     /// Run the same server as a JSON-lines node: requests on stdin, replies on stdout, logs on
     /// stderr.
     Stdio(StdioArgs),
+    /// Print an HS256 bearer token signed with a secret file (a development tool: in production
+    /// tokens come from an identity provider).
+    Token(TokenArgs),
     /// Chat in a room: interactive in a terminal, else one message per input line.
     ///
     /// Exit codes: 0 left normally; 1 local failure; 2 bad usage; 3 server unreachable; 4 name
     /// taken; 5 invalid room, name or text; 6 join refused otherwise; 130 stopped by a signal.
     Chat(ChatArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The HS256 secret file the server checks tokens with (--auth-hs256-secret-file).
+    #[arg(long)]
+    secret_file: PathBuf,
+    /// The token's subject.
+    #[arg(long)]
+    sub: String,
+    /// The name to chat as (default: the subject).
+    #[arg(long)]
+    name: Option<String>,
+    /// Rooms the token may join: names or `prefix*` patterns, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    rooms: Option<Vec<String>>,
+    /// Lifetime: a number with s, m, h or d (e.g. 90s, 1h).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    ttl: Duration,
+    /// The `iss` claim.
+    #[arg(long)]
+    issuer: Option<String>,
+    /// The `aud` claim.
+    #[arg(long)]
+    audience: Option<String>,
+}
+
+/// `90s`, `5m`, `1h`, `2d`, or plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 5m, 1h or 2d"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(unit)))
+}
+
+fn token(args: TokenArgs) -> Result<(), Box<dyn std::error::Error>> {
+    // The same checks as the server's: a short secret is refused here too.
+    keys::hs256_secret(&args.secret_file)?;
+    let secret = std::fs::read(&args.secret_file)?;
+    let request = TokenRequest {
+        sub: args.sub,
+        name: args.name,
+        rooms: args.rooms,
+        issuer: args.issuer,
+        audience: args.audience,
+        ttl: args.ttl,
+        not_before: None,
+    };
+    println!("{}", mint::hs256(secret.trim_ascii(), &request)?);
+    Ok(())
 }
 
 #[derive(Args)]
@@ -82,6 +154,51 @@ struct ChatArgs {
     /// How room events are printed.
     #[arg(long, value_enum, default_value_t = FormatArg::Text)]
     format: FormatArg,
+    /// Speak TLS (the server's certificate is checked against the system's roots, or --ca).
+    #[arg(long)]
+    tls: bool,
+    /// Trust this CA (PEM) instead of the system's roots; implies --tls.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Present this client certificate (PEM) for mTLS; implies --tls.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Check the server's certificate against this name instead of the host in --addr.
+    #[arg(long)]
+    tls_server_name: Option<String>,
+    /// A file holding the bearer token to send; read again on every reconnect (else the token
+    /// in H2CHAT_TOKEN, if set).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+impl ChatArgs {
+    /// The TLS settings asked for, if any.
+    fn tls(&self) -> Result<Option<ClientTls>, String> {
+        if !(self.tls || self.ca.is_some() || self.cert.is_some()) {
+            return Ok(None);
+        }
+        let identity = self.cert.as_deref().zip(self.key.as_deref());
+        let tls = ClientTls::new(self.ca.as_deref(), identity).map_err(|e| e.to_string())?;
+        Ok(Some(match &self.tls_server_name {
+            Some(name) => tls.with_server_name(name),
+            None => tls,
+        }))
+    }
+
+    /// Where the token comes from: --token-file, else `H2CHAT_TOKEN`.
+    fn token(&self) -> Option<TokenSource> {
+        match &self.token_file {
+            Some(path) => Some(TokenSource::File(path.clone())),
+            None => std::env::var("H2CHAT_TOKEN")
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+                .map(TokenSource::Value),
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -150,9 +267,13 @@ struct StdioArgs {
 #[derive(Args)]
 struct ServeArgs {
     /// Address to listen on, HOST:PORT (a host name is resolved; 0.0.0.0 or [::] is every
-    /// interface).
+    /// interface); TLS when --tls-cert is given.
     #[arg(long, default_value = "127.0.0.1:50051", value_parser = flags::listen_addr)]
     addr: ListenAddr,
+    #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
     /// Largest request message in bytes, before and after decompression.
     #[arg(long, value_parser = flags::whole::<usize>(MIN_MESSAGE_BYTES, Some(u32::MAX as u64)), default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
@@ -231,7 +352,7 @@ impl ServeArgs {
     /// The configuration, with `ring` as the log the server records into and watchers read.
     fn config(&self, ring: LogRing) -> AppConfig {
         // Negative or NaN is 0, too large (or infinite) is "forever": never a panic at startup.
-        let secs = |s: f64| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX);
+        let secs = h2chat::cli::duration_from_secs;
         AppConfig {
             server: ServerConfig {
                 max_message_bytes: self.max_message_bytes,
@@ -262,10 +383,137 @@ impl ServeArgs {
                 max_post_rate: self.max_post_rate,
                 post_burst: self.post_burst,
                 max_joins_per_connection: self.max_joins_per_connection,
+                shutdown_drain: chat::DEFAULT_SHUTDOWN_DRAIN,
             },
             logs: self.logs.config(ring),
+            auth: None,
         }
     }
+}
+
+/// The server's TLS flags.
+#[derive(Args)]
+struct TlsArgs {
+    /// Serve TLS on --addr with this certificate chain (PEM, leaf first); SIGHUP reloads it.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to (mTLS).
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Whether clients must present a certificate signed by --tls-client-ca.
+    #[arg(long, value_enum, requires = "tls_client_ca")]
+    tls_client_auth: Option<ClientAuthArg>,
+    /// With TLS on --addr, also serve plaintext HTTP/2 on this address, HOST:PORT (off unless
+    /// given).
+    #[arg(long, requires = "tls_cert", value_parser = flags::listen_addr)]
+    plaintext_addr: Option<ListenAddr>,
+}
+
+/// The server's bearer-token flags.
+#[derive(Args)]
+struct AuthArgs {
+    /// Check bearer tokens signed HS256 with the secret in this file (at least 32 bytes).
+    #[arg(long, group = "auth_key")]
+    auth_hs256_secret_file: Option<PathBuf>,
+    /// Check bearer tokens with this public key (PEM: RSA → RS256 etc., EC → ES256/ES384,
+    /// Ed25519 → EdDSA).
+    #[arg(long, group = "auth_key")]
+    auth_public_key: Option<PathBuf>,
+    /// Check bearer tokens with the keys of this JWKS file (chosen by the token's kid).
+    #[arg(long, group = "auth_key")]
+    auth_jwks: Option<PathBuf>,
+    /// The `iss` tokens must carry.
+    #[arg(long, requires = "auth_key")]
+    auth_issuer: Option<String>,
+    /// The `aud` tokens must carry.
+    #[arg(long, requires = "auth_key")]
+    auth_audience: Option<String>,
+    /// Seconds of clock skew allowed on a token's exp and nbf.
+    #[arg(long, default_value_t = auth::DEFAULT_LEEWAY.as_secs())]
+    auth_leeway: u64,
+    /// Services that need a token, comma-separated (`*` = all).
+    #[arg(long, value_delimiter = ',', default_values_t = auth::DEFAULT_SERVICES.iter().map(|s| s.to_string()))]
+    auth_services: Vec<String>,
+    /// Allow token authentication without TLS (tokens then cross the network in the clear: for
+    /// tests and local use only).
+    #[arg(long)]
+    allow_insecure_auth: bool,
+}
+
+impl AuthArgs {
+    /// The authenticator these flags ask for; `None` without a key flag.
+    fn authenticator(&self) -> Result<Option<Arc<JwtAuthenticator>>, Box<dyn std::error::Error>> {
+        let keys = if let Some(path) = &self.auth_hs256_secret_file {
+            vec![keys::hs256_secret(path)?]
+        } else if let Some(path) = &self.auth_public_key {
+            vec![keys::public_key(path)?]
+        } else if let Some(path) = &self.auth_jwks {
+            keys::jwks(path)?
+        } else {
+            return Ok(None);
+        };
+        let config = AuthConfig {
+            keys,
+            issuer: self.auth_issuer.clone(),
+            audience: self.auth_audience.clone(),
+            leeway: Duration::from_secs(self.auth_leeway),
+            services: self.auth_services.clone(),
+        };
+        Ok(Some(Arc::new(JwtAuthenticator::new(config)?)))
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ClientAuthArg {
+    /// Clients may present a certificate.
+    Optional,
+    /// Clients must present a certificate.
+    Required,
+}
+
+impl TlsArgs {
+    /// The TLS acceptor these flags ask for, loaded; `None` without --tls-cert.
+    fn acceptor(&self) -> Result<Option<Arc<TlsAcceptor>>, Box<dyn std::error::Error>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let client_auth = match (&self.tls_client_ca, self.tls_client_auth) {
+            (None, _) => ClientAuth::None,
+            (Some(_), Some(ClientAuthArg::Optional)) => ClientAuth::Optional,
+            // A client CA without a word on it means the CA is there to be used.
+            (Some(_), Some(ClientAuthArg::Required) | None) => ClientAuth::Required,
+        };
+        let files = TlsFiles {
+            cert_chain: cert.clone(),
+            key: key.clone(),
+            client_ca: self.tls_client_ca.clone(),
+            client_auth,
+        };
+        Ok(Some(Arc::new(TlsAcceptor::load(files)?)))
+    }
+}
+
+/// Reloads the TLS certificate and key on every SIGHUP, for new connections; a bad pair is
+/// refused with an error and the old one stays.
+fn reload_on_hangup(tls: Arc<TlsAcceptor>) {
+    let mut hangups = h2chat::signal::hangups();
+    tokio::spawn(async move {
+        while hangups.next().await {
+            match tls.reload() {
+                Ok(()) => tracing::info!(
+                    cert = %tls.files().cert_chain.display(),
+                    "SIGHUP: TLS certificate reloaded; new connections use it"
+                ),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: TLS certificate not reloaded; still serving the previous one"
+                ),
+            }
+        }
+    });
 }
 
 /// Logs to stderr (as `format` says) and, if given, into `ring`, both filtered by `RUST_LOG`
@@ -314,14 +562,48 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         let addr = h2chat::exporter::install(metrics.addrs[0])?;
         tracing::info!(%addr, "serving metrics");
     }
-    let listener = tokio::net::TcpListener::bind(&args.addr.addrs[..])
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.addr.text))?;
-    let server = app::build(args.config(ring));
+    let tls = args.tls.acceptor()?;
+    let authenticator = args.auth.authenticator()?;
+    let plaintext = tls.is_none() || args.tls.plaintext_addr.is_some();
+    if authenticator.is_some() && plaintext && !args.auth.allow_insecure_auth {
+        return Err(
+            "token authentication on a plaintext listener would carry tokens in the \
+                    clear: serve TLS only (--tls-cert, --tls-key, no --plaintext-addr), or pass \
+                    --allow-insecure-auth for tests and local use"
+                .into(),
+        );
+    }
+    let bind = |addrs: Vec<SocketAddr>, text: String| async move {
+        tokio::net::TcpListener::bind(&addrs[..])
+            .await
+            .map_err(|e| format!("cannot listen on {text}: {e}"))
+    };
+    let main_listener = bind(args.addr.addrs.clone(), args.addr.text.clone()).await?;
+    let mut listeners = Vec::new();
+    match &tls {
+        Some(tls) => {
+            listeners.push(Listener::tls(main_listener, tls.clone()));
+            if let Some(addr) = args.tls.plaintext_addr.clone() {
+                listeners.push(Listener::plaintext(bind(addr.addrs, addr.text).await?));
+            }
+            reload_on_hangup(tls.clone());
+        }
+        None => listeners.push(Listener::plaintext(main_listener)),
+    }
+    let mut config = args.config(ring);
+    config.auth = authenticator;
+    let server = app::build(config);
     // Before saying it listens: from then on SIGTERM means graceful shutdown.
     let signal = interrupted();
-    tracing::info!(addr = %listener.local_addr()?, services = ?server.service_names(), "listening");
-    server.serve(listener, signal).await?;
+    for listener in &listeners {
+        let transport = if listener.is_tls() {
+            "tls"
+        } else {
+            "plaintext"
+        };
+        tracing::info!(addr = %listener.local_addr()?, transport, services = ?server.service_names(), "listening");
+    }
+    server.serve_on(listeners, signal).await?;
     Ok(())
 }
 
@@ -333,6 +615,14 @@ fn chat(runtime: tokio::runtime::Runtime, args: ChatArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    let tls = match args.tls() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("h2chat: {e}");
+            return ExitCode::from(client::EXIT_USAGE);
+        }
+    };
+    let token = args.token();
     let options = ChatOptions {
         addr: args.addr,
         room: args.room,
@@ -341,6 +631,8 @@ fn chat(runtime: tokio::runtime::Runtime, args: ChatArgs) -> ExitCode {
             FormatArg::Text => Format::Text,
             FormatArg::Json => Format::Json,
         },
+        tls,
+        token,
     };
     let code = runtime.block_on(client::run(options));
     runtime.shutdown_background();
@@ -355,8 +647,7 @@ async fn run_stdio(args: StdioArgs) -> Result<(), Box<dyn std::error::Error>> {
             logs: args.logs.config(ring),
             ..AppConfig::default()
         },
-        drain_timeout: Duration::try_from_secs_f64(args.drain_timeout.max(0.0))
-            .unwrap_or(Duration::MAX),
+        drain_timeout: h2chat::cli::duration_from_secs(args.drain_timeout),
         max_line_bytes: args.max_line_bytes,
     };
     stdio::run(config, tokio::io::stdin(), tokio::io::stdout()).await?;
@@ -376,9 +667,10 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Serve(args) => runtime.block_on(serve(*args)),
         Command::Stdio(args) => runtime.block_on(run_stdio(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
+        Command::Token(args) => token(args),
         Command::Chat(args) => return chat(runtime, args),
     };
     match result {

@@ -16,10 +16,14 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 
-use crate::grpc::client::{CallOptions, CallReceiver, CallSender, Channel};
+use super::SessionConfig;
+use crate::grpc::client::{tls::host_of, CallOptions, CallReceiver, CallSender, Channel};
 use crate::grpc::Status;
 use crate::pb::chat::v1::{ChatMessage, MembersRequest, MembersResponse};
-use crate::protocol::{CHAT_PATH, JOINED_SEQ_METADATA, MEMBERS_PATH};
+use crate::protocol::{
+    CHAT_PATH, DEFAULT_MAX_TEXT_BYTES, EPOCH_METADATA, JOINED_SEQ_METADATA,
+    MAX_TEXT_BYTES_METADATA, MEMBERS_PATH,
+};
 
 /// Longest wait, when leaving, for the connection to close.
 const LEAVE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -40,30 +44,40 @@ pub(crate) type MembersFuture =
 pub(crate) struct Link {
     /// The connection, for `Members` calls beside the chat.
     pub(crate) channel: Channel,
+    /// What every call on the connection sends (the bearer token read for this connection).
+    pub(crate) options: CallOptions,
     /// The call's receiving half: the room's events.
     pub(crate) rx: CallReceiver,
     /// The call's sending half, until someone takes it.
     pub(crate) tx: Option<CallSender>,
     /// The sequence number of this call's join event (the `chat-joined-seq` header).
     pub(crate) joined_seq: u64,
+    /// The room's epoch, which `joined_seq` is numbered in (the `chat-epoch` header).
+    pub(crate) epoch: String,
+    /// The longest text the server takes (`chat-max-text-bytes`; the default limit when a server
+    /// does not say).
+    pub(crate) max_text_bytes: usize,
     /// Resolves when the connection's transport is dropped (the connection has closed).
     closed: oneshot::Receiver<()>,
 }
 
 impl Link {
-    /// Connects to `addr` and joins with `join`, all `within` the given time.
-    pub(crate) async fn open(
-        addr: &str,
-        join: &ChatMessage,
-        within: Duration,
-    ) -> Result<Link, Attempt> {
-        match timeout(within, Link::open_now(addr, join)).await {
+    /// Connects as `config` says (TLS, token) and joins with `join`, all within its connect
+    /// timeout.
+    pub(crate) async fn open(config: &SessionConfig, join: &ChatMessage) -> Result<Link, Attempt> {
+        match timeout(config.connect_timeout, Link::open_now(config, join)).await {
             Ok(result) => result,
             Err(_) => Err(Attempt::Connect("timed out".into())),
         }
     }
 
-    async fn open_now(addr: &str, join: &ChatMessage) -> Result<Link, Attempt> {
+    async fn open_now(config: &SessionConfig, join: &ChatMessage) -> Result<Link, Attempt> {
+        // The token is read first: a missing token file is the join's failure, not the network's.
+        let options = match &config.token {
+            Some(token) => token.call_options().map_err(Attempt::Join)?,
+            None => CallOptions::default(),
+        };
+        let addr = config.addr.as_str();
         let socket = TcpStream::connect(addr)
             .await
             .map_err(|e| Attempt::Connect(describe_io(&e)))?;
@@ -73,11 +87,16 @@ impl Link {
             socket,
             _closed: closed_tx,
         };
-        let channel = Channel::connect_io(transport)
-            .await
-            .map_err(|e| Attempt::Connect(e.to_string()))?;
+        let channel = match &config.tls {
+            None => Channel::connect_io(transport).await,
+            Some(tls) => match tls.connect(transport, host_of(addr)).await {
+                Ok(stream) => Channel::connect_io_to(stream, addr, true, Default::default()).await,
+                Err(e) => Err(e),
+            },
+        }
+        .map_err(|e| Attempt::Connect(e.to_string()))?;
         let mut call = channel
-            .start(CHAT_PATH, CallOptions::default())
+            .start(CHAT_PATH, options.clone())
             .await
             .map_err(Attempt::Join)?;
         // A refused join shows up as the call's status when the headers are awaited.
@@ -91,12 +110,27 @@ impl Link {
                     "the server did not say where the join is ({JOINED_SEQ_METADATA} missing)"
                 )))
             })?;
+        let epoch = headers
+            .get(EPOCH_METADATA)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                Attempt::Join(Status::internal(format!(
+                    "the server did not say which history the join is in ({EPOCH_METADATA} missing)"
+                )))
+            })?;
+        let max_text_bytes = headers
+            .get(MAX_TEXT_BYTES_METADATA)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(DEFAULT_MAX_TEXT_BYTES);
         let (tx, rx) = call.split();
         Ok(Link {
             channel,
+            options,
             rx,
             tx: Some(tx),
             joined_seq,
+            epoch,
+            max_text_bytes,
             closed,
         })
     }
@@ -118,15 +152,15 @@ impl Link {
     }
 }
 
-/// A `Members` call for `room` on `channel`, limited to `within`.
-pub(crate) fn members(channel: &Channel, room: &str, within: Duration) -> MembersFuture {
-    let channel = channel.clone();
+/// A `Members` call for `room` on the link's connection, limited to `within`.
+pub(crate) fn members(link: &Link, room: &str, within: Duration) -> MembersFuture {
+    let channel = link.channel.clone();
     let request = MembersRequest {
         room_id: room.to_string(),
     };
     let options = CallOptions {
         timeout: Some(within),
-        ..Default::default()
+        ..link.options.clone()
     };
     Box::pin(async move { channel.unary(MEMBERS_PATH, &request, options).await })
 }

@@ -4,14 +4,24 @@
 //! unreachable, name taken, invalid room or name) come back from it. After that a task owns the
 //! call and reports everything as [`Update`]s, in order:
 //!
-//! - Events are shown once each. The session remembers the highest sequence number it reported and
-//!   rejoins with `resume_after_seq` set to it, so the server sends exactly what was missed (or a
-//!   gap event for what fell out of the room's history meanwhile); anything at or below it is
-//!   dropped, should it come again. If the room's numbers went backwards on rejoining (the server
-//!   restarted), counting starts over ([`Update::RoomRestarted`]).
+//! - Events are shown once each. The session remembers the room's epoch and the highest sequence
+//!   number it reported in it, and rejoins with `resume_epoch` and `resume_after_seq` set to them,
+//!   so the server sends exactly what was missed (or a gap event for what fell out of the room's
+//!   history meanwhile); anything at or below it is dropped, should it come again. If the room's
+//!   history started over (it was recreated, or the server restarted), the server says so with a
+//!   reset event naming the new epoch, then sends the new history from its start: the session
+//!   reports the reset and counts over from there. Nothing is guessed from the numbers.
+//! - The session's own leave and rejoin around a reconnect are not reported as events (they are
+//!   not someone else's): [`Update::Reconnecting`] and [`Update::Reconnected`] tell them.
+//! - A text longer than the server takes (its `chat-max-text-bytes`) is not sent:
+//!   [`Update::TooLong`] says so, and the session goes on.
 //! - A lost connection is retried with exponential backoff ([`SessionConfig::backoff_initial`] up
-//!   to [`SessionConfig::backoff_max`]), forever, until the session is told to leave. A connection
+//!   to [`SessionConfig::backoff_max`]), forever, until the session is told to leave; the
+//!   attempts are reported with backoff too (attempts 1, 2, 4, 8, …). A connection
 //!   that goes silent is probed with a `Members` call after [`SessionConfig::probe_after`].
+//!   Each attempt reads the token again ([`SessionConfig::token`]): a call ended UNAUTHENTICATED
+//!   because its token expired is resumed with the renewed one. A rejoin refused as
+//!   PERMISSION_DENIED or INVALID_ARGUMENT ends the session: retrying cannot change that.
 //! - Posts are acknowledged by their echo: the server delivers a member's own posts back to it in
 //!   order. They are told from earlier posts under the same name in the history by the join's
 //!   `chat-joined-seq` header: the session's own are its name's messages numbered above it. A
@@ -29,8 +39,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use unicode_normalization::UnicodeNormalization;
 
+use crate::client::credentials::TokenSource;
 use crate::client::session::link::{Attempt, Link};
+use crate::grpc::client::ClientTls;
 use crate::grpc::{Code, Status};
 use crate::pb::chat::v1::ChatMessage;
 
@@ -76,6 +89,10 @@ pub struct SessionConfig {
     pub probe_after: Duration,
     /// Time a probe or a `/who` may take.
     pub probe_timeout: Duration,
+    /// Speak TLS with these settings; plaintext when `None`.
+    pub tls: Option<ClientTls>,
+    /// Send this bearer token with every call, read again on every connection attempt.
+    pub token: Option<TokenSource>,
 }
 
 impl SessionConfig {
@@ -90,6 +107,8 @@ impl SessionConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             probe_after: DEFAULT_PROBE_AFTER,
             probe_timeout: DEFAULT_PROBE_TIMEOUT,
+            tls: None,
+            token: None,
         }
     }
 }
@@ -103,7 +122,8 @@ pub enum Update {
     /// The answer to [`Session::who`]: the room's members in join order.
     Members(Result<Vec<String>, Status>),
     /// The connection is lost (`attempt` 1) or an attempt to restore it failed; the next attempt
-    /// is in `retry_in`.
+    /// is in `retry_in`. Reported for attempts 1, 2, 4, 8, … only, so a long outage is told a few
+    /// times, not every few seconds.
     Reconnecting {
         /// Which attempt comes next, from 1.
         attempt: u32,
@@ -112,10 +132,16 @@ pub enum Update {
         /// Delay before the next attempt.
         retry_in: Duration,
     },
-    /// Joined again; the events missed meanwhile follow.
+    /// Joined again; the events missed meanwhile follow (after a reset event, if the room's
+    /// history started over meanwhile).
     Reconnected,
-    /// The room's numbering started over (the server restarted): what was missed is gone.
-    RoomRestarted,
+    /// A post was not sent: it is longer than the server takes.
+    TooLong {
+        /// Its length in bytes.
+        bytes: usize,
+        /// The server's limit.
+        limit: usize,
+    },
     /// This many posts were in flight when the connection was lost and the events that would tell
     /// whether they reached the room are gone; they were not sent again.
     PostsUnconfirmed(usize),
@@ -181,8 +207,12 @@ impl Session {
     /// Errors: [`SessionError::Connect`] when the server cannot be reached (no retry: the first
     /// connection must work), else how the server refused the join.
     pub async fn join(
-        config: SessionConfig,
+        mut config: SessionConfig,
     ) -> Result<(Session, mpsc::Sender<String>), SessionError> {
+        // The server takes ids in NFC and writes the name that way: so does the session, or it
+        // would not know its own posts when they come back.
+        config.room = config.room.nfc().collect();
+        config.name = config.name.nfc().collect();
         let link = match open(&config, None).await {
             Ok(link) => link,
             Err(Attempt::Connect(reason)) => {
@@ -197,7 +227,7 @@ impl Session {
         let (post_tx, post_rx) = mpsc::channel(POST_QUEUE);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (update_tx, update_rx) = mpsc::channel(UPDATE_QUEUE);
-        let runner = Runner::new(config, link.joined_seq, update_tx, post_rx, control_rx);
+        let runner = Runner::new(config, &link, update_tx, post_rx, control_rx);
         let task = tokio::spawn(runner.run(Joined::new(link, probe_after)));
         let session = Session {
             control: control_tx,
@@ -237,15 +267,20 @@ impl Session {
     }
 }
 
-/// Connects and joins as `config` says, resuming after `resume` if given.
-async fn open(config: &SessionConfig, resume: Option<u64>) -> Result<Link, Attempt> {
+/// Connects and joins as `config` says, resuming after `(epoch, seq)` if given.
+async fn open(config: &SessionConfig, resume: Option<(String, u64)>) -> Result<Link, Attempt> {
+    let (resume_epoch, resume_after_seq) = match resume {
+        Some((epoch, seq)) => (epoch, Some(seq)),
+        None => (String::new(), None),
+    };
     let join = ChatMessage {
         room_id: config.room.clone(),
         sender_id: config.name.clone(),
-        resume_after_seq: resume,
+        resume_after_seq,
+        resume_epoch,
         ..Default::default()
     };
-    Link::open(&config.addr, &join, config.connect_timeout).await
+    Link::open(config, &join).await
 }
 
 /// The error for a refused first join.

@@ -12,7 +12,7 @@ use tracing::debug;
 
 use super::{open, Control, SessionConfig, SessionError, Update, MAX_POSTS_PENDING};
 use crate::client::session::link::{members, Attempt, Link, MembersFuture};
-use crate::grpc::client::{CallSender, Channel};
+use crate::grpc::client::CallSender;
 use crate::grpc::{Code, Status};
 use crate::pb::chat::v1::{ChatMessage, EventKind};
 
@@ -28,6 +28,9 @@ pub(super) struct Joined {
     caught_up: bool,
     /// A gap was delivered on this call before it caught up.
     gap_before_catch_up: bool,
+    /// The call began with a reset: the room's history started over, so whatever was in flight
+    /// on an earlier call is not in it.
+    reset: bool,
     /// Fires after a silence on the call.
     idle: Pin<Box<Sleep>>,
     /// The `Members` call probing the connection after a silence.
@@ -41,6 +44,7 @@ impl Joined {
             sending: None,
             caught_up: false,
             gap_before_catch_up: false,
+            reset: false,
             idle: Box::pin(sleep(probe_after)),
             probe: None,
         }
@@ -68,10 +72,15 @@ pub(super) struct Runner {
     /// `None` once the front end dropped the sender.
     posts: Option<mpsc::Receiver<String>>,
     control: mpsc::UnboundedReceiver<Control>,
-    /// The highest sequence number reported; 0 before the first.
+    /// The epoch `last_seq` and `own_after` are numbered in.
+    epoch: String,
+    /// The highest sequence number reported in `epoch`; 0 before the first.
     last_seq: u64,
-    /// This session's own posts are its name's messages numbered above this (the first join).
+    /// This session's own posts are its name's messages numbered above this (its first join in
+    /// `epoch`).
     own_after: u64,
+    /// The longest text the server takes, as its last join said.
+    max_text_bytes: usize,
     /// Posts not yet handed to a call, oldest first.
     unsent: VecDeque<String>,
     /// Posts handed to a call whose echo has not arrived, oldest first.
@@ -79,10 +88,10 @@ pub(super) struct Runner {
 }
 
 impl Runner {
-    /// The task of a session whose first join gave `own_after` as its `chat-joined-seq`.
+    /// The task of a session whose first join is `first`.
     pub(super) fn new(
         config: SessionConfig,
-        own_after: u64,
+        first: &Link,
         updates: mpsc::Sender<Update>,
         posts: mpsc::Receiver<String>,
         control: mpsc::UnboundedReceiver<Control>,
@@ -92,8 +101,10 @@ impl Runner {
             updates,
             posts: Some(posts),
             control,
+            epoch: first.epoch.clone(),
             last_seq: 0,
-            own_after,
+            own_after: first.joined_seq,
+            max_text_bytes: first.max_text_bytes,
             unsent: VecDeque::new(),
             in_flight: VecDeque::new(),
         }
@@ -131,8 +142,12 @@ impl Runner {
         self.posts.is_some() && self.unsent.len() + self.in_flight.len() < MAX_POSTS_PENDING
     }
 
-    fn take_post(&mut self, post: Option<String>) {
+    async fn take_post(&mut self, post: Option<String>) {
         match post {
+            Some(text) if text.len() > self.max_text_bytes => {
+                let (bytes, limit) = (text.len(), self.max_text_bytes);
+                self.report(Update::TooLong { bytes, limit }).await;
+            }
             Some(text) if !text.is_empty() => self.unsent.push_back(text),
             Some(_) => {}
             None => self.posts = None,
@@ -182,14 +197,14 @@ impl Runner {
                         joined.link.tx = Some(tx);
                     }
                 }
-                post = recv_some(&mut self.posts), if takes_posts => self.take_post(post),
+                post = recv_some(&mut self.posts), if takes_posts => self.take_post(post).await,
                 control = self.control.recv() => match control {
-                    Some(Control::Who) => self.who(Some(&joined.link.channel)).await,
+                    Some(Control::Who) => self.who(Some(&joined.link)).await,
                     Some(Control::Leave) | None => return CallEnd::Leave,
                 },
                 () = joined.idle.as_mut(), if joined.probe.is_none() => {
                     let (room, within) = (&self.config.room, self.config.probe_timeout);
-                    joined.probe = Some(members(&joined.link.channel, room, within));
+                    joined.probe = Some(members(&joined.link, room, within));
                 }
                 probed = poll_some(&mut joined.probe) => {
                     joined.probe = None;
@@ -208,6 +223,16 @@ impl Runner {
     /// Handles one event from the call; `false` when nobody listens any more.
     async fn on_event(&mut self, joined: &mut Joined, event: ChatMessage) -> bool {
         let kind = EventKind::try_from(event.kind).ok();
+        if kind == Some(EventKind::Reset) {
+            // The room's history started over: count from its start, in its epoch, and this
+            // call's join is the first of this session in it.
+            debug!(from = %self.epoch, to = %event.epoch, "room history reset");
+            self.epoch = event.epoch.clone();
+            self.last_seq = 0;
+            self.own_after = joined.link.joined_seq;
+            joined.reset = true;
+            return self.report(Update::Event(event)).await;
+        }
         if kind == Some(EventKind::Gap) {
             if !joined.caught_up {
                 joined.gap_before_catch_up = true;
@@ -223,6 +248,17 @@ impl Runner {
             return true;
         }
         self.last_seq = event.seq;
+        let own_after_first_join =
+            event.sender_id == self.config.name && event.seq > self.own_after;
+        if own_after_first_join && matches!(kind, Some(EventKind::Joined | EventKind::Left)) {
+            // This session's own leave and rejoin around a reconnect: not someone else's, and
+            // already told as "reconnecting" and "reconnected".
+            debug!(seq = event.seq, "own leave or rejoin not shown");
+            if !joined.caught_up && event.seq >= joined.link.joined_seq {
+                self.catch_up(joined).await;
+            }
+            return true;
+        }
         if kind == Some(EventKind::Message)
             && event.sender_id == self.config.name
             && event.seq > self.own_after
@@ -247,7 +283,8 @@ impl Runner {
         if self.in_flight.is_empty() {
             return;
         }
-        if joined.gap_before_catch_up {
+        // After a reset the gap can only be in the new history, where these posts never were.
+        if joined.gap_before_catch_up && !joined.reset {
             let n = self.in_flight.len();
             self.in_flight.clear();
             self.report(Update::PostsUnconfirmed(n)).await;
@@ -268,13 +305,13 @@ impl Runner {
     }
 
     /// Answers a `/who` from another task, so events keep flowing meanwhile.
-    async fn who(&self, channel: Option<&Channel>) {
-        let Some(channel) = channel else {
+    async fn who(&self, link: Option<&Link>) {
+        let Some(link) = link else {
             let err = Status::unavailable("not connected; reconnecting");
             self.report(Update::Members(Err(err))).await;
             return;
         };
-        let answer = members(channel, &self.config.room, self.config.probe_timeout);
+        let answer = members(link, &self.config.room, self.config.probe_timeout);
         let updates = self.updates.clone();
         tokio::spawn(async move {
             let members = answer.await.map(|m| m.member_ids);
@@ -291,20 +328,23 @@ impl Runner {
         loop {
             attempt = attempt.saturating_add(1);
             let retry_in = delay;
-            let update = Update::Reconnecting {
-                attempt,
-                error,
-                retry_in,
-            };
-            if !self.report(update).await {
-                return Ok(None);
+            // Told on attempts 1, 2, 4, 8, …: the notices back off too.
+            if attempt.is_power_of_two() {
+                let update = Update::Reconnecting {
+                    attempt,
+                    error: error.clone(),
+                    retry_in,
+                };
+                if !self.report(update).await {
+                    return Ok(None);
+                }
             }
             let wake = Instant::now() + delay;
             loop {
                 let takes_posts = self.takes_posts();
                 tokio::select! {
                     () = tokio::time::sleep_until(wake) => break,
-                    post = recv_some(&mut self.posts), if takes_posts => self.take_post(post),
+                    post = recv_some(&mut self.posts), if takes_posts => self.take_post(post).await,
                     control = self.control.recv() => match control {
                         Some(Control::Who) => self.who(None).await,
                         Some(Control::Leave) | None => return Ok(None),
@@ -314,9 +354,9 @@ impl Runner {
             if self.finished() {
                 return Ok(None);
             }
-            let resume = (self.last_seq > 0).then_some(self.last_seq);
+            let resume = (self.epoch.clone(), self.last_seq);
             let config = self.config.clone();
-            let opening = open(&config, resume);
+            let opening = open(&config, Some(resume));
             tokio::pin!(opening);
             let opened = loop {
                 tokio::select! {
@@ -329,22 +369,21 @@ impl Runner {
             };
             match opened {
                 Ok(link) => {
-                    let mut joined = Joined::new(link, self.config.probe_after);
+                    // A reset, if the room's history started over, is the call's first event.
+                    self.max_text_bytes = link.max_text_bytes;
+                    let joined = Joined::new(link, self.config.probe_after);
                     if !self.report(Update::Reconnected).await {
                         return Ok(None);
-                    }
-                    if resume.is_some_and(|seq| joined.link.joined_seq <= seq) {
-                        // Numbers went backwards: a new room on a restarted server. Nothing from
-                        // before can be resumed or confirmed.
-                        self.last_seq = joined.link.joined_seq;
-                        self.own_after = joined.link.joined_seq;
-                        self.report(Update::RoomRestarted).await;
-                        self.catch_up(&mut joined).await;
                     }
                     return Ok(Some(joined));
                 }
                 Err(Attempt::Join(status)) if status.code() == Code::InvalidArgument => {
                     return Err(SessionError::Invalid(status));
+                }
+                // The credentials say who this is, and it is not allowed in: retrying cannot help
+                // (an expired or missing token can: the token file may be renewed meanwhile).
+                Err(Attempt::Join(status)) if status.code() == Code::PermissionDenied => {
+                    return Err(SessionError::Refused(status));
                 }
                 Err(Attempt::Join(status)) => error = status.message().to_string(),
                 Err(Attempt::Connect(reason)) => error = reason,

@@ -25,6 +25,7 @@ mod call;
 mod response;
 mod shared;
 mod status;
+pub mod tls;
 
 use std::fmt;
 use std::sync::Arc;
@@ -52,6 +53,7 @@ use status::status_from_h2;
 pub use call::{CallSender, ClientCall};
 pub use response::CallReceiver;
 pub use status::{code_from_http, code_from_reset};
+pub use tls::ClientTls;
 
 /// Default HTTP/2 receive window of each call: 1 MiB, so a fast server is not held to 64 KiB per
 /// round trip. Memory stays bounded: bytes are only taken from h2 while the decoder needs them.
@@ -84,6 +86,8 @@ pub enum ClientError {
     H2(h2::Error),
     /// A request's URI could not be completed with the channel's scheme and authority.
     InvalidUri(http::uri::InvalidUriParts),
+    /// TLS failed: the handshake, the server's certificate, or ALPN did not choose `h2`.
+    Tls(String),
 }
 
 impl fmt::Display for ClientError {
@@ -93,6 +97,7 @@ impl fmt::Display for ClientError {
             ClientError::Io(e) => write!(f, "socket: {e}"),
             ClientError::H2(e) => write!(f, "http/2: {e}"),
             ClientError::InvalidUri(e) => write!(f, "invalid request URI: {e}"),
+            ClientError::Tls(e) => write!(f, "tls: {e}"),
         }
     }
 }
@@ -103,6 +108,7 @@ impl std::error::Error for ClientError {
             ClientError::Connect(e) | ClientError::Io(e) => Some(e),
             ClientError::H2(e) => Some(e),
             ClientError::InvalidUri(e) => Some(e),
+            ClientError::Tls(_) => None,
         }
     }
 }
@@ -164,6 +170,8 @@ pub struct CallOptions {
 pub struct Channel {
     send: SendRequest<Bytes>,
     authority: Authority,
+    /// `https` over TLS, else `http`.
+    scheme: Scheme,
     config: Arc<ChannelConfig>,
 }
 
@@ -195,7 +203,22 @@ impl Channel {
         // A socket address always makes a valid authority; the fallback is unreachable in practice.
         let authority = Authority::try_from(peer.to_string())
             .unwrap_or_else(|_| Authority::from_static(DEFAULT_AUTHORITY));
-        Channel::handshake(socket, authority, config).await
+        Channel::handshake(socket, authority, Scheme::HTTP, config).await
+    }
+
+    /// Connects over TCP to `addr` (`host:port`), runs the TLS handshake with `tls` (the server's
+    /// certificate is checked against `host`), then the HTTP/2 handshake.
+    pub async fn connect_tls(
+        addr: &str,
+        tls: &ClientTls,
+        config: ChannelConfig,
+    ) -> Result<Channel, ClientError> {
+        let socket = TcpStream::connect(addr)
+            .await
+            .map_err(ClientError::Connect)?;
+        socket.set_nodelay(true).map_err(ClientError::Io)?;
+        let stream = tls.connect(socket, tls::host_of(addr)).await?;
+        Channel::connect_io_to(stream, addr, true, config).await
     }
 
     /// Speaks HTTP/2 over any transport (e.g. `tokio::io::duplex`), with default settings. The
@@ -213,12 +236,31 @@ impl Channel {
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let authority = Authority::from_static(DEFAULT_AUTHORITY);
-        Channel::handshake(io, authority, config).await
+        Channel::handshake(io, authority, Scheme::HTTP, config).await
+    }
+
+    /// Speaks HTTP/2 over a transport the caller connected (and, when `secure`, wrapped in TLS,
+    /// e.g. with [`ClientTls::connect`]); requests name `authority` (`host:port`) and the scheme
+    /// `https` when `secure`.
+    pub async fn connect_io_to<T>(
+        io: T,
+        authority: &str,
+        secure: bool,
+        config: ChannelConfig,
+    ) -> Result<Channel, ClientError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let authority = Authority::try_from(authority)
+            .unwrap_or_else(|_| Authority::from_static(DEFAULT_AUTHORITY));
+        let scheme = if secure { Scheme::HTTPS } else { Scheme::HTTP };
+        Channel::handshake(io, authority, scheme, config).await
     }
 
     async fn handshake<T>(
         io: T,
         authority: Authority,
+        scheme: Scheme,
         config: ChannelConfig,
     ) -> Result<Channel, ClientError>
     where
@@ -248,6 +290,7 @@ impl Channel {
         Ok(Channel {
             send,
             authority,
+            scheme,
             config: Arc::new(config),
         })
     }
@@ -328,7 +371,7 @@ impl Channel {
     ) -> Result<(ResponseFuture, SendStream<Bytes>), ClientError> {
         if req.uri().authority().is_none() {
             let mut parts = std::mem::take(req.uri_mut()).into_parts();
-            parts.scheme = Some(Scheme::HTTP);
+            parts.scheme = Some(self.scheme.clone());
             parts.authority = Some(self.authority.clone());
             if parts.path_and_query.is_none() {
                 parts.path_and_query = Some(PathAndQuery::from_static("/"));
@@ -343,7 +386,7 @@ impl Channel {
     /// The request headers of a call.
     fn request(&self, path: &str, opts: &CallOptions) -> Result<Request<()>, Status> {
         let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
+            .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(path)
             .build()

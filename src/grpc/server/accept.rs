@@ -2,7 +2,7 @@
 //! bad `grpc-timeout` or `grpc-encoding`, no room for another handler), and the call's facts read
 //! from its headers.
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use h2::server::SendResponse;
@@ -12,10 +12,11 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
 use super::call_log::{log_refused, log_refused_http};
-use super::{ServerConfig, Shared};
+use super::{ConnInfo, ServerConfig, Shared};
 use crate::grpc::compression::{Encoding, Encodings};
 use crate::grpc::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING, GRPC_TIMEOUT};
 use crate::grpc::metadata::Metadata;
+use crate::grpc::server::auth::{AuthRequest, Authenticator, Principal};
 use crate::grpc::server::call::{Call, CallInfo};
 use crate::grpc::server::stats;
 use crate::grpc::server::written::Chunk;
@@ -35,14 +36,14 @@ pub(super) fn accept_call(
     shared: &Shared,
     request: Request<RecvStream>,
     mut respond: SendResponse<Chunk>,
-    (connection_id, peer): (u64, SocketAddr),
+    conn: &ConnInfo,
     permit: Option<OwnedSemaphorePermit>,
 ) -> Option<Call> {
     let stream_id: u32 = respond.stream_id().as_u32();
     if request.method() != Method::POST {
         debug!(method = %request.method(), "refused: not POST");
         stats::call_refused("not_post");
-        log_refused_http(peer, StatusCode::METHOD_NOT_ALLOWED, "not POST");
+        log_refused_http(conn.peer, StatusCode::METHOD_NOT_ALLOWED, "not POST");
         refuse_http(&mut respond, StatusCode::METHOD_NOT_ALLOWED);
         return None;
     }
@@ -55,7 +56,7 @@ pub(super) fn accept_call(
         debug!("refused: content-type is not application/grpc");
         stats::call_refused("not_grpc");
         log_refused_http(
-            peer,
+            conn.peer,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "content-type is not application/grpc",
         );
@@ -64,17 +65,21 @@ pub(super) fn accept_call(
     }
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
-    let (info, early) = call_info(
-        &shared.config,
-        &parts.headers,
-        path,
-        stream_id,
-        (connection_id, peer),
-    );
-    let call = Call::new(info, body, respond, permit);
+    let (mut info, mut early) = call_info(&shared.config, &parts.headers, path, stream_id, conn);
+    let mut reason = "bad_headers";
+    if let (None, Some(authenticator)) = (&early, &shared.authenticator) {
+        match authenticate(authenticator.as_ref(), &info) {
+            Ok(principal) => info.principal = principal,
+            Err(status) => {
+                reason = "unauthenticated";
+                early = Some(status);
+            }
+        }
+    }
+    let call = Call::new(info, body, respond, permit, conn.dropped.clone());
     if let Some(status) = early {
         debug!(%status, "refused before the handler");
-        stats::call_refused("bad_headers");
+        stats::call_refused(reason);
         log_refused(&call, &status);
         call.finish(Err(status));
         return None;
@@ -98,7 +103,7 @@ fn call_info(
     headers: &HeaderMap,
     path: String,
     stream_id: u32,
-    (connection_id, peer): (u64, SocketAddr),
+    conn: &ConnInfo,
 ) -> (CallInfo, Option<Status>) {
     let mut early = None;
     // Read the clock only for calls that have a deadline.
@@ -140,8 +145,10 @@ fn call_info(
     let info = CallInfo {
         path,
         stream_id,
-        connection_id,
-        peer: Some(peer),
+        connection_id: conn.id,
+        peer: Some(conn.peer),
+        peer_identity: conn.identity.clone(),
+        principal: None,
         metadata: Metadata::from_headers(headers),
         deadline,
         request_encoding,
@@ -150,4 +157,23 @@ fn call_info(
         max_message_bytes: config.max_message_bytes,
     };
     (info, early)
+}
+
+/// Asks the authenticator about a call whose facts are read; `Err` refuses it.
+fn authenticate(
+    authenticator: &dyn Authenticator,
+    info: &CallInfo,
+) -> Result<Option<Arc<Principal>>, Status> {
+    // A malformed path is refused later, by the router, as UNIMPLEMENTED.
+    let (service, method) = info
+        .path
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .unwrap_or(("", ""));
+    authenticator.authenticate(&AuthRequest {
+        service,
+        method,
+        metadata: &info.metadata,
+        peer_identity: info.peer_identity.as_deref(),
+    })
 }

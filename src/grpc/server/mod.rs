@@ -8,6 +8,11 @@
 //!
 //! A missing `te: trailers` header is accepted (as grpc-go does); h2 itself rejects any other `te`.
 //!
+//! Transport: each [`Listener`] speaks plaintext HTTP/2 or TLS ([`tls`]); the TLS handshake and
+//! the HTTP/2 preface share one `handshake_timeout`. With an [`Authenticator`] set, every call is
+//! authenticated before its handler runs ([`auth`]), and a call whose principal expires is ended
+//! UNAUTHENTICATED.
+//!
 //! Graceful shutdown: on the signal the server stops accepting, tells services through
 //! [`ShutdownSignal`], sends GOAWAY on every connection, ends every live call with UNAVAILABLE
 //! "server shutting down", and returns once every connection is closed or `shutdown_grace` passed.
@@ -15,7 +20,7 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -29,24 +34,33 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, debug_span, info, warn, Instrument};
 
 use crate::grpc::codec::DEFAULT_MAX_MESSAGE_BYTES;
+pub use crate::grpc::server::auth::{AuthRequest, Authenticator, Principal};
 use crate::grpc::server::call::Call;
 use crate::grpc::server::coalesce::CoalescedWrites;
 use crate::grpc::server::keepalive::{keep_alive, Keepalive};
 use crate::grpc::server::router::{Router, Service};
 pub use crate::grpc::server::shutdown::{ShutdownSignal, ShutdownTrigger};
 use crate::grpc::server::stats::MethodLabels;
+pub use crate::grpc::server::tls::{ClientAuth, TlsAcceptor, TlsFiles};
+use crate::grpc::server::transport::accept_any;
+pub use crate::grpc::server::transport::Listener;
 use crate::grpc::server::written::Chunk;
 use crate::grpc::status::{Code, Status};
+pub use crate::grpc::tls::TlsError;
 
 mod accept;
+pub mod auth;
 pub mod call;
 mod call_log;
 pub mod coalesce;
 mod keepalive;
+pub mod linger;
 pub mod log_rate;
 pub mod router;
 pub mod shutdown;
 pub mod stats;
+pub mod tls;
+mod transport;
 pub mod written;
 
 use accept::accept_call;
@@ -135,6 +149,7 @@ impl Default for ServerConfig {
 pub struct Server {
     config: Arc<ServerConfig>,
     router: Router,
+    authenticator: Option<Arc<dyn Authenticator>>,
     trigger: ShutdownTrigger,
     signal: ShutdownSignal,
 }
@@ -143,6 +158,7 @@ pub struct Server {
 struct Shared {
     config: Arc<ServerConfig>,
     router: Router,
+    authenticator: Option<Arc<dyn Authenticator>>,
     signal: ShutdownSignal,
     /// Held by every task; its channel closes when all are gone.
     _alive: mpsc::Sender<()>,
@@ -155,6 +171,7 @@ impl Server {
         Server {
             config: Arc::new(config),
             router: Router::new(),
+            authenticator: None,
             trigger,
             signal,
         }
@@ -170,6 +187,11 @@ impl Server {
         self.router.add(service);
     }
 
+    /// Authenticates every call with `authenticator` before its handler runs.
+    pub fn set_authenticator(&mut self, authenticator: Arc<dyn Authenticator>) {
+        self.authenticator = Some(authenticator);
+    }
+
     /// The names of the services added so far.
     pub fn service_names(&self) -> Vec<&'static str> {
         self.router.names()
@@ -183,19 +205,34 @@ impl Server {
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (shared, stopper) = self.start();
-        let conn = tokio::spawn(serve_connection(shared, io, peer, None));
+        let conn = ConnInfo::new(peer, None);
+        let deadline = handshake_deadline(&shared.config);
+        let conn = tokio::spawn(serve_connection(shared, io, conn, deadline, None));
         tokio::select! {
             _ = conn => {}
             () = signal => stopper.stop().await,
         }
     }
 
-    /// Serves connections from `listener` until `signal` resolves, then shuts down gracefully.
+    /// Serves plaintext connections from `listener` until `signal` resolves, then shuts down
+    /// gracefully.
     pub async fn serve(
         self,
         listener: TcpListener,
         signal: impl Future<Output = ()>,
     ) -> io::Result<()> {
+        self.serve_on(vec![Listener::plaintext(listener)], signal)
+            .await
+    }
+
+    /// Serves connections from every listener (each plaintext or TLS) until `signal` resolves,
+    /// then shuts down gracefully. `max_connections` counts them all together.
+    pub async fn serve_on(
+        self,
+        listeners: Vec<Listener>,
+        signal: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let mut next_listener = 0;
         let max_connections = self.config.max_connections;
         let connections = Arc::new(Semaphore::new(max_connections));
         let (shared, stopper) = self.start();
@@ -221,19 +258,32 @@ impl Server {
             };
             let Ok(permit) = permit else { break };
             let accepted = tokio::select! {
-                r = listener.accept() => r,
+                r = accept_any(&listeners, &mut next_listener) => r,
                 () = &mut signal => break,
             };
             match accepted {
-                Ok((socket, peer)) => {
+                Ok(incoming) => {
                     stats::connection_accepted();
+                    let (socket, peer) = (incoming.socket, incoming.peer);
                     let _ = socket.set_nodelay(true);
                     let permit = Some(permit);
                     let shared = shared.clone();
+                    // The TLS handshake and the HTTP/2 preface share the handshake timeout.
+                    let deadline = handshake_deadline(&shared.config);
                     // At debug level: an enabled span is stored for the connection's whole life,
                     // and at the default level nothing inside it logs.
                     let span = debug_span!("conn", %peer);
-                    tokio::spawn(serve_connection(shared, socket, peer, permit).instrument(span));
+                    match incoming.tls {
+                        None => {
+                            let conn = ConnInfo::new(peer, None);
+                            let task = serve_connection(shared, socket, conn, deadline, permit);
+                            tokio::spawn(task.instrument(span));
+                        }
+                        Some(tls) => {
+                            let task = serve_tls(shared, tls, socket, peer, deadline, permit);
+                            tokio::spawn(task.instrument(span));
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -243,7 +293,7 @@ impl Server {
             }
         }
         info!("shutting down: no new connections; GOAWAY to every connection; ending live calls");
-        drop(listener);
+        drop(listeners);
         drop(shared);
         stopper.stop().await;
         info!("shut down");
@@ -261,6 +311,7 @@ impl Server {
         let shared = Arc::new(Shared {
             config: self.config,
             router: self.router,
+            authenticator: self.authenticator,
             signal: self.signal,
             _alive: alive_tx,
         });
@@ -290,15 +341,79 @@ impl Stopper {
     }
 }
 
+/// The facts of a connection every call on it sees.
+#[derive(Clone)]
+pub(in crate::grpc) struct ConnInfo {
+    /// Unique for the server's lifetime.
+    pub(in crate::grpc) id: u64,
+    /// The client's address.
+    pub(in crate::grpc) peer: SocketAddr,
+    /// The identity of the client's verified TLS certificate.
+    pub(in crate::grpc) identity: Option<Arc<str>>,
+    /// Set before the connection's task drops the connection itself, so its calls tell that from
+    /// a client that closed it (h2 reports both to them alike; see `CloseCause`).
+    pub(in crate::grpc) dropped: Arc<AtomicBool>,
+}
+
+impl ConnInfo {
+    fn new(peer: SocketAddr, identity: Option<Arc<str>>) -> ConnInfo {
+        ConnInfo {
+            id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
+            peer,
+            identity,
+            dropped: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// When a connection accepted now must have completed its handshakes.
+fn handshake_deadline(config: &ServerConfig) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    // An absurd timeout (the flag allows "forever") is a year, not an overflow.
+    now.checked_add(config.handshake_timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
+}
+
+/// Runs the TLS handshake (by `deadline`), then serves HTTP/2 over it.
+async fn serve_tls(
+    shared: Arc<Shared>,
+    tls: Arc<TlsAcceptor>,
+    socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+    deadline: tokio::time::Instant,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let accepted = match tokio::time::timeout_at(deadline, tls.accept(socket)).await {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(e)) => {
+            debug!(error = %e, "TLS connection refused");
+            stats::tls_handshake_failed();
+            stats::connection_refused("handshake_failed");
+            return;
+        }
+        Err(_) => {
+            debug!("TLS handshake timed out");
+            stats::connection_refused("handshake_timeout");
+            return;
+        }
+    };
+    drop(tls);
+    let conn = ConnInfo::new(peer, accepted.identity);
+    serve_connection(shared, accepted.stream, conn, deadline, permit).await;
+}
+
 async fn serve_connection<T>(
     shared: Arc<Shared>,
     socket: T,
-    peer: SocketAddr,
+    conn_info: ConnInfo,
+    deadline: tokio::time::Instant,
     _permit: Option<OwnedSemaphorePermit>,
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let cfg = &shared.config;
+    // The socket comes back when h2 drops it, for a lingering close (see `linger`).
+    let (socket, returned) = linger::Returning::new(socket);
     // Boxed: the handshake's state is large and needed only until the preface is done, while
     // this task lives as long as the connection.
     let handshake = {
@@ -319,7 +434,7 @@ async fn serve_connection<T>(
     };
     // Matched in place: a named result would keep a second connection-sized slot in this task for
     // the connection's whole life.
-    let mut conn = match tokio::time::timeout(cfg.handshake_timeout, handshake).await {
+    let mut conn = match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             debug!(error = %e, "handshake failed");
@@ -335,7 +450,6 @@ async fn serve_connection<T>(
     debug!("connection open");
     stats::connection_open(true);
     let handlers = Arc::new(Semaphore::new(cfg.max_concurrent_streams as usize));
-    let connection_id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
     let mut draining = false;
     let mut keepalive = conn
         .ping_pong()
@@ -354,21 +468,27 @@ async fn serve_connection<T>(
                     continue;
                 }
                 debug!("peer did not answer a keepalive PING; closing the connection");
+                conn_info.dropped.store(true, Ordering::Relaxed);
                 break;
             }
         };
         match next {
             Some(Ok((request, respond))) => {
                 let permit = handlers.clone().try_acquire_owned().ok();
-                let conn = (connection_id, peer);
-                start_call(shared.clone(), request, respond, conn, permit);
+                start_call(shared.clone(), request, respond, &conn_info, permit);
             }
             Some(Err(e)) => {
+                // h2 has told the calls already, with the error itself.
                 debug!(error = %e, "connection error");
                 break;
             }
             None => break,
         }
+    }
+    drop(conn);
+    if let Ok(socket) = returned.await {
+        // Boxed: its read buffer is needed only now, not for the connection's whole life.
+        Box::pin(linger::linger(socket)).await;
     }
     debug!("connection closed");
     stats::connection_open(false);
@@ -384,7 +504,7 @@ fn start_call(
     shared: Arc<Shared>,
     request: Request<RecvStream>,
     respond: SendResponse<Chunk>,
-    conn: (u64, SocketAddr),
+    conn: &ConnInfo,
     permit: Option<OwnedSemaphorePermit>,
 ) {
     let stream_id: u32 = respond.stream_id().as_u32();
@@ -407,6 +527,15 @@ fn call_task(shared: Arc<Shared>, call: Call) -> impl Future<Output = ()> + Send
     async move { drive_call(&shared, &call).await }
 }
 
+/// The status of a call whose end came: its credentials expired (UNAUTHENTICATED with the
+/// authenticator's message) or its deadline passed.
+fn ended<T>(end: Option<(T, Option<&'static str>)>) -> Status {
+    match end.and_then(|(_, expired)| expired) {
+        Some(message) => Status::unauthenticated(message),
+        None => Status::deadline_exceeded("deadline exceeded"),
+    }
+}
+
 /// Runs the call's handler until it returns, the client goes away, the deadline passes or the
 /// server shuts down; then ends the call.
 async fn drive_call(shared: &Shared, call: &Call) {
@@ -424,12 +553,21 @@ async fn drive_call(shared: &Shared, call: &Call) {
     let labels = MethodLabels::served(&call.info().path);
     stats::call_started(labels);
     let started = Instant::now();
-    // Boxed, and only when there is a deadline: a timer is large, and most calls have none.
-    let mut deadline = call
+    // The call ends at its deadline or when its principal's credential expires, whichever is
+    // first. Boxed, and only when there is one: a timer is large, and most calls have none.
+    let expiry = call
         .info()
-        .deadline
-        .map(|at| Box::pin(tokio::time::sleep_until(at.into())));
-    let expired = poll_fn(|cx| match deadline.as_mut() {
+        .principal
+        .as_ref()
+        .and_then(|p| Some((p.expires_at?, p.expiry_message)));
+    let end = match (call.info().deadline, expiry) {
+        (Some(at), Some((exp, _))) if at <= exp => Some((at, None)),
+        (_, Some((exp, message))) => Some((exp, Some(message))),
+        (Some(at), None) => Some((at, None)),
+        (None, None) => None,
+    };
+    let mut deadline = end.map(|(at, _)| Box::pin(tokio::time::sleep_until(at.into())));
+    let mut expired = poll_fn(|cx| match deadline.as_mut() {
         Some(sleep) => sleep.as_mut().poll(cx),
         None => Poll::Pending,
     });
@@ -441,13 +579,20 @@ async fn drive_call(shared: &Shared, call: &Call) {
             debug!(?cause, "client went away; handler stopped");
             None
         }
-        () = expired => Some(Err(Status::deadline_exceeded("deadline exceeded"))),
+        () = &mut expired => Some(Err(ended(end))),
         () = shared.signal.wait() => {
             // The signal may have fired after the handler was polled in this same round (the
             // task was woken by something else): poll the handler once more, now that the
             // signal is set, so a handler waiting on it gets its goodbye out.
             match poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await {
                 Poll::Ready(result) => Some(result),
+                Poll::Pending if call.drains_on_shutdown() => tokio::select! {
+                    // The handler ends the call itself once it has drained.
+                    biased;
+                    result = &mut handler => Some(result),
+                    _ = call.watch_peer() => None,
+                    () = &mut expired => Some(Err(ended(end))),
+                },
                 Poll::Pending => Some(Err(Status::unavailable("server shutting down"))),
             }
         }
@@ -478,7 +623,8 @@ mod tests {
         let (shared, _stopper) = Server::new(ServerConfig::default()).start();
         let (io, _peer) = tokio::io::duplex(64);
         let peer: SocketAddr = ([127, 0, 0, 1], 1).into();
-        let task = serve_connection(shared, io, peer, None);
+        let deadline = handshake_deadline(&shared.config);
+        let task = serve_connection(shared, io, ConnInfo::new(peer, None), deadline, None);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 2048, "the connection task is {size} bytes");
     }
@@ -509,7 +655,8 @@ mod tests {
         let (shared, _stopper) = Server::new(ServerConfig::default()).start();
         let peer: SocketAddr = ([127, 0, 0, 1], 1).into();
         let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().ok();
-        let call = accept_call(&shared, request, respond, (1, peer), permit).expect("accepted");
+        let conn_info = ConnInfo::new(peer, None);
+        let call = accept_call(&shared, request, respond, &conn_info, permit).expect("accepted");
         let parts = std::mem::size_of_val(&call)
             + std::mem::size_of_val(&drive_call(&shared, &call))
             + std::mem::size_of_val(&shared);

@@ -19,6 +19,7 @@
 //! | `h2chat_connections_open` | | connections whose HTTP/2 handshake completed and that are still open |
 //! | `h2chat_connections_refused_total` | `reason` | connections closed before their handshake completed |
 //! | `h2chat_connection_limit_reached_total` | | times new clients had to wait for `--max-connections` |
+//! | `h2chat_tls_handshake_failures_total` | | TLS handshakes that failed or did not choose `h2` |
 //!
 //! Label values are bounded: `grpc_service` and `grpc_method` are the names of served methods
 //! (a path the router does not serve is `unknown`/`unknown`), `grpc_code` is one of the 17 codes
@@ -153,10 +154,17 @@ pub(in crate::grpc) fn messages_sent(path: &str, frames: &[u8]) {
 }
 
 /// A request refused before any handler: `not_post`, `not_grpc`, `bad_headers`,
-/// `too_many_calls`, `unimplemented`.
+/// `too_many_calls`, `unimplemented`, `unauthenticated` (refused by the authenticator).
 pub(in crate::grpc) fn call_refused(reason: &'static str) {
     if is_enabled() {
         counter!("h2chat_calls_refused_total", "reason" => reason).increment(1);
+    }
+}
+
+/// A TLS handshake failed (or chose no `h2`); the connection was closed.
+pub(in crate::grpc) fn tls_handshake_failed() {
+    if is_enabled() {
+        counter!("h2chat_tls_handshake_failures_total").increment(1);
     }
 }
 
@@ -223,6 +231,7 @@ pub fn zero() {
         "bad_headers",
         "too_many_calls",
         "unimplemented",
+        "unauthenticated",
     ] {
         counter!("h2chat_calls_refused_total", "reason" => reason).absolute(0);
     }

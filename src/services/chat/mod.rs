@@ -9,26 +9,42 @@
 //! The member's task does both directions: it reads the client's posts (no faster than the post
 //! rate allows, so HTTP/2 flow control slows a fast sender down) and writes the room's events from
 //! its cursor as flow control allows. Nothing here can make it block the room.
+//!
+//! Shutdown drains: when the server begins shutting down, the member's room closes at a definite
+//! sequence number (the first member to notice closes it). Posts after it are refused and never
+//! echoed; the member stops reading, is offered every event up to it, and then leaves with
+//! `LEAVE_REASON_SERVER_SHUTTING_DOWN` and UNAVAILABLE trailers. So no post is echoed to its sender
+//! unless every member present at its seq is offered it. A member that cannot take its events
+//! within [`ChatConfig::shutdown_drain`] is cut, and that is logged.
 
+pub mod identity;
 pub mod room;
 pub mod stats;
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tracing::{debug, info};
 
+use crate::auth::Claims;
 use crate::grpc::server::log_rate::LogRate;
 use crate::grpc::{
     BoxFuture, Call, CallResult, CallState, CloseCause, Service, ShutdownSignal, Status,
 };
 use crate::pb::chat::v1::{ChatMessage, LeaveReason, MembersRequest, MembersResponse};
 use crate::protocol::{CHAT_METHOD, MEMBERS_METHOD};
-pub use crate::protocol::{DEFAULT_MAX_ID_BYTES, DEFAULT_MAX_TEXT_BYTES, JOINED_SEQ_METADATA};
-use crate::services::chat::room::{Member, RoomLimits, Rooms, StartAt};
+pub use crate::protocol::{
+    DEFAULT_MAX_ID_BYTES, DEFAULT_MAX_TEXT_BYTES, EPOCH_METADATA, JOINED_SEQ_METADATA,
+    MAX_TEXT_BYTES_METADATA,
+};
+use crate::services::chat::room::{Member, Posted, RoomLimits, Rooms, StartAt};
 
+/// Default time a member has on shutdown to take its room's last events (see
+/// [`ChatConfig::shutdown_drain`]).
+pub const DEFAULT_SHUTDOWN_DRAIN: Duration = Duration::from_secs(4);
 /// Default posts per second per member.
 pub const DEFAULT_MAX_POST_RATE: f64 = 100.0;
 /// Default burst of posts a member may make at once.
@@ -52,6 +68,9 @@ pub struct ChatConfig {
     pub post_burst: f64,
     /// Joined `Chat` calls per connection.
     pub max_joins_per_connection: usize,
+    /// On shutdown, how long a member has to take its room's events up to the close point before
+    /// it is cut. [`crate::services::app::build`] keeps it within the server's shutdown grace.
+    pub shutdown_drain: Duration,
 }
 
 impl Default for ChatConfig {
@@ -63,6 +82,7 @@ impl Default for ChatConfig {
             max_post_rate: DEFAULT_MAX_POST_RATE,
             post_burst: DEFAULT_POST_BURST,
             max_joins_per_connection: DEFAULT_MAX_JOINS_PER_CONNECTION,
+            shutdown_drain: DEFAULT_SHUTDOWN_DRAIN,
         }
     }
 }
@@ -111,7 +131,13 @@ impl ChatService {
 
     async fn members(&self, call: &Call) -> CallResult {
         let req: MembersRequest = call.recv_one().await?;
-        let member_ids = self.rooms.members(&req.room_id);
+        // Rooms are named in NFC; any other form of the same id finds them. An id no room can
+        // have names no room.
+        let max = self.config.max_id_bytes;
+        let member_ids = match identity::normalize("room_id", &req.room_id, max) {
+            Ok(room_id) => self.rooms.members(&room_id),
+            Err(_) => Vec::new(),
+        };
         call.send(&MembersResponse { member_ids }).await
     }
 
@@ -133,22 +159,38 @@ impl ChatService {
 
     /// Validates the join message, joins, sends the response headers and posts the join's text.
     fn join<'a>(&'a self, call: &'a Call, first: ChatMessage) -> Result<Membership<'a>, Status> {
-        self.check_id("room_id", &first.room_id)?;
-        self.check_id("sender_id", &first.sender_id)?;
+        let max = self.config.max_id_bytes;
+        let room_id = identity::normalize("room_id", &first.room_id, max)?;
+        // An authenticated member may leave its name out; one that gives it is held to the rules.
+        let given = if !first.sender_id.is_empty() || !is_authenticated(call) {
+            identity::normalize("sender_id", &first.sender_id, max)?
+        } else {
+            String::new()
+        };
+        let first = ChatMessage {
+            room_id: room_id.clone(),
+            sender_id: given,
+            ..first
+        };
+        let name = identity::normalize("sender_id", &member_name(call, &first)?, max)?;
         self.check_text(&first.text)?;
         let slot = self.join_slot(call.info().connection_id)?;
         let start = match first.resume_after_seq {
-            Some(seq) => StartAt::After(seq),
+            Some(after) => StartAt::Resume {
+                epoch: (!first.resume_epoch.is_empty()).then_some(first.resume_epoch),
+                after,
+            },
             None => StartAt::RecentHistory,
         };
-        let member = self.rooms.join(&first.room_id, &first.sender_id, start)?;
-        debug!(room = ?first.room_id, member = ?first.sender_id, cursor = member.cursor(), "joined");
+        let member = self.rooms.join(&room_id, &name, start)?;
+        debug!(room = ?room_id, member = ?name, cursor = member.cursor(), "joined");
         // Names are a client's free text: `?` writes them quoted and escaped.
         info!(
-            room = ?first.room_id,
-            name = ?first.sender_id,
+            room = ?room_id,
+            name = ?name,
             peer = %peer_text(call),
             seq = member.joined_seq(),
+            epoch = member.epoch(),
             "joined"
         );
         stats::joined();
@@ -159,46 +201,112 @@ impl ChatService {
             _slot: slot,
         };
         let joined_seq = joined.member.joined_seq().to_string();
-        call.with_headers(|h| h.insert(JOINED_SEQ_METADATA, &joined_seq))?;
+        let max_text = self.config.max_text_bytes.to_string();
+        call.with_headers(|h| {
+            h.insert(JOINED_SEQ_METADATA, &joined_seq)?;
+            h.insert(EPOCH_METADATA, joined.member.epoch())?;
+            h.insert(MAX_TEXT_BYTES_METADATA, &max_text)
+        })?;
+        // Handled here, not by the server: on shutdown this call still delivers its room's last
+        // events before it ends.
+        call.drain_on_shutdown();
         call.send_headers()?;
         if !first.text.is_empty() {
-            joined.member.post(&first.text);
-            stats::posted();
+            // A room that closed this instant: the post is refused and the loop drains.
+            if let Posted::At(_) = joined.member.post(&first.text) {
+                stats::posted();
+            }
         }
         Ok(joined)
     }
 
-    /// The member's loop: post what the client sends, deliver what the room has.
+    /// The member's loop: post what the client sends, deliver what the room has; on shutdown,
+    /// deliver up to the room's close point and end.
     async fn run_member(&self, call: &Call, member: &mut Member) -> CallResult {
         let mut bucket = TokenBucket::new(self.config.max_post_rate, self.config.post_burst);
         let mut inbound_open = true;
-        // Shutdown needs no branch here: the server stops this handler with UNAVAILABLE, and the
-        // leave event then says the server is shutting down.
+        // Set once shutdown began: the room's close point, and when the member is cut. Boxed:
+        // only a draining member needs a timer.
+        let mut closing: Option<(u64, Pin<Box<Sleep>>)> = None;
         // A new batch waits until h2 has written the last one out: events that arrive meanwhile
         // leave together, in one frame, and the connection's queue holds one frame per member.
         call.track_writes();
         loop {
             if call.is_send_idle() {
+                let drained = closing
+                    .as_ref()
+                    .is_some_and(|(at, _)| member.cursor() > *at);
+                if drained {
+                    // Everything up to the close point is written: the member has been offered
+                    // every post that was echoed.
+                    return Err(Status::unavailable("server shutting down"));
+                }
                 if let Some(batch) = member.next_batch() {
                     call.queue_frames(batch)?;
                 }
             }
             let sending = call.has_queued();
+            let reading = inbound_open && closing.is_none();
+            // Past the close point nothing new matters: only the last write is awaited.
+            let drained = closing
+                .as_ref()
+                .is_some_and(|(at, _)| member.cursor() > *at);
             // Unbiased on purpose: neither the member's own posts nor its deliveries may starve.
             tokio::select! {
                 sent = call.flush(), if sending => sent?,
                 // Both waits resolve at once when already true, so dropping this one loses nothing.
-                () = async { member.changed().await; call.written().await }, if !sending => {}
-                posted = next_post(call, &mut bucket), if inbound_open => match posted? {
-                    Some(msg) => self.post(member, msg)?,
+                () = async {
+                    if !drained {
+                        member.changed().await;
+                    }
+                    call.written().await
+                }, if !sending => {}
+                posted = next_post(call, &mut bucket), if reading => match posted? {
+                    Some(msg) => {
+                        if let Posted::Closed(at) = self.post(member, msg)? {
+                            closing = Some(self.close(member, at));
+                        }
+                    }
                     None => inbound_open = false,
                 },
+                // A flag read, not a waiter: the server polls every handler once more right after
+                // the signal fires, so this is seen then, at the cost of an atomic load per poll
+                // (a waiter per member would queue thousands on one lock).
+                () = shutdown_begun(&self.shutdown), if closing.is_none() => {
+                    let at = member.close_room();
+                    closing = Some(self.close(member, at));
+                }
+                () = async { cut_at(&mut closing).await }, if closing.is_some() => {
+                    info!(
+                        room = member.room_id(),
+                        member = member.name(),
+                        "shutdown: member did not take its room's last events in time; cut"
+                    );
+                    return Err(Status::unavailable(
+                        "server shutting down; not every event up to the room's close was taken in time",
+                    ));
+                }
             }
         }
     }
 
-    fn post(&self, member: &Member, msg: ChatMessage) -> CallResult {
-        if !msg.room_id.is_empty() && msg.room_id != member.room_id() {
+    /// The drain state of a member whose room closed at `at`.
+    fn close(&self, member: &Member, at: u64) -> (u64, Pin<Box<Sleep>>) {
+        debug!(
+            room = member.room_id(),
+            member = member.name(),
+            at,
+            "room closed; draining"
+        );
+        (at, Box::pin(tokio::time::sleep(self.config.shutdown_drain)))
+    }
+
+    fn post(&self, member: &Member, msg: ChatMessage) -> Result<Posted, Status> {
+        let same_room = || {
+            unicode_normalization::UnicodeNormalization::nfc(msg.room_id.as_str())
+                .eq(member.room_id().chars())
+        };
+        if !msg.room_id.is_empty() && !same_room() {
             return Err(Status::invalid_argument(format!(
                 "room_id {:?} differs from the joined room {:?}; one call is one room",
                 msg.room_id,
@@ -206,30 +314,14 @@ impl ChatService {
             )));
         }
         self.check_text(&msg.text)?;
-        if !msg.text.is_empty() {
-            member.post(&msg.text);
+        if msg.text.is_empty() {
+            return Ok(Posted::At(0));
+        }
+        let posted = member.post(&msg.text);
+        if let Posted::At(_) = posted {
             stats::posted();
         }
-        Ok(())
-    }
-
-    fn check_id(&self, field: &str, id: &str) -> CallResult {
-        if id.is_empty() {
-            return Err(Status::invalid_argument(format!("{field} is required")));
-        }
-        if id.len() > self.config.max_id_bytes {
-            return Err(Status::invalid_argument(format!(
-                "{field} is {} bytes; the limit is {} (max-id-bytes)",
-                id.len(),
-                self.config.max_id_bytes
-            )));
-        }
-        if id.chars().any(char::is_control) {
-            return Err(Status::invalid_argument(format!(
-                "{field} must not contain control characters"
-            )));
-        }
-        Ok(())
+        Ok(posted)
     }
 
     fn check_text(&self, text: &str) -> CallResult {
@@ -261,6 +353,39 @@ impl ChatService {
     }
 }
 
+/// Whether the call has an identity nobody else can claim: a token's, or a client certificate's.
+fn is_authenticated(call: &Call) -> bool {
+    call.info().principal.is_some() || call.info().peer_identity.is_some()
+}
+
+/// The name a join makes its member: with a token, its name (the `name` claim, else `sub`); else
+/// with a verified client certificate, its identity; else the `sender_id` the client chose. A
+/// non-empty `sender_id` that differs from an authenticated name is PERMISSION_DENIED, and so is a
+/// room the token's `rooms` claim does not allow.
+fn member_name(call: &Call, join: &ChatMessage) -> Result<String, Status> {
+    let info = call.info();
+    let (identity, claims) = match &info.principal {
+        Some(p) => (Some(p.name.as_str()), p.attributes::<Claims>()),
+        None => (info.peer_identity.as_deref(), None),
+    };
+    let Some(identity) = identity else {
+        return Ok(join.sender_id.clone());
+    };
+    if !join.sender_id.is_empty() && join.sender_id != identity {
+        return Err(Status::permission_denied(format!(
+            "sender_id {:?} is not the authenticated name {identity:?}",
+            join.sender_id
+        )));
+    }
+    if claims.is_some_and(|c| !c.allows_room(&join.room_id)) {
+        return Err(Status::permission_denied(format!(
+            "the token does not allow room {:?}",
+            join.room_id
+        )));
+    }
+    Ok(identity.to_string())
+}
+
 /// A member and the call it belongs to; leaving happens on drop.
 struct Membership<'a> {
     member: Member,
@@ -271,13 +396,16 @@ struct Membership<'a> {
 
 impl Drop for Membership<'_> {
     fn drop(&mut self) {
-        let reason = if self.shutdown.is_shutting_down() {
-            LeaveReason::ServerShuttingDown
-        } else {
-            match self.call.state() {
-                CallState::Closed(CloseCause::Reset(_)) => LeaveReason::Left,
-                _ => LeaveReason::Disconnected,
+        let reason = match self.call.state() {
+            _ if self.shutdown.is_shutting_down() => LeaveReason::ServerShuttingDown,
+            // A cancel, or a client that closed its connection (its process ended).
+            CallState::Closed(CloseCause::Reset(_) | CloseCause::ConnectionClosed) => {
+                LeaveReason::Left
             }
+            CallState::Closed(_) => LeaveReason::Disconnected,
+            // The stream is still open: the server is ending the call, because the member's
+            // loop failed (a bad post) or the call's deadline passed.
+            _ => LeaveReason::CallFailed,
         };
         // The member itself is dropped right after this, which posts the leave event.
         self.member.set_leave_reason(reason);
@@ -306,6 +434,25 @@ impl Drop for JoinSlot<'_> {
                 joins.remove(&self.connection_id);
             }
         }
+    }
+}
+
+/// Ready once shutdown has begun; registers no waker (see the member loop).
+fn shutdown_begun(signal: &ShutdownSignal) -> impl std::future::Future<Output = ()> + '_ {
+    std::future::poll_fn(move |_| {
+        if signal.is_shutting_down() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+}
+
+/// Resolves when a draining member's time is up; pending while not draining.
+async fn cut_at(closing: &mut Option<(u64, Pin<Box<Sleep>>)>) {
+    match closing {
+        Some((_, sleep)) => sleep.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

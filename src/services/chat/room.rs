@@ -10,12 +10,22 @@
 //!   one gap event naming exactly which before it continues from the tail.
 //! - A member costs a cursor, not a queue: a slow member cannot grow memory or hold anyone back.
 //!
-//! Rooms are created on first join and removed when their last member leaves. Their sequence
-//! numbers do not restart: the registry remembers where a removed room stopped, so a client resuming
-//! after S never sees numbers it has already seen.
+//! Rooms are created on first join and removed when their last member leaves. Each incarnation of
+//! a room has an *epoch*, a name no other incarnation gets (here or after a restart), and numbers its
+//! events from 1 within it. A resume names the epoch its sequence number belongs to:
+//! - the room's present epoch: every retained event after S (a gap first for what is gone); a
+//!   number past the room's last event is OUT_OF_RANGE;
+//! - another epoch, or none: one reset event naming the present epoch, then the present history
+//!   from its start. The registry need not remember removed rooms.
+//!
+//! On shutdown each room closes at a definite sequence number ([`Member::close_room`]): later posts
+//! are refused, and every member is offered every event up to it before it leaves.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
@@ -25,7 +35,7 @@ use crate::grpc::codec::encode_message;
 use crate::grpc::Status;
 use crate::pb::chat::v1::{ChatMessage, EventKind, LeaveReason};
 use crate::ring::{RingBounds, SeqRing};
-use crate::services::chat::stats;
+use crate::services::chat::{identity, stats};
 
 /// Default number of events a room keeps.
 pub const DEFAULT_HISTORY_EVENTS: usize = 1000;
@@ -76,14 +86,13 @@ pub struct Rooms {
 #[derive(Default)]
 struct Registry {
     rooms: HashMap<Arc<str>, Arc<Room>>,
-    /// Where removed rooms stopped numbering, oldest first; at most `max_rooms` entries.
-    retired: HashMap<Arc<str>, u64>,
-    retired_order: VecDeque<Arc<str>>,
 }
 
 /// One room.
 pub struct Room {
     id: Arc<str>,
+    /// This incarnation's epoch: no other incarnation of any room has it.
+    epoch: Arc<str>,
     state: Mutex<RoomState>,
     /// The next sequence number; members wait on it for new events.
     head: watch::Sender<u64>,
@@ -94,16 +103,36 @@ struct RoomState {
     ring: SeqRing<Bytes>,
     /// Member name → join order.
     members: HashMap<Arc<str>, u64>,
+    /// Skeleton of each member's name (see [`identity::skeleton`]) → the name.
+    skeletons: HashMap<String, Arc<str>>,
     joins: u64,
+    /// Set on shutdown: the last sequence number posts may have. Later posts are refused.
+    closed_at: Option<u64>,
 }
 
 /// Where a new member starts reading.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum StartAt {
     /// The most recent `history_on_join` events, then live traffic.
     RecentHistory,
-    /// Every retained event after this sequence number (a gap event first if some are gone).
-    After(u64),
+    /// Every retained event after `after`, if `epoch` is the room's present epoch (a gap event
+    /// first if some are gone; OUT_OF_RANGE if `after` is past the room's last event). Otherwise,
+    /// `None` included, a reset event and the present history from its start.
+    Resume {
+        /// The epoch `after` belongs to, if the client said.
+        epoch: Option<String>,
+        /// The last sequence number the client has.
+        after: u64,
+    },
+}
+
+/// What a post did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Posted {
+    /// Posted with this sequence number.
+    At(u64),
+    /// Refused: the room closed (the server is shutting down) at this sequence number.
+    Closed(u64),
 }
 
 /// A joined member. Dropping it leaves the room, with the reason given to
@@ -118,6 +147,8 @@ pub struct Member {
     joined_seq: u64,
     head: watch::Receiver<u64>,
     reason: LeaveReason,
+    /// A reset event to hand out before anything else.
+    reset: Option<Bytes>,
 }
 
 impl Rooms {
@@ -133,16 +164,20 @@ impl Rooms {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Joins `name` to `room_id`, creating the room if needed, and posts the join event.
+    /// Joins `name` to `room_id`, creating the room if needed, and posts the join event. Both are
+    /// taken as given: the service has checked and normalized them ([`identity::normalize`]).
     ///
-    /// Errors: ALREADY_EXISTS when the name is in the room; RESOURCE_EXHAUSTED when the room is
-    /// full or there are too many rooms.
+    /// Errors: ALREADY_EXISTS when the name, or one a reader could not tell from it (the same
+    /// [`identity::skeleton`]), is in the room; RESOURCE_EXHAUSTED when the room is
+    /// full or there are too many rooms; OUT_OF_RANGE when resuming in the room's present epoch
+    /// after a number it has not reached; UNAVAILABLE when the room has closed for shutdown.
     pub fn join(
         self: &Arc<Self>,
         room_id: &str,
         name: &str,
         start: StartAt,
     ) -> Result<Member, Status> {
+        let skeleton = identity::skeleton(name);
         let mut reg = self.lock();
         let room = match reg.rooms.get(room_id) {
             Some(room) => room.clone(),
@@ -154,9 +189,7 @@ impl Rooms {
                     )));
                 }
                 let id: Arc<str> = Arc::from(room_id);
-                let next_seq = reg.retired.remove(&id).unwrap_or(1);
-                reg.retired_order.retain(|r| *r != id);
-                let room = Arc::new(Room::new(id.clone(), next_seq, &self.limits));
+                let room = Arc::new(Room::new(id.clone(), &self.limits));
                 reg.rooms.insert(id, room.clone());
                 stats::rooms(reg.rooms.len());
                 room
@@ -164,22 +197,35 @@ impl Rooms {
         };
         let name: Arc<str> = Arc::from(name);
         let mut st = room.lock();
-        if st.members.contains_key(&name) {
-            drop(st);
-            self.remove_if_empty(&mut reg, &room);
-            return Err(Status::already_exists(format!(
+        let refused = if st.members.contains_key(&name) {
+            Some(Status::already_exists(format!(
                 "{name} is already in room {room_id}"
-            )));
-        }
-        if st.members.len() >= self.limits.max_members_per_room {
-            return Err(Status::resource_exhausted(format!(
+            )))
+        } else if let Some(like) = st.skeletons.get(&skeleton) {
+            Some(Status::already_exists(format!(
+                "{name:?} looks like {like:?}, who is already in room {room_id}"
+            )))
+        } else if st.members.len() >= self.limits.max_members_per_room {
+            Some(Status::resource_exhausted(format!(
                 "room {room_id} is full (max-members-per-room {})",
                 self.limits.max_members_per_room
-            )));
+            )))
+        } else if let Some(at) = st.closed_at {
+            Some(Status::unavailable(format!(
+                "server shutting down: room {room_id} closed at seq {at}"
+            )))
+        } else {
+            room.check_resume(&st, &start).err()
+        };
+        if let Some(status) = refused {
+            drop(st);
+            self.remove_if_empty(&mut reg, &room);
+            return Err(status);
         }
         st.joins += 1;
         let order = st.joins;
         st.members.insert(name.clone(), order);
+        st.skeletons.insert(skeleton, name.clone());
         let join_seq = room.append(
             &mut st,
             &name,
@@ -187,11 +233,20 @@ impl Rooms {
             "",
             LeaveReason::Unspecified,
         );
-        let cursor = match start {
-            StartAt::RecentHistory => join_seq
-                .saturating_sub(self.limits.history_on_join as u64)
-                .max(st.ring.first_seq()),
-            StartAt::After(seq) => seq.saturating_add(1).min(st.ring.next_seq()),
+        let (cursor, reset) = match start {
+            StartAt::RecentHistory => (
+                join_seq
+                    .saturating_sub(self.limits.history_on_join as u64)
+                    .max(st.ring.first_seq()),
+                None,
+            ),
+            StartAt::Resume {
+                epoch: Some(epoch),
+                after,
+            } if *epoch == *room.epoch => (after.saturating_add(1), None),
+            // From the epoch's first number: if its oldest events are gone, the ring says so
+            // with a gap.
+            StartAt::Resume { epoch, .. } => (1, Some(room.reset_frame(epoch.as_deref()))),
         };
         drop(st);
         drop(reg);
@@ -205,6 +260,7 @@ impl Rooms {
             joined_seq: join_seq,
             head,
             reason: LeaveReason::Disconnected,
+            reset,
         })
     }
 
@@ -232,6 +288,7 @@ impl Rooms {
         let mut reg = self.lock();
         let mut st = member.room.lock();
         if st.members.remove(&member.name).is_some() {
+            st.skeletons.retain(|_, n| *n != member.name);
             member
                 .room
                 .append(&mut st, &member.name, EventKind::Left, "", member.reason);
@@ -243,41 +300,84 @@ impl Rooms {
     }
 
     fn remove_if_empty(&self, reg: &mut Registry, room: &Arc<Room>) {
-        let st = room.lock();
-        if !st.members.is_empty() {
+        if !room.lock().members.is_empty() {
             return;
         }
-        let next_seq = st.ring.next_seq();
-        drop(st);
-        if reg.rooms.remove(&room.id).is_some() {
+        // Only this incarnation: a room of the same name created meanwhile is another one.
+        if reg
+            .rooms
+            .get(&room.id)
+            .is_some_and(|r| Arc::ptr_eq(r, room))
+        {
+            reg.rooms.remove(&room.id);
             stats::rooms(reg.rooms.len());
-            reg.retired.insert(room.id.clone(), next_seq);
-            reg.retired_order.push_back(room.id.clone());
-            while reg.retired_order.len() > self.limits.max_rooms {
-                if let Some(old) = reg.retired_order.pop_front() {
-                    reg.retired.remove(&old);
-                }
-            }
         }
     }
 }
 
 impl Room {
-    fn new(id: Arc<str>, next_seq: u64, limits: &RoomLimits) -> Room {
-        let (head, _) = watch::channel(next_seq);
+    fn new(id: Arc<str>, limits: &RoomLimits) -> Room {
+        let (head, _) = watch::channel(1);
         let bounds = RingBounds {
             max_entries: limits.history_events,
             max_bytes: limits.history_bytes,
         };
         Room {
             id,
+            epoch: new_epoch(),
             state: Mutex::new(RoomState {
-                ring: SeqRing::new(next_seq, bounds),
+                ring: SeqRing::new(1, bounds),
                 members: HashMap::new(),
+                skeletons: HashMap::new(),
                 joins: 0,
+                closed_at: None,
             }),
             head,
         }
+    }
+
+    /// Whether a join may start where it asks: a resume in this epoch must not be past the head.
+    fn check_resume(&self, st: &RoomState, start: &StartAt) -> Result<(), Status> {
+        let StartAt::Resume {
+            epoch: Some(epoch),
+            after,
+        } = start
+        else {
+            return Ok(());
+        };
+        let last = st.ring.next_seq() - 1;
+        if *epoch == *self.epoch && *after > last {
+            return Err(Status::out_of_range(format!(
+                "resume_after_seq {after} is past the last event of room {} in epoch {epoch} \
+                 (seq {last}); resume after a number this room has sent",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// The reset event for a member whose resume point was in `old` (or unknown).
+    fn reset_frame(&self, old: Option<&str>) -> Bytes {
+        let text = match old {
+            Some(old) => format!(
+                "this room's history started over: epoch {old} is gone; epoch {} follows from \
+                 its start",
+                self.epoch
+            ),
+            None => format!(
+                "resume_after_seq came without resume_epoch, so it cannot be matched to this \
+                 room's history; epoch {} follows from its start",
+                self.epoch
+            ),
+        };
+        encode_message(&ChatMessage {
+            room_id: self.id.to_string(),
+            text,
+            sent_at: Some(prost_types::Timestamp::from(SystemTime::now())),
+            kind: EventKind::Reset as i32,
+            epoch: self.epoch.to_string(),
+            ..Default::default()
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, RoomState> {
@@ -312,10 +412,37 @@ impl Room {
     }
 }
 
+/// A new epoch, `<process>-<count>`: 16 hex digits drawn at random once per process (so a restarted
+/// server does not repeat its predecessor's), then a counter (so no two incarnations in one process
+/// share one).
+fn new_epoch() -> Arc<str> {
+    static PROCESS: OnceLock<u64> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(1);
+    let process = *PROCESS.get_or_init(|| {
+        // std's hasher keys are random per process; mixing in the time and pid guards against a
+        // platform where they are not.
+        let mut h = RandomState::new().build_hasher();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        h.write_u128(now);
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    let count = COUNT.fetch_add(1, Ordering::Relaxed);
+    Arc::from(format!("{process:016x}-{count}"))
+}
+
 impl Member {
     /// The room's name.
     pub fn room_id(&self) -> &str {
         &self.room.id
+    }
+
+    /// The epoch of the room incarnation this member joined.
+    pub fn epoch(&self) -> &str {
+        &self.room.epoch
     }
 
     /// The member's name.
@@ -334,9 +461,12 @@ impl Member {
         self.joined_seq
     }
 
-    /// Posts a text message from this member; returns its sequence number.
-    pub fn post(&self, text: &str) -> u64 {
+    /// Posts a text message from this member, unless the room has closed.
+    pub fn post(&self, text: &str) -> Posted {
         let mut st = self.room.lock();
+        if let Some(at) = st.closed_at {
+            return Posted::Closed(at);
+        }
         let seq = self.room.append(
             &mut st,
             &self.name,
@@ -347,13 +477,25 @@ impl Member {
         let next = st.ring.next_seq();
         drop(st);
         self.room.head.send_replace(next);
-        seq
+        Posted::At(seq)
+    }
+
+    /// Closes the room for shutdown, if it is not already, and returns the sequence number it
+    /// closed at: no post gets a higher one. Every member present is to be offered every event up
+    /// to it before leaving.
+    pub fn close_room(&self) -> u64 {
+        let mut st = self.room.lock();
+        let last = st.ring.next_seq() - 1;
+        *st.closed_at.get_or_insert(last)
     }
 
     /// Everything between the cursor and the head, as whole gRPC frames in one buffer (at most
     /// about [`MAX_BATCH_BYTES`]), preceded by a gap event if the cursor fell behind the ring.
     /// Advances the cursor. `None` when the member is up to date.
     pub fn next_batch(&mut self) -> Option<Bytes> {
+        if let Some(reset) = self.reset.take() {
+            return Some(reset);
+        }
         let st = self.room.lock();
         let batch = st.ring.read(&mut self.cursor, usize::MAX, MAX_BATCH_BYTES);
         if batch.count > 0 {
@@ -450,6 +592,14 @@ mod tests {
         out
     }
 
+    /// Resuming after `after` in the epoch `member` is in.
+    fn resume(member: &Member, after: u64) -> StartAt {
+        StartAt::Resume {
+            epoch: Some(member.epoch().to_owned()),
+            after,
+        }
+    }
+
     fn kinds_and_seqs(events: &[ChatMessage]) -> Vec<(EventKind, u64)> {
         events.iter().map(|e| (e.kind(), e.seq)).collect()
     }
@@ -485,7 +635,7 @@ mod tests {
         for i in 0..5 {
             alice.post(&format!("m{i}"));
         }
-        let mut bob = rooms.join("r", "bob", StartAt::After(3)).unwrap();
+        let mut bob = rooms.join("r", "bob", resume(&alice, 3)).unwrap();
         let got = drain(&mut bob);
         assert_eq!(
             got.iter().map(|e| e.seq).collect::<Vec<_>>(),
@@ -541,7 +691,7 @@ mod tests {
         for _ in 0..10 {
             alice.post(&text);
         }
-        let mut bob = rooms.join("r", "bob", StartAt::After(0)).unwrap();
+        let mut bob = rooms.join("r", "bob", resume(&alice, 0)).unwrap();
         let got = drain(&mut bob);
         assert_eq!(got[0].kind(), EventKind::Gap);
         let kept: Vec<u64> = got[1..].iter().map(|e| e.seq).collect();
@@ -577,14 +727,162 @@ mod tests {
     }
 
     #[test]
-    fn a_recreated_room_continues_the_numbering_of_the_removed_one() {
+    fn a_recreated_room_has_a_new_epoch_and_numbers_from_one() {
         let rooms = rooms(100, 1 << 20, 0);
         let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+        let first = alice.epoch().to_owned();
         alice.post("one");
         drop(alice); // seq 3: alice left; the room is removed
         assert!(rooms.is_empty());
         let bob = rooms.join("r", "bob", StartAt::RecentHistory).unwrap();
-        assert_eq!(bob.joined_seq(), 4);
+        assert_eq!(bob.joined_seq(), 1);
+        assert_ne!(bob.epoch(), first);
+    }
+
+    #[test]
+    fn epochs_never_repeat_across_ten_thousand_incarnations() {
+        let rooms = rooms(100, 1 << 20, 0);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..10_000 {
+            let m = rooms
+                .join(&format!("room{}", i % 3), "x", StartAt::RecentHistory)
+                .unwrap();
+            assert!(
+                seen.insert(m.epoch().to_owned()),
+                "epoch {} repeated",
+                m.epoch()
+            );
+        }
+    }
+
+    #[test]
+    fn resume_in_another_epoch_is_one_reset_then_the_whole_present_history() {
+        let rooms = rooms(100, 1 << 20, 0);
+        let old = {
+            let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+            alice.post("gone");
+            alice.epoch().to_owned()
+        };
+        let carol = rooms.join("r", "carol", StartAt::RecentHistory).unwrap();
+        carol.post("c1");
+        let start = StartAt::Resume {
+            epoch: Some(old.clone()),
+            after: 2,
+        };
+        let mut alice = rooms.join("r", "alice", start).unwrap();
+        let got = drain(&mut alice);
+        assert_eq!(
+            kinds_and_seqs(&got),
+            vec![
+                (EventKind::Reset, 0),
+                (EventKind::Joined, 1),
+                (EventKind::Message, 2),
+                (EventKind::Joined, 3),
+            ]
+        );
+        assert_eq!(got[0].epoch, carol.epoch());
+        assert!(got[0].text.contains(&old), "{}", got[0].text);
+        assert_eq!(got[1].sender_id, "carol");
+        assert_eq!(got[2].text, "c1");
+        assert!(drain(&mut alice).is_empty(), "exactly one reset");
+    }
+
+    #[test]
+    fn resume_without_an_epoch_is_never_a_guessed_tail() {
+        let rooms = rooms(100, 1 << 20, 0);
+        let carol = rooms.join("r", "carol", StartAt::RecentHistory).unwrap();
+        for i in 0..4 {
+            carol.post(&format!("c{i}"));
+        }
+        // seq 2 here may be another incarnation's seq 2: the reset says so, and all follows.
+        let start = StartAt::Resume {
+            epoch: None,
+            after: 2,
+        };
+        let mut old_client = rooms.join("r", "old", start).unwrap();
+        let got = drain(&mut old_client);
+        assert_eq!(got[0].kind(), EventKind::Reset);
+        assert_eq!(got[0].epoch, carol.epoch());
+        assert_eq!(
+            got[1..].iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5, 6]
+        );
+    }
+
+    #[test]
+    fn a_reset_whose_history_lost_its_start_has_a_gap_after_it() {
+        let rooms = rooms(3, 1 << 20, 0);
+        let carol = rooms.join("r", "carol", StartAt::RecentHistory).unwrap();
+        for i in 0..5 {
+            carol.post(&format!("c{i}"));
+        }
+        let start = StartAt::Resume {
+            epoch: Some("an-old-epoch".into()),
+            after: 9,
+        };
+        let mut alice = rooms.join("r", "alice", start).unwrap();
+        let got = drain(&mut alice);
+        assert_eq!(got[0].kind(), EventKind::Reset);
+        assert_eq!(got[1].kind(), EventKind::Gap);
+        assert_eq!((got[1].gap_from, got[1].gap_to), (1, 4));
+        assert_eq!(
+            got[2..].iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![5, 6, 7]
+        );
+    }
+
+    #[test]
+    fn resume_past_the_head_of_the_present_epoch_is_out_of_range() {
+        let rooms = rooms(100, 1 << 20, 0);
+        let carol = rooms.join("r", "carol", StartAt::RecentHistory).unwrap();
+        carol.post("c1");
+        // The head is 2: resuming after 2 is fine (nothing missed), after 3 is not.
+        let err = rooms.join("r", "alice", resume(&carol, 3)).err().unwrap();
+        assert_eq!(err.code(), crate::grpc::Code::OutOfRange);
+        assert!(
+            err.message().contains("past the last event"),
+            "{}",
+            err.message()
+        );
+        assert_eq!(rooms.members("r"), vec!["carol".to_owned()], "not joined");
+        let mut alice = rooms.join("r", "alice", resume(&carol, 2)).unwrap();
+        assert_eq!(
+            kinds_and_seqs(&drain(&mut alice)),
+            vec![(EventKind::Joined, 3)]
+        );
+    }
+
+    #[test]
+    fn a_refused_join_leaves_the_room_as_it_was() {
+        let rooms = rooms(100, 1 << 20, 0);
+        let start = StartAt::Resume {
+            epoch: None,
+            after: 5,
+        };
+        // No room "r" yet: an epoch-less resume is a reset, not an error.
+        let m = rooms.join("r", "a", start).unwrap();
+        let err = rooms.join("r", "b", resume(&m, 99)).err().unwrap();
+        assert_eq!(err.code(), crate::grpc::Code::OutOfRange);
+        drop(m);
+        assert!(rooms.is_empty());
+    }
+
+    #[test]
+    fn a_closed_room_refuses_posts_after_its_close_point() {
+        let rooms = rooms(100, 1 << 20, 0);
+        let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+        let mut bob = rooms.join("r", "bob", StartAt::RecentHistory).unwrap();
+        assert_eq!(alice.post("before"), Posted::At(3));
+        assert_eq!(alice.close_room(), 3);
+        assert_eq!(bob.close_room(), 3, "closing twice keeps the first point");
+        assert_eq!(alice.post("after"), Posted::Closed(3));
+        let got = drain(&mut bob);
+        assert_eq!(got.last().map(|e| e.seq), Some(3));
+        let err = rooms
+            .join("r", "carol", StartAt::RecentHistory)
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), crate::grpc::Code::Unavailable);
     }
 
     #[test]

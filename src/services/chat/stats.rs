@@ -1,4 +1,5 @@
-//! What chat counts, through the `metrics` facade (a no-op until an exporter is installed).
+//! What chat counts, through the `metrics` facade: nothing at all until an exporter is installed
+//! (the gRPC layer's [`is_enabled`] says so).
 //!
 //! | metric | labels | what |
 //! |---|---|---|
@@ -15,16 +16,23 @@
 
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 
+use crate::grpc::server::stats::is_enabled;
 use crate::pb::chat::v1::LeaveReason;
 
 /// A member joined.
 pub(crate) fn joined() {
+    if !is_enabled() {
+        return;
+    }
     counter!("h2chat_chat_presence_events_total", "event" => "joined", "reason" => "").increment(1);
     gauge!("h2chat_chat_members").increment(1.0);
 }
 
 /// A member left for `reason`.
 pub(crate) fn left(reason: LeaveReason) {
+    if !is_enabled() {
+        return;
+    }
     counter!("h2chat_chat_presence_events_total", "event" => "left", "reason" => reason_label(reason))
         .increment(1);
     gauge!("h2chat_chat_members").decrement(1.0);
@@ -32,26 +40,41 @@ pub(crate) fn left(reason: LeaveReason) {
 
 /// How many rooms exist now.
 pub(crate) fn rooms(n: usize) {
+    if !is_enabled() {
+        return;
+    }
     gauge!("h2chat_chat_rooms").set(n as f64);
 }
 
 /// A message was posted.
 pub(crate) fn posted() {
+    if !is_enabled() {
+        return;
+    }
     counter!("h2chat_chat_posts_total").increment(1);
 }
 
 /// A member's next post waits for the post rate.
 pub(crate) fn throttled() {
+    if !is_enabled() {
+        return;
+    }
     counter!("h2chat_chat_posts_throttled_total").increment(1);
 }
 
 /// `n` events went to one member's call.
 pub(crate) fn delivered(n: u64) {
+    if !is_enabled() {
+        return;
+    }
     counter!("h2chat_chat_deliveries_total").increment(n);
 }
 
 /// A member received a gap event skipping `missed` events.
 pub(crate) fn gap(missed: u64) {
+    if !is_enabled() {
+        return;
+    }
     counter!("h2chat_chat_gaps_total").increment(1);
     counter!("h2chat_chat_gap_events_total").increment(missed);
 }
@@ -62,6 +85,7 @@ pub fn reason_label(reason: LeaveReason) -> &'static str {
         LeaveReason::Left => "left",
         LeaveReason::Disconnected => "disconnected",
         LeaveReason::ServerShuttingDown => "server_shutting_down",
+        LeaveReason::CallFailed => "call_failed",
         _ => "unspecified",
     }
 }

@@ -13,7 +13,8 @@
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -28,6 +29,7 @@ use crate::grpc::codec::{self, Decoder};
 use crate::grpc::compression::{Encoding, Encodings, ACCEPT_ENCODING};
 use crate::grpc::headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING};
 use crate::grpc::metadata::Metadata;
+use crate::grpc::server::auth::Principal;
 use crate::grpc::server::stats;
 use crate::grpc::server::written::{Chunk, Tracker};
 use crate::grpc::status::Status;
@@ -47,6 +49,11 @@ pub struct CallInfo {
     pub connection_id: u64,
     /// The client's address.
     pub peer: Option<SocketAddr>,
+    /// The identity of the client's verified TLS certificate (SAN URI, else DNS, else CN), if the
+    /// connection is TLS and the client presented one.
+    pub peer_identity: Option<Arc<str>>,
+    /// Who the call runs as, if the server's authenticator established it.
+    pub principal: Option<Arc<Principal>>,
     /// Application metadata from the request headers.
     pub metadata: Metadata,
     /// When the call must be over (from `grpc-timeout` and the server's cap).
@@ -91,6 +98,10 @@ struct Inner {
     /// The handler's last poll left its task waiting on h2 for request data, which h2 also wakes
     /// on a reset or a lost connection: until the next poll, `watch_peer` has nothing to add.
     handler_waits_on_recv: bool,
+    /// The handler ends the call itself on shutdown (see `drain_on_shutdown`).
+    drains_on_shutdown: bool,
+    /// Set when the server drops the call's connection itself (see [`CloseCause`]).
+    dropped: Arc<AtomicBool>,
 }
 
 impl Call {
@@ -100,6 +111,7 @@ impl Call {
         body: RecvStream,
         respond: SendResponse<Chunk>,
         permit: Option<OwnedSemaphorePermit>,
+        dropped: Arc<AtomicBool>,
     ) -> Call {
         let mut state = CallState::Open;
         let recv_done = body.is_end_stream();
@@ -111,6 +123,7 @@ impl Call {
             info,
             permit,
             inner: Mutex::new(Inner {
+                dropped,
                 state,
                 body,
                 decoder,
@@ -125,8 +138,22 @@ impl Call {
                 last_compressed: false,
                 tracker: None,
                 handler_waits_on_recv: false,
+                drains_on_shutdown: false,
             }),
         }
+    }
+
+    /// Tells the server that this handler watches the shutdown signal itself and ends the call
+    /// when it has said what it must: on shutdown the server then keeps running it (a client that
+    /// goes away or a deadline still stop it) instead of ending the call with UNAVAILABLE. The
+    /// server's shutdown grace still bounds it; the handler must end well within it.
+    pub fn drain_on_shutdown(&self) {
+        self.lock().drains_on_shutdown = true;
+    }
+
+    /// Whether the handler asked to drain on shutdown itself.
+    pub(in crate::grpc) fn drains_on_shutdown(&self) -> bool {
+        self.lock().drains_on_shutdown
     }
 
     /// Whether the call got a place among the connection's running handlers.
@@ -420,7 +447,8 @@ impl Inner {
             }
             Poll::Ready(Some(Err(e))) => {
                 self.recv_done = true;
-                self.state.recv_reset(stream_id, Some(&e));
+                self.state
+                    .recv_reset(stream_id, Some(&e), self.dropped.load(Ordering::Relaxed));
                 Poll::Ready(Err(Status::cancelled(format!("request stream: {e}"))))
             }
             Poll::Ready(None) => {
@@ -470,7 +498,11 @@ impl Inner {
                 Ok(())
             }
             Err(e) => {
-                self.state.recv_reset(info.stream_id, Some(&e));
+                self.state.recv_reset(
+                    info.stream_id,
+                    Some(&e),
+                    self.dropped.load(Ordering::Relaxed),
+                );
                 Err(Status::cancelled(format!("sending headers: {e}")))
             }
         }
@@ -488,17 +520,29 @@ impl Inner {
                 match stream.poll_capacity(cx) {
                     Poll::Ready(Some(Ok(_))) => continue,
                     Poll::Ready(Some(Err(e))) => {
-                        self.state.recv_reset(stream_id, Some(&e));
+                        self.state.recv_reset(
+                            stream_id,
+                            Some(&e),
+                            self.dropped.load(Ordering::Relaxed),
+                        );
                         return Poll::Ready(Err(Status::cancelled(format!("response: {e}"))));
                     }
                     Poll::Ready(None) => {
-                        self.state.recv_reset(stream_id, None);
+                        self.state.recv_reset(
+                            stream_id,
+                            None,
+                            self.dropped.load(Ordering::Relaxed),
+                        );
                         return Poll::Ready(Err(Status::cancelled("response stream closed")));
                     }
                     Poll::Pending => {
                         // Waiting for the client to read: notice if it resets meanwhile.
                         if let Poll::Ready(r) = stream.poll_reset(cx) {
-                            self.state.recv_reset(stream_id, r.as_ref().err());
+                            self.state.recv_reset(
+                                stream_id,
+                                r.as_ref().err(),
+                                self.dropped.load(Ordering::Relaxed),
+                            );
                             return Poll::Ready(Err(Status::cancelled("client reset the stream")));
                         }
                         return Poll::Pending;
@@ -511,7 +555,8 @@ impl Inner {
                 None => Chunk::from(piece),
             };
             if let Err(e) = stream.send_data(piece, false) {
-                self.state.recv_reset(stream_id, Some(&e));
+                self.state
+                    .recv_reset(stream_id, Some(&e), self.dropped.load(Ordering::Relaxed));
                 return Poll::Ready(Err(Status::cancelled(format!("response: {e}"))));
             }
         }
@@ -533,8 +578,12 @@ impl Inner {
                 Poll::Ready(CloseCause::Reset(reason))
             }
             Poll::Ready(Err(e)) => {
-                self.state.recv_reset(stream_id, Some(&e));
-                Poll::Ready(CloseCause::ConnectionLost)
+                self.state
+                    .recv_reset(stream_id, Some(&e), self.dropped.load(Ordering::Relaxed));
+                Poll::Ready(match self.state {
+                    CallState::Closed(cause) => cause,
+                    _ => CloseCause::ConnectionLost,
+                })
             }
         }
     }
@@ -567,7 +616,8 @@ impl Inner {
         if sent {
             self.state.send_trailers(info.stream_id);
         } else {
-            self.state.recv_reset(info.stream_id, None);
+            self.state
+                .recv_reset(info.stream_id, None, self.dropped.load(Ordering::Relaxed));
         }
         debug!(stream_id = info.stream_id, code = %status.code(), "call finished");
     }

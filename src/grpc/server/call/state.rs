@@ -34,8 +34,13 @@ pub enum CloseCause {
     TrailersSent,
     /// The client reset the stream (`CANCEL` when a client cancels a call).
     Reset(Reason),
-    /// The connection went away.
+    /// The connection broke (an I/O error, or the server gave up on a peer that stopped
+    /// answering keepalive PINGs).
     ConnectionLost,
+    /// The client's end closed the connection with the stream still open: a TCP end of stream, or
+    /// a reset from the client's host (a process that exits with unread data in its socket
+    /// resets it). The client's process ended, say, as grpcurl's does on Ctrl-C.
+    ConnectionClosed,
 }
 
 impl CallState {
@@ -52,13 +57,10 @@ impl CallState {
         self.close(stream_id, CloseCause::TrailersSent);
     }
 
-    /// The client reset the stream, or the connection broke.
-    pub(super) fn recv_reset(&mut self, stream_id: u32, err: Option<&h2::Error>) {
-        let cause = match err.and_then(h2::Error::reason) {
-            Some(reason) if err.is_some_and(h2::Error::is_reset) => CloseCause::Reset(reason),
-            _ => CloseCause::ConnectionLost,
-        };
-        self.close(stream_id, cause);
+    /// The client reset the stream, or the connection ended: closed by the client unless
+    /// `dropped` (the server dropped the connection itself).
+    pub(super) fn recv_reset(&mut self, stream_id: u32, err: Option<&h2::Error>, dropped: bool) {
+        self.close(stream_id, close_cause(err, dropped));
     }
 
     pub(super) fn close(&mut self, stream_id: u32, cause: CloseCause) {
@@ -68,8 +70,29 @@ impl CallState {
         }
     }
 
-    /// Whether the stream is closed.
+    /// Whether the stream is closed (see [`close_cause`] for why).
     pub fn is_closed(&self) -> bool {
         matches!(self, CallState::Closed(_))
+    }
+}
+
+/// Why a stream ended with `err`. h2 reports the end of the connection's byte stream to every open
+/// stream as an I/O error of kind `BrokenPipe` (and does the same when the connection is dropped,
+/// hence `dropped`, set when the server dropped it); a reset from the peer's host is
+/// `ConnectionReset`. Both are the client's end closing; anything else is a connection lost.
+pub(super) fn close_cause(err: Option<&h2::Error>, dropped: bool) -> CloseCause {
+    match err.and_then(h2::Error::reason) {
+        Some(reason) if err.is_some_and(h2::Error::is_reset) => CloseCause::Reset(reason),
+        _ => {
+            let closed_by_peer = err.and_then(h2::Error::get_io).is_some_and(|e| {
+                use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+                matches!(e.kind(), BrokenPipe | ConnectionReset)
+            });
+            if closed_by_peer && !dropped {
+                CloseCause::ConnectionClosed
+            } else {
+                CloseCause::ConnectionLost
+            }
+        }
     }
 }
