@@ -3,6 +3,7 @@
 //! layer, in `tests/protocol/framing.rs`.)
 
 use crate::support::chat::*;
+use crate::support::proxy::Proxy;
 use crate::support::TestServer;
 use crate::support::{within, TEST_PATIENCE};
 use h2chat::grpc::client::{CallOptions, Channel};
@@ -394,6 +395,52 @@ async fn join_headers_carry_the_seq_of_the_members_join_event() {
             })
             .await;
             assert_eq!(joined.seq, joined_seq);
+        },
+    )
+    .await;
+}
+
+/// The server's keepalive: a member whose connection went silent (a black-holed proxy: no
+/// close, no PING answers) is removed as disconnected within interval + timeout, and others see
+/// it leave; a member idle on a live connection (its h2 client answers PINGs) is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_removes_a_vanished_member_and_keeps_an_idle_one() {
+    within(
+        TEST_PATIENCE,
+        "the whole of test keepalive_removes_a_vanished_member_and_keeps_an_idle_one",
+        async {
+            let mut app = AppConfig::default();
+            app.server.keepalive_interval = Some(std::time::Duration::from_millis(200));
+            app.server.keepalive_timeout = std::time::Duration::from_millis(400);
+            let server = TestServer::start(app).await;
+            let proxy = Proxy::start(server.addr).await;
+            let far = Channel::connect(proxy.addr).await.expect("connect");
+            let _vanishing = join(&far, "r", "vanishing").await;
+            let near = Channel::connect(server.addr).await.expect("connect");
+            let mut idle = join(&near, "r", "idle").await;
+
+            proxy.black_hole().await;
+            let left = next_where(&mut idle, |m| {
+                kind(m) == EventKind::Left && m.sender_id == "vanishing"
+            })
+            .await;
+            assert_eq!(reason(&left), LeaveReason::Disconnected);
+            // The leave took at least one interval and one timeout: the idle member's
+            // connection was pinged too, and stays.
+            let who: MembersResponse = near
+                .unary(
+                    "/chat.v1.ChatService/Members",
+                    &MembersRequest {
+                        room_id: "r".into(),
+                    },
+                    CallOptions::default(),
+                )
+                .await
+                .expect("members");
+            assert_eq!(who.member_ids, ["idle"]);
+            idle.send(&post("still here")).await.expect("post");
+            until_text(&mut idle, "still here").await;
+            server.shutdown().await;
         },
     )
     .await;

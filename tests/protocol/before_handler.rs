@@ -1,5 +1,6 @@
 //! What the server does before a call reaches a handler, checked on the wire with raw h2 requests.
 
+use crate::support::wire::{self, WireClient};
 use crate::support::TestServer;
 use crate::support::{within, TEST_PATIENCE};
 use h2chat::grpc::client::{CallOptions, Channel};
@@ -127,8 +128,9 @@ async fn unknown_service_and_method_are_trailers_only_unimplemented() {
                 assert_eq!(resp.status(), StatusCode::OK, "{path}");
                 // Trailers-Only: the status is in the one HEADERS frame, which ends the stream.
                 assert!(resp.body().is_end_stream(), "{path}: not Trailers-Only");
-                let status = Status::from_headers(resp.headers()).expect("grpc-status in headers");
-                assert_eq!(status.code(), Code::Unimplemented, "{path}");
+                let status =
+                    wire::Status::from_headers(resp.headers()).expect("grpc-status in headers");
+                assert_eq!(status.code(), wire::Code::Unimplemented, "{path}");
                 assert!(status.message().contains(needle), "{path}: {status}");
                 assert_eq!(resp.headers()["content-type"], "application/grpc");
             }
@@ -152,8 +154,8 @@ async fn malformed_grpc_timeout_is_internal() {
             req.headers_mut()
                 .insert("grpc-timeout", "1.5S".parse().expect("value"));
             let resp = raw(&ch, req).await;
-            let status = Status::from_headers(resp.headers()).expect("grpc-status");
-            assert_eq!(status.code(), Code::Internal);
+            let status = wire::Status::from_headers(resp.headers()).expect("grpc-status");
+            assert_eq!(status.code(), wire::Code::Internal);
             assert!(status.message().contains("grpc-timeout"), "{status}");
         },
     )
@@ -175,8 +177,8 @@ async fn unknown_grpc_encoding_is_unimplemented_with_accept_encoding() {
             req.headers_mut()
                 .insert("grpc-encoding", "snappy".parse().expect("value"));
             let resp = raw(&ch, req).await;
-            let status = Status::from_headers(resp.headers()).expect("grpc-status");
-            assert_eq!(status.code(), Code::Unimplemented);
+            let status = wire::Status::from_headers(resp.headers()).expect("grpc-status");
+            assert_eq!(status.code(), wire::Code::Unimplemented);
             let accept = resp.headers()["grpc-accept-encoding"]
                 .to_str()
                 .unwrap_or("");
@@ -239,6 +241,32 @@ async fn ok_calls_end_with_grpc_status_zero_in_trailers() {
             assert!(resp.is_some());
             assert_eq!(call.recv::<MembersResponse>().await.expect("end"), None);
             assert_eq!(call.status().map(Status::code), Some(Code::Ok));
+        },
+    )
+    .await;
+}
+
+/// The policy for a request without `te: trailers` (the grammar has it; grpc-go accepts its
+/// absence): accepted, and the call runs.
+#[tokio::test]
+async fn a_request_without_te_is_accepted() {
+    within(
+        TEST_PATIENCE,
+        "the whole of test a_request_without_te_is_accepted",
+        async {
+            let server = TestServer::default().await;
+            let mut client = WireClient::connect(server.addr).await;
+            let mut call = client
+                .start_with_exactly(
+                    "/grpc.testing.TestService/EmptyCall",
+                    &[("content-type", "application/grpc")],
+                )
+                .await;
+            call.send(wire::message(&h2chat::pb::grpc::testing::Empty {}), true);
+            let got: Option<h2chat::pb::grpc::testing::Empty> = call.next_message().await;
+            assert!(got.is_some(), "an answer");
+            assert_eq!(call.finish().await.0.code(), wire::Code::Ok);
+            server.shutdown().await;
         },
     )
     .await;

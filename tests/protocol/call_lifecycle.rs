@@ -168,6 +168,9 @@ async fn expired_deadline_ends_the_call_and_stops_the_handler() {
                 call.send(message(&Empty {}), false);
                 let (status, _) = call.finish().await;
                 assert_eq!(status.code(), Code::DeadlineExceeded, "{timeout}: {status}");
+                // The client never half-closed: the server also resets the stream (NO_ERROR),
+                // so the client stops sending.
+                assert_eq!(call.server_reset().await, h2::Reason::NO_ERROR, "{timeout}");
                 assert_eq!(server.handler_stopped().await, "Hang", "{timeout}");
             }
             server.shutdown().await;

@@ -280,3 +280,106 @@ async fn compressed_flag_without_an_encoding_is_internal() {
     )
     .await;
 }
+
+/// A client that accepts both gzip and deflate (in either order, with or without spaces) gets
+/// a response compressed with one of them, named exactly in `grpc-encoding`.
+#[tokio::test]
+async fn with_gzip_and_deflate_both_accepted_the_response_names_one_exactly() {
+    within(
+        TEST_PATIENCE,
+        "the whole of test with_gzip_and_deflate_both_accepted_the_response_names_one_exactly",
+        async {
+            let server = TestServer::default().await;
+            let mut client = WireClient::connect(server.addr).await;
+            for accept in ["gzip,deflate", "deflate, gzip", "identity, gzip , deflate"] {
+                let mut call = client
+                    .start(
+                        "/grpc.testing.TestService/UnaryCall",
+                        &[("grpc-accept-encoding", accept)],
+                    )
+                    .await;
+                let req = SimpleRequest {
+                    response_size: 1000,
+                    response_compressed: flag(true),
+                    ..SimpleRequest::default()
+                };
+                call.send(message(&req), true);
+                let encoding = call
+                    .headers()
+                    .await
+                    .get("grpc-encoding")
+                    .map(|v| v.as_bytes().to_vec())
+                    .expect("a compressed response names its encoding");
+                let encoding = String::from_utf8(encoding).expect("ASCII");
+                assert!(
+                    encoding == "gzip" || encoding == "deflate",
+                    "accept {accept:?}: grpc-encoding {encoding:?}"
+                );
+                let frame = call.next_frame().await.expect("a response");
+                assert!(frame.compressed, "accept {accept:?}");
+                let resp = SimpleResponse::decode(decompress(&encoding, &frame.payload))
+                    .expect("SimpleResponse");
+                assert_eq!(resp.payload.map(|p| p.body.len()), Some(1000));
+                assert_eq!(call.finish().await.0.code(), Code::Ok);
+            }
+            server.shutdown().await;
+        },
+    )
+    .await;
+}
+
+/// client_compressed_unary with deflate (zlib, RFC 1950) instead of gzip.
+#[tokio::test]
+async fn a_deflate_compressed_request_is_understood() {
+    within(
+        TEST_PATIENCE,
+        "the whole of test a_deflate_compressed_request_is_understood",
+        async {
+            let server = TestServer::default().await;
+            let mut client = WireClient::connect(server.addr).await;
+            let mut call = client
+                .start(
+                    "/grpc.testing.TestService/UnaryCall",
+                    &[("grpc-encoding", "deflate")],
+                )
+                .await;
+            let req = SimpleRequest {
+                response_size: 314_159,
+                payload: Some(zeros(271_828)),
+                expect_compressed: flag(true),
+                ..SimpleRequest::default()
+            };
+            let zlib = compress("deflate", &req.encode_to_vec());
+            call.send(frame(true, &zlib), true);
+            let resp: SimpleResponse = call.next_message().await.expect("a response");
+            assert_eq!(resp.payload.map(|p| p.body.len()), Some(314_159));
+            assert_eq!(call.finish().await.0.code(), Code::Ok);
+            server.shutdown().await;
+        },
+    )
+    .await;
+}
+
+/// `grpc-encoding: identity` means no compression: a message flagged compressed is INTERNAL.
+#[tokio::test]
+async fn compressed_flag_with_grpc_encoding_identity_is_internal() {
+    within(
+        TEST_PATIENCE,
+        "the whole of test compressed_flag_with_grpc_encoding_identity_is_internal",
+        async {
+            let server = TestServer::default().await;
+            let mut client = WireClient::connect(server.addr).await;
+            let mut call = client
+                .start(
+                    "/grpc.testing.TestService/EmptyCall",
+                    &[("grpc-encoding", "identity")],
+                )
+                .await;
+            call.send(frame(true, b"not really compressed"), true);
+            let (status, _) = call.finish().await;
+            assert_eq!(status.code(), Code::Internal, "{status}");
+            server.shutdown().await;
+        },
+    )
+    .await;
+}

@@ -8,9 +8,11 @@ use crate::support::{within, TEST_PATIENCE};
 use std::io::Read;
 
 use crate::support::process::ServerProcess;
-use crate::support::wire::{frame, Code, WireClient};
+use crate::support::wire::{compress, frame, Code, WireClient};
 use flate2::{Compress, Compression, Crc, FlushCompress};
 use h2chat::grpc::codec::DEFAULT_MAX_MESSAGE_BYTES;
+use h2chat::pb::grpc::testing::SimpleRequest;
+use prost::Message;
 
 /// What the bomb inflates to: 1 GiB of zeros.
 const INFLATED_BYTES: usize = 1 << 30;
@@ -89,6 +91,21 @@ async fn gzip_bomb_is_resource_exhausted_and_memory_stays_bounded() {
 
         let server = ServerProcess::start(&["--interop"]).await;
         let mut client = WireClient::connect(server.addr).await;
+
+        // A small gzip call first, so that what any first call allocates (the handler's paths,
+        // the decompressor, h2's buffers) is not counted as the bomb's cost.
+        let mut warm_up = client
+            .start(
+                "/grpc.testing.TestService/UnaryCall",
+                &[("grpc-encoding", "gzip")],
+            )
+            .await;
+        let small = SimpleRequest {
+            response_size: 10,
+            ..SimpleRequest::default()
+        };
+        warm_up.send(frame(true, &compress("gzip", &small.encode_to_vec())), true);
+        assert_eq!(warm_up.finish().await.0.code(), Code::Ok);
 
         let before = server.rss_kib() as usize * 1024;
         server.reset_peak_rss();

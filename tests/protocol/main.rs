@@ -7,6 +7,8 @@ mod support;
 mod before_handler;
 mod call_lifecycle;
 mod compression;
+mod connections;
 mod decompression_bomb;
 mod framing;
+mod shutdown;
 mod wire_client;

@@ -308,6 +308,7 @@ impl WireClient {
         WireCall {
             body: Some(body),
             response: Some(response),
+            status: http::StatusCode::OK,
             headers: None,
             recv: None,
             buf: BytesMut::new(),
@@ -319,6 +320,7 @@ impl WireClient {
 pub struct WireCall {
     body: Option<SendStream<Bytes>>,
     response: Option<h2::client::ResponseFuture>,
+    status: http::StatusCode,
     headers: Option<HeaderMap>,
     recv: Option<RecvStream>,
     buf: BytesMut,
@@ -341,38 +343,37 @@ impl WireCall {
         }
     }
 
-    /// The response headers (waits for them, at most [`PATIENCE`]); the HTTP status must be 200.
-    pub async fn headers(&mut self) -> &HeaderMap {
+    /// The response's HTTP status (waits for the response headers, at most [`PATIENCE`]).
+    pub async fn http_status(&mut self) -> http::StatusCode {
         if self.headers.is_none() {
             let response = self.response.take().expect("response pending");
             let response = within(PATIENCE, "the response headers", response)
                 .await
                 .expect("response headers");
-            assert_eq!(response.status(), 200, "HTTP status");
             let (parts, recv) = response.into_parts();
+            self.status = parts.status;
             self.headers = Some(parts.headers);
             self.recv = Some(recv);
         }
+        self.status
+    }
+
+    /// The response headers (waits for them, at most [`PATIENCE`]); the HTTP status must be 200.
+    pub async fn headers(&mut self) -> &HeaderMap {
+        assert_eq!(self.http_status().await, 200, "HTTP status");
         self.headers.as_ref().expect("headers just set")
     }
 
-    /// How the server ended the response stream with a reset, if it did: waits (at most
-    /// [`PATIENCE`]) for the stream to end, skipping messages.
-    pub async fn reset_reason(&mut self) -> Option<h2::Reason> {
-        self.headers().await;
-        let recv = self.recv.as_mut().expect("response body");
-        let end = async {
-            loop {
-                match recv.data().await {
-                    Some(Ok(chunk)) => {
-                        let _ = recv.flow_control().release_capacity(chunk.len());
-                    }
-                    Some(Err(e)) => return e.reason(),
-                    None => return recv.trailers().await.err().and_then(|e| e.reason()),
-                }
-            }
-        };
-        within(PATIENCE, "the response stream to end", end).await
+    /// The reason of the RST_STREAM the server sent on this stream (waits for it, at most
+    /// [`PATIENCE`]); only while the request stream is open (not half-closed by [`send`]).
+    ///
+    /// [`send`]: WireCall::send
+    pub async fn server_reset(&mut self) -> h2::Reason {
+        let body = self.body.as_mut().expect("request stream still open");
+        let reset = std::future::poll_fn(|cx| body.poll_reset(cx));
+        within(PATIENCE, "the server to reset the stream", reset)
+            .await
+            .expect("a RST_STREAM, not a connection error")
     }
 
     /// The next response message with its flag; `None` at the end of the response stream.
