@@ -1,9 +1,9 @@
 //! The gRPC layer: everything between h2 and a service. No chat words in here; it could be its own
 //! crate.
 //!
-//! Data flows one way: socket → h2 connection ([`server`]) → call ([`call`]) → message decoder
-//! ([`codec`]) → router ([`router`]) → service. The client side ([`client`]) reuses the same
-//! framing, status, metadata, deadline and compression code.
+//! Data flows one way: socket → h2 connection ([`server`]) → call ([`server::call`]) → message
+//! decoder ([`codec`]) → router ([`server::router`]) → service. The client side ([`client`])
+//! reuses the same framing, status, metadata, deadline and compression code.
 
 pub mod client;
 pub mod codec;
