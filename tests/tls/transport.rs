@@ -242,7 +242,12 @@ async fn plaintext_is_served_only_on_its_own_address() {
 async fn grpcio_runs_every_interop_case_over_tls() {
     let python = require_tool("python3");
     let pki = Pki::new("interop");
-    let server = TlsServer::start(AppConfig::default(), pki.tls_files(ClientAuth::None)).await;
+    // The interop cases call grpc.testing.TestService, served only when asked for.
+    let config = AppConfig {
+        interop: true,
+        ..AppConfig::default()
+    };
+    let server = TlsServer::start(config, pki.tls_files(ClientAuth::None)).await;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/client.py");
     let stubs = pki.dir.path("stubs");
     let out = tokio::time::timeout(

@@ -114,6 +114,11 @@ impl Lifetime {
         }
     }
 
+    /// Counts a call as running on this connection (see [`Activity::enter`]).
+    pub(in crate::grpc) fn enter(&self, permit: OwnedSemaphorePermit) -> CallSlot {
+        self.activity.enter(permit)
+    }
+
     /// Resolves with the next event; never when neither limit is set. Cancel-safe: the
     /// deadlines and the timer live in `self` (the timer boxed, so that the connection's task,
     /// which lives as long as the connection, stays small), so the future may be dropped and
