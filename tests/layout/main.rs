@@ -442,7 +442,7 @@ fn every_source_file() -> Vec<(String, String)> {
 }
 
 /// How far after a folder's name its files may be named (a few lines of the tree).
-const NEAR_CHARS: usize = 400;
+const NEAR_CHARS: usize = 700;
 
 /// Whether `doc` names `rel` as the layout docs do: each directory on the way, then the file
 /// (`grpc/server/` … `call/mod.rs`), or the file's own path.
