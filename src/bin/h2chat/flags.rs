@@ -233,3 +233,9 @@ mod tests {
         assert_eq!(env_name("max-message-bytes"), "H2CHAT_MAX_MESSAGE_BYTES");
     }
 }
+
+/// `--redis`: a URL the Redis client accepts (checked at startup, not connected to).
+pub(crate) fn redis_url(text: &str) -> Result<String, String> {
+    h2chat::services::chat::redis::RedisConfig::new(text, std::time::Duration::from_secs(1))?;
+    Ok(text.to_owned())
+}
