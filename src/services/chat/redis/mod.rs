@@ -210,6 +210,9 @@ impl Engine {
         let mut last = lock(&self.health_lock);
         if *last != Some(status) {
             *last = Some(status);
+            if status == ServingStatus::Serving {
+                tracing::info!("redis: reached, subscribed and filled; chat is serving");
+            }
             health.set_status(crate::services::chat::SERVICE_NAME, status);
         }
     }
