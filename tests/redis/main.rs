@@ -9,5 +9,6 @@ mod support;
 mod cluster;
 mod nodes;
 mod outage;
+mod readme;
 mod redis_server;
 mod rooms;
