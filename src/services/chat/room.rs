@@ -770,7 +770,9 @@ impl Rooms {
 
     /// Admits `name` to the local copy `room`, whose join event (numbered by Redis) is
     /// `joined_seq`, starting where `start` says. Errors as [`Rooms::join`]'s local checks (the
-    /// name's uniqueness across nodes and the resume's range were checked in Redis).
+    /// name's uniqueness across nodes and the resume's range were checked in Redis); ABORTED
+    /// when `room` is no longer the registry's copy (its last local member left meanwhile): make
+    /// a new copy and admit again.
     pub fn admit_shared(
         self: &Arc<Self>,
         room: &Arc<Room>,
@@ -780,6 +782,18 @@ impl Rooms {
     ) -> Result<Member, Status> {
         let skeleton = identity::skeleton(name);
         let name: Arc<str> = Arc::from(name);
+        // Held while admitting, as a local join does: the copy cannot be removed meanwhile.
+        let reg = self.lock();
+        if !reg
+            .rooms
+            .get(&room.id)
+            .is_some_and(|r| Arc::ptr_eq(r, room))
+        {
+            return Err(Status::aborted(format!(
+                "the local copy of room {} was removed during the join",
+                room.id
+            )));
+        }
         let mut st = room.lock();
         if let Some(status) = st.ended.clone() {
             return Err(status);
@@ -809,6 +823,7 @@ impl Rooms {
         st.skeletons.insert(skeleton, name.clone());
         let (cursor, reset) = self.start_point(room, &st, joined_seq, start);
         drop(st);
+        drop(reg);
         Ok(Member {
             rooms: self.clone(),
             room: room.clone(),
