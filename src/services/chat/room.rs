@@ -882,12 +882,10 @@ impl Room {
         if st.ring.next_seq() < first && end > first {
             st.ring.skip_to(first);
         }
-        let mut seq = first;
-        for frame in frames {
+        for (seq, frame) in (first..).zip(frames) {
             if seq == st.ring.next_seq() {
                 st.ring.push(frame);
             }
-            seq += 1;
         }
         let next = st.ring.next_seq();
         drop(st);

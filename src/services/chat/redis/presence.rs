@@ -14,6 +14,9 @@ use tracing::debug;
 
 use super::{lock, Engine};
 
+/// A room's epoch and its local members' (name, token).
+type RoomClaims = (Arc<str>, Vec<(String, String)>);
+
 /// Renews and sweeps for as long as the process.
 pub(super) async fn run(engine: Arc<Engine>) {
     let period = (engine.ttl / 3).max(Duration::from_millis(50));
@@ -29,7 +32,7 @@ pub(super) async fn run(engine: Arc<Engine>) {
 /// One round: every room with local members, in one script call each; a PING when there is none
 /// (so health follows Redis even on an idle node).
 async fn renew(engine: &Engine) {
-    let mut by_room: HashMap<String, (Arc<str>, Vec<(String, String)>)> = HashMap::new();
+    let mut by_room: HashMap<String, RoomClaims> = HashMap::new();
     for ((room, name), claim) in lock(&engine.claims).iter() {
         by_room
             .entry(room.clone())

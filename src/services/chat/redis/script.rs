@@ -211,6 +211,12 @@ pub struct Scripts {
     pub read: Script,
 }
 
+impl Default for Scripts {
+    fn default() -> Self {
+        Scripts::new()
+    }
+}
+
 impl Scripts {
     /// Every script with the prelude.
     pub fn new() -> Scripts {
