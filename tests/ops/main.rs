@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod budget_metric;
 mod env;
 mod flags;
 mod logs;
