@@ -508,7 +508,7 @@ async fn next_post(call: &Call, bucket: &mut TokenBucket) -> Result<Option<ChatM
 }
 
 /// Lines saying a member hit the post rate: a few a second at most, however many members do.
-static THROTTLE_LOG: LogRate = LogRate::new(5);
+static THROTTLE_LOG: LogRate = LogRate::per_second(5);
 
 /// The peer's address for a log line.
 fn peer_text(call: &Call) -> String {
