@@ -144,7 +144,13 @@ impl ChatService {
         // have names no room.
         let max = self.config.max_id_bytes;
         let member_ids = match identity::normalize("room_id", &req.room_id, max) {
-            Ok(room_id) => self.rooms.members(&room_id),
+            // The room's shared list, copied into the response outside the room's lock.
+            Ok(room_id) => self
+                .rooms
+                .members(&room_id)
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
             Err(_) => Vec::new(),
         };
         call.send(&MembersResponse { member_ids }).await
