@@ -7,6 +7,7 @@ mod support;
 mod budget_metric;
 mod env;
 mod flags;
+mod limits_table;
 mod logs;
 mod metrics;
 mod readme;
