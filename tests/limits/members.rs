@@ -16,7 +16,7 @@ use h2chat::grpc::{CallOptions, Channel};
 use h2chat::pb::chat::v1::{ChatMessage, MembersRequest, MembersResponse};
 use h2chat::protocol::MEMBERS_PATH;
 
-use crate::harness::{message, well_behaved_check, within, Attacker, Server, PATIENCE};
+use crate::harness::{joined, message, well_behaved_check, within, Attacker, Server, PATIENCE};
 use crate::support::chat::{join, post, until_text};
 
 /// Members join in waves, one connection each; a wave joins only once the previous one has.
@@ -99,16 +99,8 @@ async fn members_in_a_loop_on_a_5000_member_room_is_join_ordered_and_the_room_de
                     .await,
             );
         }
-        // The response headers need no window: each member is in the room once they come.
-        let mut streams = Vec::new();
-        for (response, tx) in joins {
-            let resp = within(PATIENCE, "a member's join", response)
-                .await
-                .expect("joined");
-            assert_eq!(resp.status(), 200);
-            streams.push((resp, tx));
-        }
-        waves.push((attacker, streams));
+        // Every member of this wave has joined before the next wave starts.
+        waves.push((attacker, joined(joins).await));
     }
 
     let ch = Channel::connect(server.addr).await.expect("connect");
