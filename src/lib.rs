@@ -49,7 +49,7 @@
 //!   task), `link.rs` (one joined call).
 //! - [`stdio`]: `h2chat stdio` — `stdio/mod.rs` (the JSON-lines node), `calls.rs`, `schema.rs`.
 //! - [`bench`](mod@bench): `h2chat bench` — `bench/mod.rs`, `fanout/` (`mod.rs`, `member.rs`,
-//!   `sender.rs`), `idle.rs`, `members.rs`, `unary.rs`, `raw_h2.rs`, `write_floor/` (`mod.rs`,
+//!   `sender.rs`), `idle.rs`, `storm.rs`, `members.rs`, `unary.rs`, `raw_h2.rs`, `write_floor/` (`mod.rs`,
 //!   `server.rs`), `event.rs`, `histogram.rs`, `proc.rs`, `report.rs`, `ticker.rs`.
 //! - [`cli`] (`cli.rs`): command-line value types the subcommands share (seconds).
 //! - [`exporter`] (`exporter.rs`): the Prometheus endpoint (`--metrics-addr`) for what the gRPC
