@@ -17,9 +17,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 use super::event::scan;
-use super::members::{
-    check_open_files, connect_all, join, room_names, JoinSpec, JOIN_CONCURRENCY,
-};
+use super::members::{check_open_files, connect_all, join, room_names, JoinSpec, JOIN_CONCURRENCY};
 use super::report::Report;
 use super::{deadline_after, sample_server, BenchError, Outcome};
 use crate::cli::Seconds;

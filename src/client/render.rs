@@ -335,11 +335,13 @@ mod tests {
 
     #[test]
     fn batched_presence_names_the_first_few_and_counts_the_rest() {
-        let twelve: Vec<String> = (0..12).map(|i| format!("m{i}")).collect();
-        let names: Vec<&str> = twelve.iter().map(String::as_str).collect();
+        // The README's example line.
+        let twelve = [
+            "ana", "bo", "cy", "d", "e", "f", "g", "h", "i", "j", "k", "l",
+        ];
         assert_eq!(
-            text_line(&batch(&names, 12, &["x", "y"], 2)),
-            "* 12 joined: m0, m1, m2 … and 9 more; 2 left: x, y"
+            text_line(&batch(&twelve, 12, &["dee", "ed"], 2)),
+            "* 12 joined: ana, bo, cy … and 9 more; 2 left: dee, ed"
         );
         assert_eq!(text_line(&batch(&["bob"], 1, &[], 0)), "* bob joined");
         assert_eq!(text_line(&batch(&[], 0, &["eve"], 1)), "* eve left");
