@@ -2,6 +2,8 @@
 //! batches (`EVENT_KIND_PRESENCE`), a member behind gets a run of them as one, and the deliveries
 //! of a join storm grow with the number of members, not its square. Counts, not timing.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::chat::*;
@@ -49,9 +51,34 @@ struct Seen {
     leaves: u64,
 }
 
-/// Reads `call` until the message `until`, counting events (not that one) and the joins and leaves
-/// they announce.
-async fn count_until(mut call: ClientCall, until: &str) -> (ClientCall, Seen) {
+/// Events counted by every reader of a test, and the most it lets them count: past it each reader
+/// stops at its next event, so that a storm far over its bound fails on the count, not on time.
+#[derive(Clone)]
+struct Budget {
+    spent: Arc<AtomicU64>,
+    cap: u64,
+}
+
+impl Budget {
+    fn new(cap: u64) -> Budget {
+        Budget {
+            spent: Arc::new(AtomicU64::new(0)),
+            cap,
+        }
+    }
+
+    fn spend(&self) -> bool {
+        self.spent.fetch_add(1, Ordering::Relaxed) < self.cap
+    }
+}
+
+/// Reads `call` until the message `until` (or until `budget` runs out), counting events (not that
+/// one) and the joins and leaves they announce.
+async fn count_until(call: ClientCall, until: &str) -> (ClientCall, Seen) {
+    count_within(call, until, Budget::new(u64::MAX)).await
+}
+
+async fn count_within(mut call: ClientCall, until: &str, budget: Budget) -> (ClientCall, Seen) {
     let mut seen = Seen::default();
     loop {
         let m = next(&mut call).await;
@@ -66,6 +93,9 @@ async fn count_until(mut call: ClientCall, until: &str) -> (ClientCall, Seen) {
             _ => {}
         }
         seen.events += 1;
+        if !budget.spend() {
+            return (call, seen);
+        }
     }
 }
 
@@ -80,6 +110,7 @@ async fn join_reading(
     room: &str,
     names: Vec<String>,
     until: &'static str,
+    budget: &Budget,
 ) -> Vec<tokio::task::JoinHandle<(ClientCall, Seen)>> {
     let mut per_channel: Vec<Vec<String>> = vec![Vec::new(); channels.len()];
     for (i, n) in names.into_iter().enumerate() {
@@ -89,12 +120,13 @@ async fn join_reading(
         .iter()
         .zip(per_channel)
         .map(|(ch, names)| {
-            let (ch, room) = (ch.clone(), room.to_owned());
+            let (ch, room, budget) = (ch.clone(), room.to_owned(), budget.clone());
             tokio::spawn(async move {
                 let mut readers = Vec::new();
                 for n in names {
                     let call = join(&ch, &room, &n).await;
-                    readers.push((n, tokio::spawn(count_until(call, until))));
+                    let reader = count_within(call, until, budget.clone());
+                    readers.push((n, tokio::spawn(reader)));
                 }
                 readers
             })
@@ -116,6 +148,15 @@ async fn a_join_storm_costs_deliveries_linear_in_the_members_and_members_stays_e
         async {
             const N: usize = 1000;
             const A: usize = 20;
+            // The design's bound. Up to A members, one event per join: at most A deliveries for
+            // each of them. Above it: each joiner's history is one presence event (nobody spoke);
+            // a batch that filled up holds at least members / FLUSH_SHARE changes and reaches each
+            // member once, so it costs at most FLUSH_SHARE per change; the room's first batch (a
+            // lone join in a quiet room goes at once) and the last (flushed by the closer's post)
+            // reach every member once more.
+            let n = N as u64 + 1;
+            let bound = (A * A) as u64 + n + FLUSH_SHARE as u64 * n + 2 * n;
+            let budget = Budget::new(bound);
             let server = TestServer::start(batching(A, NO_TIMER)).await;
             let mut channels = Vec::new();
             for _ in 0..10 {
@@ -124,13 +165,13 @@ async fn a_join_storm_costs_deliveries_linear_in_the_members_and_members_stays_e
             let ch = channels[0].clone();
             // The first member joins alone, so it sees every later join.
             let first = join(&ch, "storm", "m0000").await;
-            let first = tokio::spawn(count_until(first, "done"));
+            let first = tokio::spawn(count_within(first, "done", budget.clone()));
             let mut readers = vec![first];
-            readers.extend(join_reading(&channels, "storm", names(1..N / 2), "done").await);
+            readers.extend(join_reading(&channels, "storm", names(1..N / 2), "done", &budget).await);
             // During the storm (half joined, their presence partly still in a batch): exact.
             let mut want = names(0..N / 2);
             assert_eq!(members(&ch, "storm").await, want);
-            readers.extend(join_reading(&channels, "storm", names(N / 2..N), "done").await);
+            readers.extend(join_reading(&channels, "storm", names(N / 2..N), "done", &budget).await);
             want = names(0..N);
             assert_eq!(members(&ch, "storm").await, want);
             // One more joins and posts at once: its join, and every join still in the batch, is
@@ -140,23 +181,15 @@ async fn a_join_storm_costs_deliveries_linear_in_the_members_and_members_stays_e
             for r in readers {
                 counts.push(r.await.expect("reader"));
             }
-            let total: u64 = counts.iter().map(|(_, s)| s.events).sum();
-            // m0000 saw every join exactly once: its own, then each in one event or batch.
-            assert_eq!(counts[0].1.joins, N as u64 + 1, "{:?}", counts[0].1);
-            // The design's bound. Up to A members, one event per join: at most A deliveries for
-            // each of them. Above it: each joiner's history is one presence event (nobody spoke);
-            // a batch that filled up holds at least members / FLUSH_SHARE changes and reaches each
-            // member once, so it costs at most FLUSH_SHARE per change; the room's first batch (a
-            // lone join in a quiet room goes at once) and the last (flushed by the closer's post)
-            // reach every member once more.
-            let n = N as u64 + 1;
-            let bound = (A * A) as u64 + n + FLUSH_SHARE as u64 * n + 2 * n;
+            let total = budget.spent.load(Ordering::Relaxed);
             assert!(
                 total <= bound,
                 "{total} events delivered to {N} members, more than the bound {bound}"
             );
             // Not N²/2 (500,000 for one event per join).
             eprintln!("join storm: {N} members, {total} events delivered (bound {bound})");
+            // m0000 saw every join exactly once: its own, then each in one event or batch.
+            assert_eq!(counts[0].1.joins, N as u64 + 1, "{:?}", counts[0].1);
 
             // Half of them leave: Members is exact at once, and the leaves come in batches too.
             let mut calls: Vec<ClientCall> = counts.into_iter().map(|(c, _)| c).collect();
