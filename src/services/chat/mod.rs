@@ -21,6 +21,7 @@
 
 mod browser;
 pub mod identity;
+pub mod presence;
 pub mod redis;
 pub mod room;
 pub mod stats;
@@ -170,7 +171,13 @@ impl ChatService {
         let member_ids = match identity::normalize("room_id", &req.room_id, max) {
             Ok(room_id) => match &self.shared {
                 Some(shared) => shared.members(&room_id).await?,
-                None => self.rooms.members(&room_id),
+                // The room's shared list, copied into the response outside the room's lock.
+                None => self
+                    .rooms
+                    .members(&room_id)
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect(),
             },
             Err(_) => Vec::new(),
         };
@@ -568,7 +575,7 @@ async fn next_post(call: &Call, bucket: &mut TokenBucket) -> Result<Option<ChatM
 }
 
 /// Lines saying a member hit the post rate: a few a second at most, however many members do.
-static THROTTLE_LOG: LogRate = LogRate::new(5);
+static THROTTLE_LOG: LogRate = LogRate::per_second(5);
 
 /// The peer's address for a log line.
 fn peer_text(call: &Call) -> String {

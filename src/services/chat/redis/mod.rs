@@ -711,6 +711,7 @@ mod tests {
             history_on_join: 10,
             max_rooms: 4,
             max_members_per_room: 8,
+            ..RoomLimits::default()
         })
     }
 
