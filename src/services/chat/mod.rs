@@ -21,6 +21,7 @@
 
 mod browser;
 pub mod identity;
+pub mod presence;
 pub mod room;
 pub mod stats;
 
