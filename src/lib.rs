@@ -19,7 +19,8 @@
 //!   - `grpc/server/`, budgets and limits: `budget.rs` (the send budget), `admission.rs` (the
 //!     connection caps, accept's backoff), `lifetime.rs` (idle and age GOAWAY).
 //!   - `grpc/server/`, for operators: `stats.rs` (what it counts, through the `metrics` facade),
-//!     `call_log.rs` (lines for refused and failed calls), `log_rate.rs` (their rate cap).
+//!     `call_log.rs` (lines for refused and failed calls), `log_rate.rs` (the cap on log lines
+//!     a peer can cause: per line, and per call site in the log ring's layer).
 //!   - `grpc/client/`: `mod.rs` (the channel), `call.rs` (send half), `response.rs` (receive
 //!     half), `shared.rs` (their shared state), `status.rs` (status mapping), `tls.rs` (the TLS
 //!     connector).
@@ -37,7 +38,7 @@
 //!     (NFC names and room ids, look-alike skeletons), `stats.rs` (what chat counts),
 //!     `presence.rs` (joins and leaves of large rooms batched, runs of them merged per member).
 //!   - `services/logs/`: `mod.rs` (WatchLogs), `ring.rs` (the log ring and its tracing layer),
-//!     `repeats.rs` (the cap on repeated events), `tail.rs` (tail -F into it).
+//!     `tail.rs` (tail -F into it).
 //!   - `services/reflection/`: `mod.rs` (v1 and v1alpha), `index.rs` (the descriptor index).
 //!   - `services/health.rs`, `services/echo.rs`, `services/interop.rs`, `services/page.rs` (the
 //!     chat page, `web/dist/`).

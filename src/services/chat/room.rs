@@ -116,13 +116,17 @@ struct RoomState {
     /// The members in join order, shared with `Members` calls: one takes a clone of the `Arc`
     /// under the lock and reads it outside, so it never sorts or copies under the lock (a join
     /// or leave copies it only while such a reader still holds the old one).
-    roster: Arc<Vec<Arc<str>>>,
+    roster: Roster,
     /// Skeleton of each member's name (see [`identity::skeleton`]) → the name.
     skeletons: HashMap<String, Arc<str>>,
     joins: u64,
     /// Set on shutdown: the last sequence number posts may have. Later posts are refused.
     closed_at: Option<u64>,
 }
+
+/// A room's members in join order, as [`Rooms::members`] shares them: a join or a leave makes a
+/// new list (copying only while some reader still holds the old one), so a snapshot never changes.
+pub type Roster = Arc<Vec<Arc<str>>>;
 
 /// Where a new member starts reading.
 #[derive(Clone, Debug)]
@@ -284,12 +288,16 @@ impl Rooms {
         })
     }
 
-    /// The members of a room in join order (empty for an unknown room).
-    pub fn members(&self, room_id: &str) -> Vec<String> {
+    /// The members of a room in join order (empty for an unknown room): the room's own list,
+    /// shared, not a copy. Taking it holds the room's lock for one `Arc` clone, however many
+    /// members there are; the caller reads it outside the lock.
+    pub fn members(&self, room_id: &str) -> Roster {
         let room = self.lock().rooms.get(room_id).cloned();
-        let Some(room) = room else { return Vec::new() };
+        let Some(room) = room else {
+            return Roster::default();
+        };
         let roster = room.lock().roster.clone();
-        roster.iter().map(|n| n.to_string()).collect()
+        roster
     }
 
     /// Number of rooms.
@@ -355,7 +363,7 @@ impl Room {
                 ring: SeqRing::new(1, bounds),
                 presence: Pending::default(),
                 members: HashMap::new(),
-                roster: Arc::new(Vec::new()),
+                roster: Roster::default(),
                 skeletons: HashMap::new(),
                 joins: 0,
                 closed_at: None,
@@ -1157,7 +1165,7 @@ mod tests {
             "{}",
             err.message()
         );
-        assert_eq!(rooms.members("r"), vec!["carol".to_owned()], "not joined");
+        assert_eq!(names(&rooms, "r"), ["carol"], "not joined");
         let mut alice = rooms.join("r", "alice", resume(&carol, 2)).unwrap();
         assert_eq!(
             kinds_and_seqs(&drain(&mut alice)),
@@ -1209,7 +1217,7 @@ mod tests {
         let got = drain(&mut alice);
         assert_eq!(kinds_and_seqs(&got), vec![(EventKind::Left, 3)]);
         assert_eq!(got[0].leave_reason(), LeaveReason::Left);
-        assert_eq!(rooms.members("r"), vec!["alice".to_owned()]);
+        assert_eq!(names(&rooms, "r"), ["alice"]);
     }
 
     #[test]
@@ -1242,5 +1250,36 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(err.code(), crate::grpc::Code::ResourceExhausted);
+    }
+    fn names(rooms: &Rooms, room_id: &str) -> Vec<String> {
+        rooms
+            .members(room_id)
+            .iter()
+            .map(|n| n.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn members_are_in_join_order_and_shared_not_copied() {
+        let rooms = rooms(100, 1 << 20, 0);
+        // Joined in an order that is not sorted by name.
+        let carol = rooms.join("r", "carol", StartAt::RecentHistory).unwrap();
+        let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+        let bob = rooms.join("r", "bob", StartAt::RecentHistory).unwrap();
+        assert_eq!(names(&rooms, "r"), ["carol", "alice", "bob"]);
+        // Members takes the room's own list: two calls with no join between get the same one.
+        let first = rooms.members("r");
+        assert!(
+            Arc::ptr_eq(&first, &rooms.members("r")),
+            "Members copied the list"
+        );
+        // A leave makes a new list; the snapshot taken before it stays as it was.
+        drop(alice);
+        assert_eq!(names(&rooms, "r"), ["carol", "bob"]);
+        assert_eq!(first.len(), 3);
+        let _dave = rooms.join("r", "dave", StartAt::RecentHistory).unwrap();
+        assert_eq!(names(&rooms, "r"), ["carol", "bob", "dave"]);
+        assert!(rooms.members("nowhere").is_empty());
+        drop((carol, bob));
     }
 }
