@@ -11,6 +11,7 @@ use std::fmt;
 use http::{HeaderMap, HeaderValue};
 use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, CONTROLS};
 
+use super::codec::DecodeError;
 use super::headers::{GRPC_MESSAGE, GRPC_STATUS};
 
 /// The bytes `grpc-message` escapes: controls, everything above 0x7E (which `CONTROLS` plus the
@@ -289,6 +290,19 @@ pub fn quote(text: &str, max: usize) -> String {
 /// becomes U+FFFD.
 pub fn decode_message(raw: &[u8]) -> String {
     percent_decode(raw).decode_utf8_lossy().into_owned()
+}
+
+impl DecodeError {
+    /// The status a call ends with for this error: RESOURCE_EXHAUSTED for an oversize message,
+    /// INTERNAL for broken framing; the error's text is the message.
+    pub fn to_status(&self) -> Status {
+        match self {
+            DecodeError::TooLarge { .. } => Status::resource_exhausted(self.to_string()),
+            DecodeError::BadFlag(_) | DecodeError::Truncated { .. } => {
+                Status::internal(self.to_string())
+            }
+        }
+    }
 }
 
 #[cfg(test)]
