@@ -20,9 +20,12 @@ async fn two_pages_and_a_terminal_chat_in_one_room() {
         );
         let _ = npm_tool("playwright-core");
         let server = ServerProcess::start(&["--tls-self-signed"]).await;
-        let ca = std::env::temp_dir()
-            .join(format!("h2chat-self-signed-{}", server.pid()))
-            .join("cert.pem");
+        // The server writes its certificate into a directory of its own, which it leaves
+        // behind (it is killed, not stopped, if the test fails): removed with this guard.
+        let made = crate::support::TempDir(
+            std::env::temp_dir().join(format!("h2chat-self-signed-{}", server.pid())),
+        );
+        let ca = made.0.join("cert.pem");
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let artifacts = root.join("target/web-test");
         std::fs::create_dir_all(&artifacts).expect("artifact directory");
