@@ -310,6 +310,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_oversize_message_is_resource_exhausted_and_broken_framing_internal() {
+        let too_large = DecodeError::TooLarge { len: 11, max: 10 }.to_status();
+        assert_eq!(too_large.code(), Code::ResourceExhausted);
+        assert_eq!(
+            too_large.message(),
+            "received message larger than max (11 vs. 10)"
+        );
+        assert_eq!(DecodeError::BadFlag(2).to_status().code(), Code::Internal);
+        let truncated = DecodeError::Truncated { buffered: 3 }.to_status();
+        assert_eq!(truncated.code(), Code::Internal);
+    }
+
+    #[test]
     fn message_round_trips_through_percent_encoding() {
         let text = "\t multi\nline 100% 😈 ünïcode ";
         let enc = encode_message(text);
