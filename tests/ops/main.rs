@@ -8,6 +8,7 @@ mod support;
 mod command_line;
 mod env;
 mod flags;
+mod limits_table;
 mod logs;
 mod metrics;
 mod readme;

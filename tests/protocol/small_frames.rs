@@ -8,9 +8,9 @@
 //! arrive faster than the tasks take them. The test makes that certain: a new call's HEADERS and
 //! its 1-byte frames in one write of a few KiB, one TCP segment, which h2 reads to the end before
 //! the server can accept the call. (The default's 65,793 frames are 658 KB: no one segment
-//! holds them, and between two the server may take what came; `ops/readme.rs` checks the default
-//! that `serve --help` shows against the README's table.) Frames written by hand: no HTTP/2 library
-//! sends 258 1-byte DATA frames in a row.
+//! holds them, and between two the server may take what came; `ops/limits_table.rs` checks the
+//! default that `serve --help` shows against the README's table.) Frames written by hand: no
+//! HTTP/2 library sends 258 1-byte DATA frames in a row.
 
 use crate::support::frames::{code, data, grpc_request, RawConnection};
 use crate::support::process::ServerProcess;
