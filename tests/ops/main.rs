@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod budget_metric;
 mod command_line;
 mod env;
 mod flags;

@@ -27,6 +27,7 @@ use h2chat::grpc::server::{
     self as srv, ClientAuth, Listener, ServerConfig, TlsAcceptor, TlsFiles,
 };
 use h2chat::services::app::{self, AppConfig};
+use h2chat::services::chat::presence;
 use h2chat::services::chat::room::{self, RoomLimits};
 use h2chat::services::chat::{self, ChatConfig};
 use h2chat::services::logs::ring::{self, LogRing};
@@ -329,6 +330,10 @@ struct ServeArgs {
     /// Members per room.
     #[arg(long, value_parser = flags::whole::<usize>(1, None), default_value_t = room::DEFAULT_MAX_MEMBERS_PER_ROOM)]
     max_members_per_room: usize,
+    /// Rooms with more members than this announce joins and leaves in batches, one presence event
+    /// per interval listing who came and went (0: every room); smaller rooms, one event each.
+    #[arg(long, value_parser = flags::whole::<usize>(0, None), default_value_t = presence::DEFAULT_PRESENCE_BATCH_ABOVE)]
+    presence_batch_above: usize,
     /// Joined chat calls per connection.
     #[arg(long, value_parser = flags::whole::<usize>(1, None), default_value_t = chat::DEFAULT_MAX_JOINS_PER_CONNECTION)]
     max_joins_per_connection: usize,
@@ -441,6 +446,10 @@ impl ServeArgs {
                     history_on_join: self.history_on_join,
                     max_rooms: self.max_rooms,
                     max_members_per_room: self.max_members_per_room,
+                    presence: presence::PresenceLimits {
+                        batch_above: self.presence_batch_above,
+                        ..Default::default()
+                    },
                 },
                 max_id_bytes: self.max_id_bytes,
                 max_text_bytes: self.max_text_bytes,
