@@ -34,7 +34,8 @@
 //! - [`services`]: what the server serves, `services/mod.rs`, and `app.rs`, which assembles it.
 //!   - `services/chat/`: `mod.rs` (the ChatService calls), `browser.rs` (`Subscribe` and
 //!     `Post`), `room.rs` (the room engine: rooms, epochs, members as cursors), `identity.rs`
-//!     (NFC names and room ids, look-alike skeletons), `stats.rs` (what chat counts).
+//!     (NFC names and room ids, look-alike skeletons), `stats.rs` (what chat counts), `flow.rs`
+//!     (backpressure: posters wait for reading members; stalled members).
 //!   - `services/logs/`: `mod.rs` (WatchLogs), `ring.rs` (the log ring and its tracing layer),
 //!     `repeats.rs` (the cap on repeated events), `tail.rs` (tail -F into it).
 //!   - `services/reflection/`: `mod.rs` (v1 and v1alpha), `index.rs` (the descriptor index).

@@ -1,10 +1,11 @@
 //! chat.v1.ChatService: rooms, posts, presence and validation; lossless delivery (sequence numbers,
-//! history, resume, slow members); room epochs; identities; leave reasons; shutdown that drains;
+//! history, resume, slow members); backpressure under a flood; room epochs; identities; leave reasons; shutdown that drains;
 //! the README's grpcurl session.
 
 #[path = "../support/mod.rs"]
 mod support;
 
+mod backpressure;
 mod chat;
 mod epochs;
 mod grpcurl_session;

@@ -20,6 +20,7 @@
 //! within [`ChatConfig::shutdown_drain`] is cut, and that is logged.
 
 mod browser;
+pub mod flow;
 pub mod identity;
 pub mod room;
 pub mod stats;
@@ -44,7 +45,9 @@ pub use crate::protocol::{
     DEFAULT_MAX_ID_BYTES, DEFAULT_MAX_TEXT_BYTES, EPOCH_METADATA, JOINED_SEQ_METADATA,
     MAX_TEXT_BYTES_METADATA,
 };
-use crate::services::chat::room::{Member, Posted, RoomLimits, Rooms, StartAt, MAX_BATCH_BYTES};
+use crate::services::chat::room::{
+    Member, Posted, Poster, RoomLimits, Rooms, StartAt, MAX_BATCH_BYTES,
+};
 
 /// Default time a member has on shutdown to take its room's last events (see
 /// [`ChatConfig::shutdown_drain`]).
@@ -242,8 +245,10 @@ impl ChatService {
         // A batch is built only within the window the client has granted: a member whose client
         // reads nothing holds its cursor and nothing else.
         call.track_writes();
+        let poster = member.poster();
         loop {
             let mut window_wait = false;
+            let mut progressed = false;
             if call.is_send_idle() {
                 let drained = closing
                     .as_ref()
@@ -259,11 +264,15 @@ impl ChatService {
                         room => {
                             if let Some(batch) = member.next_batch(room) {
                                 call.queue_frames(batch)?;
+                                progressed = true;
                             }
                         }
                     }
                 }
             }
+            // Blocked: events are due and none can leave (no window, or the last batch is still
+            // unwritten). The room stops waiting for a member blocked too long.
+            member.set_blocked(!progressed && member.has_news());
             let sending = call.has_queued();
             let reading = inbound_open && closing.is_none();
             // Past the close point nothing new matters: only the last write is awaited.
@@ -284,7 +293,7 @@ impl ChatService {
                     }
                     call.written().await
                 }, if !sending && !window_wait => {}
-                posted = next_post(call, &mut bucket), if reading => match posted? {
+                posted = next_post(call, &mut bucket, &poster), if reading => match posted? {
                     Some(msg) => {
                         if let Posted::Closed(at) = self.post(member, msg)? {
                             closing = Some(self.close(member, at));
@@ -479,9 +488,15 @@ async fn cut_at(closing: &mut Option<(u64, Pin<Box<Sleep>>)>) {
     }
 }
 
-/// The next message from the client, read only when the member may post: over the rate, the
-/// stream is not read, so the client's HTTP/2 window fills and it slows down. Nothing is dropped.
-async fn next_post(call: &Call, bucket: &mut TokenBucket) -> Result<Option<ChatMessage>, Status> {
+/// The next message from the client, read only when the member may post: while the room's
+/// readers catch up ([`Poster::ready`]) or over the rate, the stream is not read, so the client's
+/// HTTP/2 window fills and it slows down. Nothing is dropped.
+async fn next_post(
+    call: &Call,
+    bucket: &mut TokenBucket,
+    poster: &Poster,
+) -> Result<Option<ChatMessage>, Status> {
+    poster.ready().await;
     let wait = bucket.wait();
     if let Some(wait) = wait {
         // Boxed: only a member over its rate needs a timer, and a timer is large.

@@ -35,6 +35,7 @@ use crate::grpc::codec::encode_message;
 use crate::grpc::Status;
 use crate::pb::chat::v1::{ChatMessage, EventKind, LeaveReason};
 use crate::ring::{RingBounds, SeqRing};
+use crate::services::chat::flow::{BlockedSince, Flow, FlowLimits, Gate, ReaderId};
 use crate::services::chat::{identity, stats};
 
 /// Default number of events a room keeps.
@@ -63,6 +64,8 @@ pub struct RoomLimits {
     pub max_rooms: usize,
     /// Members per room.
     pub max_members_per_room: usize,
+    /// Backpressure: when posters wait for reading members ([`flow`](crate::services::chat::flow)).
+    pub flow: FlowLimits,
 }
 
 impl Default for RoomLimits {
@@ -73,6 +76,7 @@ impl Default for RoomLimits {
             history_on_join: DEFAULT_HISTORY_ON_JOIN,
             max_rooms: DEFAULT_MAX_ROOMS,
             max_members_per_room: DEFAULT_MAX_MEMBERS_PER_ROOM,
+            flow: FlowLimits::default(),
         }
     }
 }
@@ -96,6 +100,8 @@ pub struct Room {
     state: Mutex<RoomState>,
     /// The next sequence number; members wait on it for new events.
     head: watch::Sender<u64>,
+    /// Posters wait here while reading members catch up ([`flow`](crate::services::chat::flow)).
+    gate: Gate,
 }
 
 struct RoomState {
@@ -112,6 +118,8 @@ struct RoomState {
     joins: u64,
     /// Set on shutdown: the last sequence number posts may have. Later posts are refused.
     closed_at: Option<u64>,
+    /// Where the members' cursors are, for backpressure.
+    flow: Flow,
 }
 
 /// Where a new member starts reading.
@@ -153,6 +161,11 @@ pub struct Member {
     reason: LeaveReason,
     /// A reset event to hand out before anything else.
     reset: Option<Bytes>,
+    /// This member among the room's readers ([`flow`](crate::services::chat::flow)).
+    reader: ReaderId,
+    /// Since when this member has been blocked (shared with the room), and whether it is.
+    blocked_since: Arc<BlockedSince>,
+    blocked: bool,
 }
 
 impl Rooms {
@@ -253,6 +266,9 @@ impl Rooms {
             // with a gap.
             StartAt::Resume { epoch, .. } => (1, Some(room.reset_frame(epoch.as_deref()))),
         };
+        let blocked_since = Arc::new(BlockedSince::default());
+        let span = (st.ring.first_seq(), st.ring.next_seq());
+        let reader = st.flow.join(cursor, blocked_since.clone(), span);
         drop(st);
         drop(reg);
         room.publish();
@@ -266,6 +282,9 @@ impl Rooms {
             head,
             reason: LeaveReason::Disconnected,
             reset,
+            reader,
+            blocked_since,
+            blocked: false,
         })
     }
 
@@ -296,6 +315,7 @@ impl Rooms {
                 roster.remove(i);
             }
             st.skeletons.retain(|_, n| *n != member.name);
+            st.flow.leave(member.reader, &member.room.gate);
             member
                 .room
                 .append(&mut st, &member.name, EventKind::Left, "", member.reason);
@@ -339,8 +359,10 @@ impl Room {
                 skeletons: HashMap::new(),
                 joins: 0,
                 closed_at: None,
+                flow: Flow::new(limits.flow, bounds),
             }),
             head,
+            gate: Gate::default(),
         }
     }
 
@@ -411,7 +433,12 @@ impl Room {
             leave_reason: reason as i32,
             ..Default::default()
         };
-        st.ring.push(encode_message(&event))
+        let frame = encode_message(&event);
+        let bytes = frame.len();
+        let seq = st.ring.push(frame);
+        let span = (st.ring.first_seq(), st.ring.next_seq());
+        st.flow.pushed(bytes, span, &self.gate);
+        seq
     }
 
     fn publish(&self) {
@@ -511,6 +538,16 @@ impl Poster {
         &self.name
     }
 
+    /// Waits until the room takes posts: while its slowest reading member is too far behind,
+    /// posters wait for it to catch up ([`flow`](crate::services::chat::flow)). Call it before reading the next post from the
+    /// client, so that HTTP/2 flow control slows the client meanwhile. Cancel-safe.
+    pub async fn ready(&self) {
+        self.room
+            .gate
+            .wait_open(|now| self.room.lock().flow.review(now, &self.room.gate))
+            .await
+    }
+
     /// Posts a text message as the member, unless the room has closed.
     pub fn post(&self, text: &str) -> Posted {
         let mut st = self.room.lock();
@@ -541,12 +578,19 @@ impl Member {
         if let Some(reset) = self.reset.take() {
             return Some(reset);
         }
-        let st = self.room.lock();
+        let mut guard = self.room.lock();
+        let st = &mut *guard;
+        let span = (st.ring.first_seq(), st.ring.next_seq());
+        let before = self.cursor;
         let batch = st
             .ring
             .read(&mut self.cursor, usize::MAX, max_bytes.min(MAX_BATCH_BYTES));
         if batch.count > 0 {
             stats::delivered(batch.count as u64);
+        }
+        if self.cursor != before {
+            st.flow
+                .advanced(self.reader, self.cursor, span, &self.room.gate);
         }
         let Some((from, to)) = batch.missed else {
             // One event goes out as the shared frame itself. Several are copied into one buffer
@@ -592,6 +636,28 @@ impl Member {
         let _ = self.head.changed().await;
     }
 
+    /// Tells the room whether this member is blocked: events are due to it and none can leave
+    /// (its client's window is zero, or its last batch has not been written yet). A member
+    /// blocked for longer than the stall grace no longer holds the room back ([`flow`](crate::services::chat::flow)).
+    pub fn set_blocked(&mut self, blocked: bool) {
+        if blocked == self.blocked {
+            return;
+        }
+        self.blocked = blocked;
+        self.blocked_since.set(blocked);
+        if blocked {
+            self.room.gate.member_blocked();
+        }
+    }
+
+    /// Waits until the room takes posts (see [`Poster::ready`]).
+    pub async fn ready(&self) {
+        self.room
+            .gate
+            .wait_open(|now| self.room.lock().flow.review(now, &self.room.gate))
+            .await
+    }
+
     /// Sets the reason the member will leave with when dropped.
     pub fn set_leave_reason(&mut self, reason: LeaveReason) {
         self.reason = reason;
@@ -617,6 +683,10 @@ mod tests {
             history_on_join,
             max_rooms: 4,
             max_members_per_room: 8,
+            flow: FlowLimits {
+                high_water_percent: 0,
+                ..FlowLimits::default()
+            },
         })
     }
 
