@@ -156,14 +156,19 @@ impl<A: Future + Unpin, B: Future + Unpin> Future for Either<A, B> {
 pub(super) struct BlockedSince(AtomicU64);
 
 impl BlockedSince {
-    /// Records that the member is blocked from now (`true`) or no longer (`false`).
-    pub(super) fn set(&self, blocked: bool) {
-        let v = if blocked {
-            since_anchor(Instant::now())
-        } else {
-            0
-        };
-        self.0.store(v, Ordering::Release);
+    /// Records that the member is blocked (since now, unless it already was) or no longer.
+    /// Returns whether it just became blocked.
+    pub(super) fn set(&self, blocked: bool) -> bool {
+        let was = self.0.load(Ordering::Acquire) != 0;
+        if blocked && !was {
+            self.0
+                .store(since_anchor(Instant::now()), Ordering::Release);
+            return true;
+        }
+        if !blocked && was {
+            self.0.store(0, Ordering::Release);
+        }
+        false
     }
 
     fn get(&self) -> Option<Instant> {
@@ -490,7 +495,7 @@ mod tests {
             Review::Closed(None),
             "not blocked: its progress wakes"
         );
-        blocked.set(true);
+        let _ = blocked.set(true);
         let Review::Closed(Some(due)) = f.review(now, &gate) else {
             panic!("a blocked member's grace is timed");
         };
@@ -514,9 +519,9 @@ mod tests {
         let a = f.join(1, blocked.clone(), (1, 1));
         let mut next = 1;
         push(&mut f, &gate, &mut next, 60, 10, 100);
-        blocked.set(true);
+        let _ = blocked.set(true);
         assert_eq!(f.review(Instant::now(), &gate), Review::Open);
-        blocked.set(false);
+        let _ = blocked.set(false);
         push(&mut f, &gate, &mut next, 100, 10, 100);
         assert!(!gate.is_closed());
         // Caught up to within the low-water mark (25 behind 161): reading, and held to it again.

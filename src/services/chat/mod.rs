@@ -46,7 +46,7 @@ pub use crate::protocol::{
     MAX_TEXT_BYTES_METADATA,
 };
 use crate::services::chat::room::{
-    Member, Posted, Poster, RoomLimits, Rooms, StartAt, MAX_BATCH_BYTES,
+    Blocker, Member, Posted, Poster, RoomLimits, Rooms, StartAt, MAX_BATCH_BYTES,
 };
 
 /// Default time a member has on shutdown to take its room's last events (see
@@ -246,6 +246,7 @@ impl ChatService {
         // reads nothing holds its cursor and nothing else.
         call.track_writes();
         let poster = member.poster();
+        let blocker = member.blocker();
         loop {
             let mut window_wait = false;
             let mut progressed = false;
@@ -270,9 +271,10 @@ impl ChatService {
                     }
                 }
             }
-            // Blocked: events are due and none can leave (no window, or the last batch is still
-            // unwritten). The room stops waiting for a member blocked too long.
-            member.set_blocked(!progressed && member.has_news());
+            // Blocked: events are due and none can leave (queued bytes wait for window, or the
+            // window is zero, or the last batch is still unwritten). The room stops waiting for a
+            // member blocked too long.
+            member.set_blocked(!progressed && (member.has_news() || call.has_queued()));
             let sending = call.has_queued();
             let reading = inbound_open && closing.is_none();
             // Past the close point nothing new matters: only the last write is awaited.
@@ -281,7 +283,7 @@ impl ChatService {
                 .is_some_and(|(at, _)| member.cursor() > *at);
             // Unbiased on purpose: neither the member's own posts nor its deliveries may starve.
             tokio::select! {
-                sent = call.flush(), if sending => sent?,
+                sent = flush_or_block(call, &blocker), if sending => sent?,
                 // Window first, then the batch (next time round): the wait holds nothing.
                 room = call.send_capacity(MAX_BATCH_BYTES), if window_wait => {
                     room?;
@@ -290,6 +292,10 @@ impl ChatService {
                 () = async {
                     if !drained {
                         member.changed().await;
+                        // News while the last batch is unwritten: blocked until h2 writes it.
+                        if !call.is_send_idle() {
+                            blocker.set(true);
+                        }
                     }
                     call.written().await
                 }, if !sending && !window_wait => {}
@@ -478,6 +484,21 @@ fn shutdown_begun(signal: &ShutdownSignal) -> impl std::future::Future<Output = 
             std::task::Poll::Pending
         }
     })
+}
+
+/// Flushes the member's queued bytes; if they must wait for the client's window, the member is
+/// blocked meanwhile (see [`Member::set_blocked`]).
+async fn flush_or_block(call: &Call, blocker: &Blocker) -> Result<(), Status> {
+    let mut flush = std::pin::pin!(call.flush());
+    let mut first = true;
+    std::future::poll_fn(|cx| {
+        let polled = std::future::Future::poll(flush.as_mut(), cx);
+        if polled.is_pending() && std::mem::take(&mut first) {
+            blocker.set(true);
+        }
+        polled
+    })
+    .await
 }
 
 /// Resolves when a draining member's time is up; pending while not draining.

@@ -163,9 +163,8 @@ pub struct Member {
     reset: Option<Bytes>,
     /// This member among the room's readers ([`flow`](crate::services::chat::flow)).
     reader: ReaderId,
-    /// Since when this member has been blocked (shared with the room), and whether it is.
+    /// Since when this member has been blocked (shared with the room).
     blocked_since: Arc<BlockedSince>,
-    blocked: bool,
 }
 
 impl Rooms {
@@ -284,7 +283,6 @@ impl Rooms {
             reset,
             reader,
             blocked_since,
-            blocked: false,
         })
     }
 
@@ -520,6 +518,21 @@ impl Member {
     }
 }
 
+/// Says whether one member is blocked; see [`Member::blocker`].
+pub struct Blocker {
+    room: Arc<Room>,
+    since: Arc<BlockedSince>,
+}
+
+impl Blocker {
+    /// See [`Member::set_blocked`].
+    pub fn set(&self, blocked: bool) {
+        if self.since.set(blocked) {
+            self.room.gate.member_blocked();
+        }
+    }
+}
+
 /// Posts as one member; see [`Member::poster`].
 #[derive(Clone)]
 pub struct Poster {
@@ -639,14 +652,16 @@ impl Member {
     /// Tells the room whether this member is blocked: events are due to it and none can leave
     /// (its client's window is zero, or its last batch has not been written yet). A member
     /// blocked for longer than the stall grace no longer holds the room back ([`flow`](crate::services::chat::flow)).
-    pub fn set_blocked(&mut self, blocked: bool) {
-        if blocked == self.blocked {
-            return;
-        }
-        self.blocked = blocked;
-        self.blocked_since.set(blocked);
-        if blocked {
-            self.room.gate.member_blocked();
+    pub fn set_blocked(&self, blocked: bool) {
+        self.blocker().set(blocked);
+    }
+
+    /// A handle that says whether this member is blocked (see [`set_blocked`](Self::set_blocked))
+    /// while the member itself is borrowed elsewhere.
+    pub fn blocker(&self) -> Blocker {
+        Blocker {
+            room: self.room.clone(),
+            since: self.blocked_since.clone(),
         }
     }
 
