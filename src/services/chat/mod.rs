@@ -274,8 +274,8 @@ impl ChatService {
             // Blocked: events are due and none can leave (queued bytes wait for window, or the
             // window is zero, or the last batch is still unwritten). The room stops waiting for a
             // member blocked too long.
-            member.set_blocked(!progressed && (member.has_news() || call.has_queued()));
             let sending = call.has_queued();
+            member.set_blocked(!progressed && (sending || member.has_news()));
             let reading = inbound_open && closing.is_none();
             // Past the close point nothing new matters: only the last write is awaited.
             let drained = closing
