@@ -30,6 +30,8 @@ if ((quick)); then
 else
   A_MSGS=100000 B_MSGS=25000 C_MSGS=4000 D1=5000 D1C=50 D2=5000 D3=20000 E_N=500000 F_MSGS=100000
 fi
+# Join storm and idle-never-reading (issue 15, presence): members into one room, connections.
+if ((quick)); then STORM=500 STORM_C=10; else STORM=5000 STORM_C=50; fi
 E_ROUNDS=3
 # The floor's write: a 100-byte chat text on the wire (DATA frame header, gRPC prefix, message).
 FLOOR_SIZE=114
@@ -231,6 +233,32 @@ stop "$pid"
 row "(d2) idle: $D2 members on $D2 connections" "server RSS per connection + member" \
   "$(fmt "$(field d2 kib_per_member_all_in)" 2) KiB" "<= 24 KiB" \
   "$(check "$(field d2 kib_per_member_all_in)" le 24)"
+
+# Join storm and Idle (issue 15, presence): one room, $STORM members over $STORM_C connections.
+# The storm counts every event the members receive (their histories, their own joins' confirmation,
+# presence); the idle run holds members that never read anything they are sent.
+presence_targets() {
+  serve storm
+  load storm join-storm --addr "$addr" --members $STORM --conns $STORM_C --server-pid "$pid"
+  stop "$pid"
+  local desc="Join storm: $STORM members into one room over $STORM_C connections"
+  local events
+  events=$(field storm events_delivered)
+  row "$desc" "events delivered (histories, own joins, presence)" \
+    "$events ($(fmt "$(field storm events_per_member)" 2) per member)" "<= $((10 * STORM))" \
+    "$(check "$events" le $((10 * STORM)))"
+  row "$desc" "server CPU; peak server RSS" \
+    "$(fmt "$(field storm server_cpu_s)" 2) s; $(fmt "$(field storm server_peak_rss_kib)") KiB (joined in $(fmt "$(field storm join_s)" 2) s, every join told after $(fmt "$(field storm presence_complete_s)" 2) s)" \
+    "reported" ""
+  serve idle-noread
+  load idle-noread idle --addr "$addr" --members $STORM --conns $STORM_C --members-per-room $STORM \
+    --no-read --server-pid "$pid"
+  stop "$pid"
+  row "Idle: $STORM members on $STORM_C connections that never read, one room" "server RSS per member" \
+    "$(fmt "$(field idle-noread kib_per_member)" 2) KiB" "<= 5 KiB" \
+    "$(check "$(field idle-noread kib_per_member)" le 5)"
+}
+presence_targets
 
 # Both processes need one file per connection, and a few more.
 d3=$D3

@@ -4,13 +4,13 @@
 //! The gRPC layer and the services record through the `metrics` facade
 //! ([`crate::grpc::server::stats`], [`crate::services::chat::stats`]); this module installs the
 //! recorder that keeps the values and the listener that serves them, describes every metric, and
-//! exports at 0 the series that features still to come will record:
+//! exports at 0 the series that only count events (so a dashboard shows 0 rather than nothing):
 //!
 //! | metric | labels | what |
 //! |---|---|---|
 //! | `h2chat_tls_handshake_failures_total` | | TLS handshakes that failed or did not choose `h2` |
 //! | `h2chat_auth_token_rejections_total` | `reason` | calls refused for their bearer token: `missing`, `invalid` |
-//! | `h2chat_budget_bytes_in_use` | `budget` (`send`, `receive`) | bytes held against the memory budgets (0 until budgets land) |
+//! | `h2chat_budget_bytes_in_use` | `budget` (`send`) | response bytes encoded and not yet written (the send budget, [`crate::grpc::server::budget`]) |
 //! | `h2chat_redis_operations_total`, `h2chat_redis_errors_total` | | Redis calls (0 until Redis lands) |
 
 use std::net::SocketAddr;
@@ -63,8 +63,6 @@ pub fn install(addr: SocketAddr) -> Result<SocketAddr, ExporterError> {
     for reason in ["missing", "invalid"] {
         metrics::counter!("h2chat_auth_token_rejections_total", "reason" => reason).absolute(0);
     }
-    metrics::gauge!("h2chat_budget_bytes_in_use", "budget" => "send").set(0.0);
-    metrics::gauge!("h2chat_budget_bytes_in_use", "budget" => "receive").set(0.0);
     metrics::counter!("h2chat_redis_operations_total").absolute(0);
     metrics::counter!("h2chat_redis_errors_total").absolute(0);
     Ok(addr)
@@ -122,7 +120,7 @@ fn describe() {
     describe_gauge!(
         "h2chat_budget_bytes_in_use",
         Unit::Bytes,
-        "Bytes held against a memory budget."
+        "Response bytes encoded and not yet written (the send budget), reserves included."
     );
     describe_counter!("h2chat_redis_operations_total", "Redis operations.");
     describe_counter!("h2chat_redis_errors_total", "Redis operations that failed.");

@@ -19,7 +19,8 @@
 //!   - `grpc/server/`, budgets and limits: `budget.rs` (the send budget), `admission.rs` (the
 //!     connection caps, accept's backoff), `lifetime.rs` (idle and age GOAWAY).
 //!   - `grpc/server/`, for operators: `stats.rs` (what it counts, through the `metrics` facade),
-//!     `call_log.rs` (lines for refused and failed calls), `log_rate.rs` (their rate cap).
+//!     `call_log.rs` (lines for refused and failed calls), `log_rate.rs` (the cap on log lines
+//!     a peer can cause: per line, and per call site in the log ring's layer).
 //!   - `grpc/client/`: `mod.rs` (the channel), `call.rs` (send half), `response.rs` (receive
 //!     half), `shared.rs` (their shared state), `status.rs` (status mapping), `tls.rs` (the TLS
 //!     connector).
@@ -35,9 +36,10 @@
 //!   - `services/chat/`: `mod.rs` (the ChatService calls), `browser.rs` (`Subscribe` and
 //!     `Post`), `room.rs` (the room engine: rooms, epochs, members as cursors), `identity.rs`
 //!     (NFC names and room ids, look-alike skeletons), `stats.rs` (what chat counts), `flow.rs`
-//!     (backpressure: posters wait for reading members; stalled members).
+//!     (backpressure: posters wait for reading members; stalled members), `presence.rs` (joins
+//!     and leaves of large rooms batched, runs of them merged per member).
 //!   - `services/logs/`: `mod.rs` (WatchLogs), `ring.rs` (the log ring and its tracing layer),
-//!     `repeats.rs` (the cap on repeated events), `tail.rs` (tail -F into it).
+//!     `tail.rs` (tail -F into it).
 //!   - `services/reflection/`: `mod.rs` (v1 and v1alpha), `index.rs` (the descriptor index).
 //!   - `services/health.rs`, `services/echo.rs`, `services/interop.rs`, `services/page.rs` (the
 //!     chat page, `web/dist/`).
@@ -49,7 +51,7 @@
 //!   task), `link.rs` (one joined call).
 //! - [`stdio`]: `h2chat stdio` — `stdio/mod.rs` (the JSON-lines node), `calls.rs`, `schema.rs`.
 //! - [`bench`](mod@bench): `h2chat bench` — `bench/mod.rs`, `fanout/` (`mod.rs`, `member.rs`,
-//!   `sender.rs`), `idle.rs`, `members.rs`, `unary.rs`, `raw_h2.rs`, `write_floor/` (`mod.rs`,
+//!   `sender.rs`), `idle.rs`, `storm.rs`, `members.rs`, `unary.rs`, `raw_h2.rs`, `write_floor/` (`mod.rs`,
 //!   `server.rs`), `event.rs`, `histogram.rs`, `proc.rs`, `report.rs`, `ticker.rs`.
 //! - [`cli`] (`cli.rs`): command-line value types the subcommands share (seconds).
 //! - [`exporter`] (`exporter.rs`): the Prometheus endpoint (`--metrics-addr`) for what the gRPC

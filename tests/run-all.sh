@@ -15,6 +15,8 @@ npm ci --prefix tests/tools
 # The browser test: Debian's chromium (driven by tests/tools' playwright-core), and the page's
 # build tools (web/: buf generate + esbuild) for the check that the committed bundle is fresh.
 command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+# `ss` (iproute2), which the listen-backlog test reads the listening socket's backlog with.
+command -v ss >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2; }
 npm ci --prefix web
 bash tests/proto-check.sh
 

@@ -23,6 +23,8 @@ pub struct Event<'a> {
     pub gap_to: u64,
     /// `text` (field 3), as bytes (not checked for UTF-8).
     pub text: &'a [u8],
+    /// `joined_count` (field 15) of a presence event.
+    pub joined_count: u64,
 }
 
 impl Event<'_> {
@@ -34,6 +36,17 @@ impl Event<'_> {
     /// A gap event: the member missed `gap_from ..= gap_to`.
     pub fn is_gap(&self) -> bool {
         self.kind == EventKind::Gap as i32
+    }
+
+    /// How many joins the event announces: 1 for a join, `joined_count` for a presence event.
+    pub fn joins(&self) -> u64 {
+        if self.kind == EventKind::Joined as i32 {
+            1
+        } else if self.kind == EventKind::Presence as i32 {
+            self.joined_count
+        } else {
+            0
+        }
     }
 
     /// How many events a gap event says were missed (0 for any other event).
@@ -68,6 +81,7 @@ pub fn scan(mut buf: &[u8]) -> Option<Event<'_>> {
                     6 => ev.kind = v as i32,
                     8 => ev.gap_from = v,
                     9 => ev.gap_to = v,
+                    15 => ev.joined_count = v,
                     _ => {}
                 }
             }

@@ -53,6 +53,10 @@ pub struct IdleConfig {
     /// Bound on connecting plus joining.
     #[arg(long, default_value_t = Seconds(DEFAULT_TIMEOUT))]
     pub timeout: Seconds,
+    /// Members never read: their calls are held open and nothing they are sent is consumed, so
+    /// their windows fill and stay full (the cost of clients that stopped reading).
+    #[arg(long)]
+    pub no_read: bool,
 }
 
 /// Runs the bench. Errors when it cannot run: bad arguments, too few open files, a connection or
@@ -90,12 +94,18 @@ pub async fn run(cfg: IdleConfig) -> Result<Outcome, BenchError> {
     let join_s = t.elapsed().as_secs_f64();
     let join_cpu = cpu_since(connected, sample_server(cfg.server_pid)?);
     let self_join_cpu = cpu_since(self_connected, ProcSample::read_self().ok());
-    let readers: Vec<_> = calls
-        .into_iter()
-        .map(|mut call| {
-            tokio::spawn(async move { while let Ok(Some(_)) = call.recv_raw().await {} })
-        })
-        .collect();
+    let mut held = Vec::new();
+    let readers: Vec<_> = if cfg.no_read {
+        held = calls;
+        Vec::new()
+    } else {
+        calls
+            .into_iter()
+            .map(|mut call| {
+                tokio::spawn(async move { while let Ok(Some(_)) = call.recv_raw().await {} })
+            })
+            .collect()
+    };
     tokio::time::sleep(cfg.settle.0).await;
     let joined = sample_server(cfg.server_pid)?;
 
@@ -104,6 +114,7 @@ pub async fn run(cfg: IdleConfig) -> Result<Outcome, BenchError> {
         .int("members", cfg.members as u64)
         .int("conns", cfg.conns as u64)
         .int("members_per_room", cfg.members_per_room as u64)
+        .int("no_read", u64::from(cfg.no_read))
         .float("connect_s", connect_s)
         .float("join_s", join_s)
         .float("connect_and_join_s", connect_s + join_s);
@@ -128,7 +139,7 @@ pub async fn run(cfg: IdleConfig) -> Result<Outcome, BenchError> {
     for reader in &readers {
         reader.abort();
     }
-    drop((readers, channels));
+    drop((readers, held, channels));
     Ok(Outcome { report, summary })
 }
 
@@ -139,11 +150,12 @@ fn cpu_since(before: Option<ProcSample>, after: Option<ProcSample>) -> Option<f6
 fn summary(r: &Report, cfg: &IdleConfig) -> String {
     let f = |k: &str| r.number(k);
     let mut s = format!(
-        "idle: {} members over {} connection(s), rooms of {}\n\
+        "idle: {} members over {} connection(s), rooms of {}{}\n\
          connect {:.2} s, join {:.2} s (together {:.2} s); client CPU {:.2} s + {:.2} s",
         cfg.members,
         cfg.conns,
         cfg.members_per_room,
+        if cfg.no_read { ", never reading" } else { "" },
         f("connect_s"),
         f("join_s"),
         f("connect_and_join_s"),

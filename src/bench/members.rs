@@ -144,7 +144,8 @@ pub async fn join_all(
     collect(tasks, deadline, "joining").await
 }
 
-async fn join(channel: &Channel, spec: &JoinSpec) -> Result<ClientCall, BenchError> {
+/// Joins one member; it is joined once the server sent the call's response headers.
+pub(crate) async fn join(channel: &Channel, spec: &JoinSpec) -> Result<ClientCall, BenchError> {
     let fail = |e: crate::grpc::Status| {
         BenchError::new(format!("joining {} to {}: {e}", spec.name, spec.room))
     };

@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`fanout`]: rooms, members, senders; losses, gaps, deliveries/s, latency, CPU per delivery.
 //! - [`idle`]: many joined members doing nothing; server memory per connection and per member.
+//! - [`storm`]: many members joining one room at once; events delivered, server CPU and memory.
 //! - [`raw_h2`]: the baseline: an h2 server with no gRPC layer that echoes a gRPC-shaped response.
 //! - [`write_floor`]: the floor under fan-out: plain TCP, one write per delivery, no h2, no gRPC.
 //! - [`unary`]: the request `h2load` sends for the unary bench, and a check that a server answers it.
@@ -25,6 +26,7 @@ pub mod members;
 pub mod proc;
 pub mod raw_h2;
 pub mod report;
+pub mod storm;
 pub mod ticker;
 pub mod unary;
 pub mod write_floor;

@@ -4,6 +4,8 @@
 //! - a message: `[14:40:12] alice: hi` (the server's `sent_at` in local time);
 //! - presence: `* bob joined`, `* bob left` (`(connection lost)` or `(server shutting down)` when
 //!   the member did not leave by choice);
+//! - presence batched by a large room: `* 12 joined: ana, bo, cy … and 9 more; 2 left: dee, ed`
+//!   (at most [`PRESENCE_NAMES_SHOWN`] names a list; a single change reads as above);
 //! - a gap: `! missed 12 events (seq 40..=51)`.
 //!
 //! Names and texts come from other people: [`safe`](crate::client::safe) says how what could
@@ -20,6 +22,9 @@ use serde::Serialize;
 use crate::client::safe;
 use crate::client::session::Update;
 use crate::pb::chat::v1::{ChatMessage, EventKind, LeaveReason};
+
+/// Names a batched presence line shows per list before "… and N more".
+pub const PRESENCE_NAMES_SHOWN: usize = 3;
 
 /// How events are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,14 +115,51 @@ pub fn text_line(event: &ChatMessage) -> String {
             "! the room's history started over; what follows is the room's history from its start"
                 .to_string()
         }
+        Ok(EventKind::Presence) => presence_text(event),
         Err(_) => format!("? event of unknown kind {} (seq {})", event.kind, event.seq),
     }
+}
+
+/// A batched presence event: `* 12 joined: a, b, c … and 9 more; 2 left: d, e`.
+fn presence_text(event: &ChatMessage) -> String {
+    let mut parts = Vec::new();
+    if event.joined_count > 0 {
+        parts.push(name_list("joined", &event.joined_ids, event.joined_count));
+    }
+    if event.left_count > 0 {
+        parts.push(name_list("left", &event.left_ids, event.left_count));
+    }
+    if parts.is_empty() {
+        return "* nobody joined or left".to_string();
+    }
+    format!("* {}", parts.join("; "))
+}
+
+/// `bob joined`, `12 joined: a, b, c … and 9 more`, `3 left`.
+fn name_list(verb: &str, names: &[String], count: u64) -> String {
+    let shown: Vec<Cow<'_, str>> = names
+        .iter()
+        .take(PRESENCE_NAMES_SHOWN)
+        .map(|n| safe::one_line(n))
+        .collect();
+    if count == 1 && shown.len() == 1 {
+        return format!("{} {verb}", shown[0]);
+    }
+    if shown.is_empty() {
+        return format!("{count} {verb}");
+    }
+    let more = count.saturating_sub(shown.len() as u64);
+    let mut line = format!("{count} {verb}: {}", shown.join(", "));
+    if more > 0 {
+        line.push_str(&format!(" … and {more} more"));
+    }
+    line
 }
 
 /// An event as one JSON object. Fields that do not apply to the kind are left out.
 #[derive(Debug, Serialize)]
 pub struct JsonEvent<'a> {
-    /// `message`, `joined`, `left`, `gap`, `reset`, or `unknown`.
+    /// `message`, `joined`, `left`, `presence`, `gap`, `reset`, or `unknown`.
     pub kind: &'static str,
     /// The room's sequence number (absent for gaps and resets, which have none).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -145,6 +187,21 @@ pub struct JsonEvent<'a> {
     /// The last sequence number missed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gap_to: Option<u64>,
+    /// On presence: the first sequence number the event covers (`seq` is the last).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_from: Option<u64>,
+    /// On presence: who joined (the first of them; `joined_count` counts all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub joined: Option<&'a [String]>,
+    /// On presence: how many joined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub joined_count: Option<u64>,
+    /// On presence: who left (the first of them; `left_count` counts all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left: Option<&'a [String]>,
+    /// On presence: how many left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left_count: Option<u64>,
 }
 
 impl<'a> JsonEvent<'a> {
@@ -159,6 +216,7 @@ impl<'a> JsonEvent<'a> {
                 Some(EventKind::Left) => "left",
                 Some(EventKind::Gap) => "gap",
                 Some(EventKind::Reset) => "reset",
+                Some(EventKind::Presence) => "presence",
                 None => "unknown",
             },
             seq: (!is(EventKind::Gap) && !is(EventKind::Reset)).then_some(event.seq),
@@ -182,6 +240,11 @@ impl<'a> JsonEvent<'a> {
             }),
             gap_from: is(EventKind::Gap).then_some(event.gap_from),
             gap_to: is(EventKind::Gap).then_some(event.gap_to),
+            presence_from: is(EventKind::Presence).then_some(event.presence_from),
+            joined: is(EventKind::Presence).then_some(event.joined_ids.as_slice()),
+            joined_count: is(EventKind::Presence).then_some(event.joined_count),
+            left: is(EventKind::Presence).then_some(event.left_ids.as_slice()),
+            left_count: is(EventKind::Presence).then_some(event.left_count),
         }
     }
 }
@@ -257,6 +320,62 @@ mod tests {
         gap.gap_from = 40;
         gap.gap_to = 51;
         assert_eq!(text_line(&gap), "! missed 12 events (seq 40..=51)");
+    }
+
+    fn batch(joined: &[&str], joined_count: u64, left: &[&str], left_count: u64) -> ChatMessage {
+        ChatMessage {
+            presence_from: 3,
+            joined_ids: joined.iter().map(|s| s.to_string()).collect(),
+            joined_count,
+            left_ids: left.iter().map(|s| s.to_string()).collect(),
+            left_count,
+            ..event(EventKind::Presence, "", "")
+        }
+    }
+
+    #[test]
+    fn batched_presence_names_the_first_few_and_counts_the_rest() {
+        // The README's example line.
+        let twelve = [
+            "ana", "bo", "cy", "d", "e", "f", "g", "h", "i", "j", "k", "l",
+        ];
+        assert_eq!(
+            text_line(&batch(&twelve, 12, &["dee", "ed"], 2)),
+            "* 12 joined: ana, bo, cy … and 9 more; 2 left: dee, ed"
+        );
+        assert_eq!(text_line(&batch(&["bob"], 1, &[], 0)), "* bob joined");
+        assert_eq!(text_line(&batch(&[], 0, &["eve"], 1)), "* eve left");
+        assert_eq!(
+            text_line(&batch(&["a", "b", "c"], 3, &[], 0)),
+            "* 3 joined: a, b, c"
+        );
+        // More joined than the event lists (the server lists the first 32): the count rules.
+        assert_eq!(
+            text_line(&batch(&["a"], 40, &[], 0)),
+            "* 40 joined: a … and 39 more"
+        );
+        // Names are other people's text here too.
+        let hostile = text_line(&batch(&["eve\x1b[2J\n* root joined"], 1, &[], 0));
+        assert!(!hostile.chars().any(char::is_control), "{hostile:?}");
+        assert_eq!(hostile.lines().count(), 1, "{hostile:?}");
+    }
+
+    #[test]
+    fn batched_presence_in_json_has_its_lists_counts_and_range() {
+        let v: serde_json::Value =
+            serde_json::from_str(&json_line(&batch(&["a", "b"], 5, &["c"], 1))).unwrap_or_default();
+        assert_eq!(v["kind"], "presence");
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["presence_from"], 3);
+        assert_eq!(v["joined"], serde_json::json!(["a", "b"]));
+        assert_eq!(v["joined_count"], 5);
+        assert_eq!(v["left"], serde_json::json!(["c"]));
+        assert_eq!(v["left_count"], 1);
+        assert!(v.get("gap_from").is_none() && v.get("sender").is_none());
+        let plain: serde_json::Value =
+            serde_json::from_str(&json_line(&event(EventKind::Joined, "bob", "")))
+                .unwrap_or_default();
+        assert!(plain.get("joined").is_none() && plain.get("presence_from").is_none());
     }
 
     #[test]

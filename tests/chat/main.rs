@@ -1,6 +1,6 @@
 //! chat.v1.ChatService: rooms, posts, presence and validation; lossless delivery (sequence numbers,
-//! history, resume, slow members); backpressure under a flood; room epochs; identities; leave reasons; shutdown that drains;
-//! the README's grpcurl session.
+//! history, resume, slow members); backpressure under a flood; room epochs; identities; leave
+//! reasons; shutdown that drains; the README's grpcurl session; presence batched in large rooms.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -12,4 +12,5 @@ mod grpcurl_session;
 mod identity;
 mod leave_reasons;
 mod lossless;
+mod presence;
 mod shutdown;

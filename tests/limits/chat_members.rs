@@ -6,7 +6,7 @@
 use h2chat::grpc::Channel;
 use h2chat::pb::chat::v1::ChatMessage;
 
-use crate::harness::{message, mib, within, Attacker, Server, PATIENCE};
+use crate::harness::{message, mib, Attacker, Server};
 use crate::support::chat::{join, post, until_text};
 
 /// Zero-window members per connection (the default `--max-joins-per-connection`).
@@ -50,15 +50,7 @@ async fn zero_window_members_hold_no_copy_of_the_history() {
         }
         attackers.push(attacker);
     }
-    // The join's response headers need no window: each member is in the room once they come.
-    let mut streams = Vec::new();
-    for (response, tx) in joined {
-        let resp = within(PATIENCE, "a zero-window member's join", response)
-            .await
-            .expect("joined");
-        assert_eq!(resp.status(), 200);
-        streams.push((resp, tx));
-    }
+    let streams = crate::harness::joined(joined).await;
     // The room goes on for everyone else.
     poster.send(&post("still here")).await.expect("post");
     until_text(&mut poster, "still here").await;

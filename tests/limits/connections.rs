@@ -144,3 +144,17 @@ fn max_connections_above_the_file_limit_is_refused_at_startup() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn the_listen_backlog_is_what_the_flag_says() {
+    let server = Server::start(&["--listen-backlog", "7"]);
+    // For a listening socket, `ss` shows the accept queue's length as Recv-Q and its limit (the
+    // backlog given to listen(2)) as Send-Q.
+    let out = Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{}", server.addr.port())])
+        .output()
+        .expect("run ss (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let send_q = text.split_whitespace().nth(2);
+    assert_eq!(send_q, Some("7"), "ss -ltn: {text}");
+}

@@ -272,6 +272,23 @@ impl Attacker {
     }
 }
 
+/// A joined chat call: its response (headers in, body unread) and its open request stream.
+pub type Joined = (http::Response<h2::RecvStream>, h2::SendStream<Bytes>);
+
+/// Waits for each chat join started with [`Attacker::call`]: its response headers need no
+/// window, so each member is in the room once they come.
+pub async fn joined(joins: Vec<(ResponseFuture, h2::SendStream<Bytes>)>) -> Vec<Joined> {
+    let mut streams = Vec::with_capacity(joins.len());
+    for (response, tx) in joins {
+        let resp = within(PATIENCE, "a member's join", response)
+            .await
+            .expect("joined");
+        assert_eq!(resp.status(), 200);
+        streams.push((resp, tx));
+    }
+    streams
+}
+
 /// One gRPC message frame (prefix and payload) of an encoded protobuf.
 pub fn message(msg: &impl prost::Message) -> Bytes {
     let mut buf = BytesMut::new();

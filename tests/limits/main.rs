@@ -12,5 +12,6 @@ mod connections;
 mod echoes;
 mod harness;
 mod logs;
+mod members;
 mod receive;
 mod send_budget;

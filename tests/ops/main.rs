@@ -4,8 +4,10 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod budget_metric;
 mod env;
 mod flags;
+mod limits_table;
 mod logs;
 mod metrics;
 mod readme;

@@ -38,19 +38,7 @@ async fn a_scrape_after_a_session_a_refusal_and_a_gap_has_the_right_values() {
         &[],
     )
     .await;
-    // Logged before the gRPC port's "listening" line, which `start` has waited for.
-    let line = server
-        .log
-        .iter()
-        .find(|l| l.contains("serving metrics"))
-        .cloned()
-        .expect("a \"serving metrics\" line");
-    let metrics_addr = line
-        .split("addr=")
-        .nth(1)
-        .and_then(|a| a.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line}"));
+    let metrics_addr = server.metrics_addr();
 
     // Before anything: every series is there, at 0.
     let fresh = Scrape::get(metrics_addr).await;

@@ -89,6 +89,21 @@ impl LoggedServer {
         }
     }
 
+    /// Where `--metrics-addr` serves, from the "serving metrics" line (logged before the gRPC
+    /// port's "listening" line, which `start` has waited for).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let line = self
+            .log
+            .iter()
+            .find(|l| l.contains("serving metrics"))
+            .unwrap_or_else(|| panic!("no \"serving metrics\" line in {:#?}", self.log));
+        line.split("addr=")
+            .nth(1)
+            .and_then(|a| a.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line}"))
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id().expect("running")

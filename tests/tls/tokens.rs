@@ -233,6 +233,13 @@ async fn bad_tokens_are_unauthenticated_before_any_handler_runs() {
         (Some(format!("Bearer {early}")), "not yet valid"),
         (Some(format!("Bearer {no_exp}")), "exp"),
         (Some(format!("Bearer {string_nbf}")), "nbf"),
+        (
+            Some(format!(
+                "Bearer {}",
+                "a".repeat(h2chat::auth::MAX_TOKEN_BYTES)
+            )),
+            "longer than 8192 bytes",
+        ),
     ];
     for (value, why) in &cases {
         let options = value.as_deref().map(bearer).unwrap_or_default();
@@ -293,6 +300,26 @@ async fn a_refusal_is_trailers_only() {
         "no body after a Trailers-Only refusal"
     );
     assert_eq!(s.handled(), 0);
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_token_expired_within_the_leeway_is_accepted_and_one_past_it_is_not() {
+    let dir = crate::pki::TempDir::new("leeway");
+    let secret = dir.write("secret", SECRET);
+    let mut auth = auth_config(vec![keys::hs256_secret(&secret).expect("secret")]);
+    auth.leeway = std::time::Duration::from_secs(300);
+    let s = AuthServer::start("leeway", auth).await;
+    let channel = s.channel().await;
+    let expired = |ago: i64| {
+        let t = hs256(SECRET, &json!({"sub": "a", "exp": now() - ago}));
+        bearer(&format!("Bearer {t}"))
+    };
+    assert_unauthenticated(s.counted(&channel, expired(400)).await, "token expired");
+    assert_eq!(s.handled(), 0);
+    s.counted(&channel, expired(120))
+        .await
+        .expect("expired 120 s ago, within a leeway of 300 s");
     s.server.shutdown().await;
 }
 

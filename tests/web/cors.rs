@@ -36,6 +36,7 @@ async fn preflight_from_an_allowed_origin_succeeds_and_others_are_refused() {
         let h = &answer.headers;
         assert_eq!(h["access-control-allow-origin"], "https://app.example");
         assert_eq!(h["access-control-allow-methods"], "POST");
+        assert_eq!(h["access-control-max-age"], "600", "the preflight cache");
         assert_eq!(
             h["access-control-allow-headers"],
             "content-type, x-grpc-web, x-user-agent, chat-member-key"

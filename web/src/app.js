@@ -91,6 +91,11 @@ class Session {
         this.members.delete(event.senderId);
         this.add({ kind: "presence", seq, time, text: `${event.senderId} left (${leaveReason(event.leaveReason)})` });
         break;
+      case EventKind.PRESENCE:
+        // A large room's batch: the names listed are the first few, so the member list is asked for.
+        this.add({ kind: "presence", seq, time, text: presenceText(event) });
+        this.refreshMembers();
+        break;
       case EventKind.GAP:
         this.add({ kind: "notice", seq: null, time, text: `Missed events ${event.gapFrom}–${event.gapTo}: they fell out of the room's history.` });
         break;
@@ -134,6 +139,20 @@ class Session {
   stop() {
     this.abort.abort();
   }
+}
+
+// "12 joined: a, b, c … and 9 more; 2 left: d, e" for a batched presence event.
+function presenceText(event) {
+  const list = (verb, names, count) => {
+    const shown = names.slice(0, 3);
+    if (count === 1n && shown.length === 1) return `${shown[0]} ${verb}`;
+    const more = count - BigInt(shown.length);
+    return `${count} ${verb}` + (shown.length ? `: ${shown.join(", ")}` : "") + (more > 0n ? ` … and ${more} more` : "");
+  };
+  const parts = [];
+  if (event.joinedCount > 0n) parts.push(list("joined", event.joinedIds, event.joinedCount));
+  if (event.leftCount > 0n) parts.push(list("left", event.leftIds, event.leftCount));
+  return parts.join("; ");
 }
 
 function leaveReason(reason) {

@@ -462,6 +462,7 @@ fn summary(r: &Report, cfg: &FanoutConfig, conns: usize) -> String {
             "{rate} posts/s per sender (window {} as a safety net)",
             cfg.window
         ),
+        None if cfg.window == 0 => "a flood: no pacing but the server's".to_owned(),
         None => format!("flat out, paced by acks, window {}", cfg.window),
     };
     let mut s = format!(

@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use h2chat::bench::fanout::{self, FanoutConfig};
 use h2chat::bench::idle::{self, IdleConfig};
 use h2chat::bench::report::Value;
+use h2chat::bench::storm::{self, StormConfig};
 use h2chat::bench::write_floor::{self, WriteFloorConfig};
 use h2chat::bench::{raw_h2, unary, BenchError, Outcome};
 
@@ -28,6 +29,11 @@ enum BenchCommand {
     ///
     /// Prints one JSON line on stdout and a summary on stderr. Needs `ulimit -n` above --conns.
     Idle(IdleConfig),
+    /// Members joining one room at once: events delivered for it (histories, join confirmations,
+    /// presence), server CPU and peak memory.
+    ///
+    /// Prints one JSON line on stdout and a summary on stderr. Needs `ulimit -n` above --conns.
+    JoinStorm(StormConfig),
     /// The baseline for unary figures: h2 with no gRPC layer, answering any POST with a
     /// gRPC-shaped echo of its body. Runs until SIGINT or SIGTERM.
     RawH2Server(RawH2Args),
@@ -90,6 +96,10 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
         }
         BenchCommand::Idle(a) => {
             let outcome = idle::run(a).await?;
+            print(&outcome);
+        }
+        BenchCommand::JoinStorm(a) => {
+            let outcome = storm::run(a).await?;
             print(&outcome);
         }
         BenchCommand::RawH2Server(a) => {

@@ -28,6 +28,7 @@ use h2chat::grpc::server::{
 };
 use h2chat::services::app::{self, AppConfig};
 use h2chat::services::chat::flow::{self, FlowLimits};
+use h2chat::services::chat::presence;
 use h2chat::services::chat::room::{self, RoomLimits};
 use h2chat::services::chat::{self, ChatConfig};
 use h2chat::services::logs::ring::{self, LogRing};
@@ -330,6 +331,10 @@ struct ServeArgs {
     /// Members per room.
     #[arg(long, value_parser = flags::whole::<usize>(1, None), default_value_t = room::DEFAULT_MAX_MEMBERS_PER_ROOM)]
     max_members_per_room: usize,
+    /// Rooms with more members than this announce joins and leaves in batches, one presence event
+    /// per interval listing who came and went (0: every room); smaller rooms, one event each.
+    #[arg(long, value_parser = flags::whole::<usize>(0, None), default_value_t = presence::DEFAULT_PRESENCE_BATCH_ABOVE)]
+    presence_batch_above: usize,
     /// Joined chat calls per connection.
     #[arg(long, value_parser = flags::whole::<usize>(1, None), default_value_t = chat::DEFAULT_MAX_JOINS_PER_CONNECTION)]
     max_joins_per_connection: usize,
@@ -453,6 +458,10 @@ impl ServeArgs {
                     flow: FlowLimits {
                         high_water_percent: self.backpressure_high_water,
                         stall_grace: secs(self.stall_grace),
+                    },
+                    presence: presence::PresenceLimits {
+                        batch_above: self.presence_batch_above,
+                        ..Default::default()
                     },
                 },
                 max_id_bytes: self.max_id_bytes,

@@ -12,7 +12,11 @@
 //!   reset event naming the new epoch, then sends the new history from its start: the session
 //!   reports the reset and counts over from there. Nothing is guessed from the numbers.
 //! - The session's own leave and rejoin around a reconnect are not reported as events (they are
-//!   not someone else's): [`Update::Reconnecting`] and [`Update::Reconnected`] tell them.
+//!   not someone else's): [`Update::Reconnecting`] and [`Update::Reconnected`] tell them. In a
+//!   large room's batched presence events its own name is taken out of the lists and counts.
+//!   There the join's `chat-joined-seq` is the last event before the join (the batch naming it
+//!   comes later): delivering that event is what "caught up" means, as delivering the join event
+//!   is in a small room.
 //! - A text longer than the server takes (its `chat-max-text-bytes`) is not sent:
 //!   [`Update::TooLong`] says so, and the session goes on.
 //! - A lost connection is retried with exponential backoff ([`SessionConfig::backoff_initial`] up
@@ -116,8 +120,9 @@ impl SessionConfig {
 /// What a session reports, in the order it happened.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Update {
-    /// A room event to show: a message, a join, a leave, or a gap. Each sequence number comes at
-    /// most once, in increasing order.
+    /// A room event to show: a message, a join, a leave, a large room's batched presence event
+    /// (without this session's own comings and goings; not reported if nothing else is in it), or
+    /// a gap. Each sequence number comes at most once, in increasing order.
     Event(ChatMessage),
     /// The answer to [`Session::who`]: the room's members in join order.
     Members(Result<Vec<String>, Status>),

@@ -248,6 +248,9 @@ impl Runner {
             return true;
         }
         self.last_seq = event.seq;
+        if kind == Some(EventKind::Presence) {
+            return self.on_presence(joined, event).await;
+        }
         let own_after_first_join =
             event.sender_id == self.config.name && event.seq > self.own_after;
         if own_after_first_join && matches!(kind, Some(EventKind::Joined | EventKind::Left)) {
@@ -270,6 +273,29 @@ impl Runner {
         }
         let catching_up = !joined.caught_up && event.seq >= joined.link.joined_seq;
         let shown = self.report(Update::Event(event)).await;
+        if catching_up {
+            self.catch_up(joined).await;
+        }
+        shown
+    }
+
+    /// A large room's batched presence event: shown without this session's own leaves and
+    /// rejoins (as single ones are not), and not at all if nothing else is in it.
+    async fn on_presence(&mut self, joined: &mut Joined, mut event: ChatMessage) -> bool {
+        if event.seq > self.own_after {
+            let name = self.config.name.as_str();
+            let before = event.joined_ids.len() + event.left_ids.len();
+            event.joined_ids.retain(|n| n != name);
+            let dropped = before - event.joined_ids.len() - event.left_ids.len();
+            event.joined_count = event.joined_count.saturating_sub(dropped as u64);
+            let listed = event.left_ids.len();
+            event.left_ids.retain(|n| n != name);
+            let dropped = listed - event.left_ids.len();
+            event.left_count = event.left_count.saturating_sub(dropped as u64);
+        }
+        let catching_up = !joined.caught_up && event.seq >= joined.link.joined_seq;
+        let shown =
+            event.joined_count + event.left_count == 0 || self.report(Update::Event(event)).await;
         if catching_up {
             self.catch_up(joined).await;
         }

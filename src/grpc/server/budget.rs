@@ -11,10 +11,16 @@
 //! count against its connection budget but not the total, so connections that fill the total
 //! cannot stop another from answering small calls. The worst case the server holds is therefore
 //! `total + connections × reserve`.
+//!
+//! What every connection holds together, reserves included, is the metric
+//! `h2chat_budget_bytes_in_use{budget="send"}` ([`stats`]): changed as leases are taken and given
+//! back, with nothing to sample.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+
+use crate::grpc::server::stats;
 
 /// Default bytes one connection may hold encoded and not yet written: 8 MiB, two of the largest
 /// default messages.
@@ -146,6 +152,8 @@ impl ConnectionBudget {
             }
         }
         state.used = next;
+        drop(state);
+        stats::send_budget_taken(n);
         Poll::Ready(self.lease(n))
     }
 
@@ -161,6 +169,7 @@ impl ConnectionBudget {
             .force_add(self.over_reserve(next) - self.over_reserve(state.used));
         state.used = next;
         drop(state);
+        stats::send_budget_taken(n);
         self.lease(n)
     }
 
@@ -175,13 +184,18 @@ impl ConnectionBudget {
         if n == 0 {
             return;
         }
-        let (to_total, waiters) = {
+        let (given_back, to_total, waiters) = {
             let mut state = lock(&self.state);
             let before = state.used;
             state.used = before.saturating_sub(n);
             let to_total = self.over_reserve(before) - self.over_reserve(state.used);
-            (to_total, std::mem::take(&mut state.waiters))
+            (
+                before - state.used,
+                to_total,
+                std::mem::take(&mut state.waiters),
+            )
         };
+        stats::send_budget_given_back(given_back);
         self.total.release(to_total);
         waiters.into_iter().for_each(Waker::wake);
     }

@@ -30,7 +30,7 @@ fn peer_text(peer: Option<SocketAddr>) -> String {
 }
 
 /// Lines for calls that failed or were refused: ten a second at most.
-static FAILED_CALL_LOG: LogRate = LogRate::new(10);
+static FAILED_CALL_LOG: LogRate = LogRate::per_second(10);
 
 /// Logs, at info and rate-limited, a request refused with an HTTP status: not gRPC at all.
 pub(super) fn log_refused_http(peer: SocketAddr, status: http::StatusCode, why: &str) {

@@ -20,6 +20,7 @@
 //! | `h2chat_connections_refused_total` | `reason` | connections closed before their handshake completed |
 //! | `h2chat_connection_limit_reached_total` | | times new clients had to wait for `--max-connections` |
 //! | `h2chat_tls_handshake_failures_total` | | TLS handshakes that failed or did not choose `h2` |
+//! | `h2chat_budget_bytes_in_use` | `budget` (`send`) | response bytes encoded and not yet written, every connection's together (the send budget's leases, reserves included) |
 //!
 //! Label values are bounded: `grpc_service` and `grpc_method` are the names of served methods
 //! (a path the router does not serve is `unknown`/`unknown`), `grpc_code` is one of the 17 codes
@@ -29,10 +30,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::RwLock;
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram, Counter};
+use metrics::{counter, gauge, histogram, Counter, Gauge};
 
 use crate::grpc::status::Code;
 
@@ -168,6 +169,28 @@ pub(in crate::grpc) fn tls_handshake_failed() {
     }
 }
 
+/// The send budget's gauge, registered on first use: a lease is taken per response message, so
+/// its change is one atomic add, with no label built.
+static SEND_BUDGET_BYTES: OnceLock<Gauge> = OnceLock::new();
+
+fn send_budget_gauge() -> &'static Gauge {
+    SEND_BUDGET_BYTES.get_or_init(|| gauge!("h2chat_budget_bytes_in_use", "budget" => "send"))
+}
+
+/// `n` more bytes are held against the send budget (a lease was taken).
+pub(in crate::grpc) fn send_budget_taken(n: usize) {
+    if is_enabled() && n > 0 {
+        send_budget_gauge().increment(n as f64);
+    }
+}
+
+/// `n` bytes held against the send budget were given back (written, or their call ended).
+pub(in crate::grpc) fn send_budget_given_back(n: usize) {
+    if is_enabled() && n > 0 {
+        send_budget_gauge().decrement(n as f64);
+    }
+}
+
 /// A TCP connection was accepted.
 pub(in crate::grpc) fn connection_accepted() {
     if is_enabled() {
@@ -222,6 +245,7 @@ pub fn zero() {
     counter!("h2chat_connections_accepted_total").absolute(0);
     gauge!("h2chat_connections_open").set(0.0);
     counter!("h2chat_connection_limit_reached_total").absolute(0);
+    send_budget_gauge().set(0.0);
     for reason in ["handshake_failed", "handshake_timeout"] {
         counter!("h2chat_connections_refused_total", "reason" => reason).absolute(0);
     }

@@ -22,6 +22,7 @@
 mod browser;
 pub mod flow;
 pub mod identity;
+pub mod presence;
 pub mod room;
 pub mod stats;
 
@@ -147,7 +148,13 @@ impl ChatService {
         // have names no room.
         let max = self.config.max_id_bytes;
         let member_ids = match identity::normalize("room_id", &req.room_id, max) {
-            Ok(room_id) => self.rooms.members(&room_id),
+            // The room's shared list, copied into the response outside the room's lock.
+            Ok(room_id) => self
+                .rooms
+                .members(&room_id)
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
             Err(_) => Vec::new(),
         };
         call.send(&MembersResponse { member_ids }).await
@@ -544,7 +551,7 @@ async fn next_post(
 }
 
 /// Lines saying a member hit the post rate: a few a second at most, however many members do.
-static THROTTLE_LOG: LogRate = LogRate::new(5);
+static THROTTLE_LOG: LogRate = LogRate::per_second(5);
 
 /// The peer's address for a log line.
 fn peer_text(call: &Call) -> String {

@@ -25,17 +25,19 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::grpc::codec::encode_message;
 use crate::grpc::Status;
 use crate::pb::chat::v1::{ChatMessage, EventKind, LeaveReason};
 use crate::ring::{RingBounds, SeqRing};
 use crate::services::chat::flow::{BlockedSince, Flow, FlowLimits, Gate, ReaderId};
+use crate::services::chat::presence::{self, Due, Entry, Pending, Presence, PresenceLimits};
 use crate::services::chat::{identity, stats};
 
 /// Default number of events a room keeps.
@@ -66,6 +68,8 @@ pub struct RoomLimits {
     pub max_members_per_room: usize,
     /// Backpressure: when posters wait for reading members ([`flow`](crate::services::chat::flow)).
     pub flow: FlowLimits,
+    /// When joins and leaves are batched ([`presence`]).
+    pub presence: PresenceLimits,
 }
 
 impl Default for RoomLimits {
@@ -77,6 +81,7 @@ impl Default for RoomLimits {
             max_rooms: DEFAULT_MAX_ROOMS,
             max_members_per_room: DEFAULT_MAX_MEMBERS_PER_ROOM,
             flow: FlowLimits::default(),
+            presence: PresenceLimits::default(),
         }
     }
 }
@@ -102,17 +107,20 @@ pub struct Room {
     head: watch::Sender<u64>,
     /// Posters wait here while reading members catch up ([`flow`](crate::services::chat::flow)).
     gate: Gate,
+    presence_limits: PresenceLimits,
 }
 
 struct RoomState {
     /// Encoded frames, numbered by the room's sequence numbers.
-    ring: SeqRing<Bytes>,
+    ring: SeqRing<Entry>,
+    /// Joins and leaves of a large room not yet numbered ([`presence`]).
+    presence: Pending,
     /// Member name → join order.
     members: HashMap<Arc<str>, u64>,
     /// The members in join order, shared with `Members` calls: one takes a clone of the `Arc`
     /// under the lock and reads it outside, so it never sorts or copies under the lock (a join
     /// or leave copies it only while such a reader still holds the old one).
-    roster: Arc<Vec<Arc<str>>>,
+    roster: Roster,
     /// Skeleton of each member's name (see [`identity::skeleton`]) → the name.
     skeletons: HashMap<String, Arc<str>>,
     joins: u64,
@@ -121,6 +129,10 @@ struct RoomState {
     /// Where the members' cursors are, for backpressure.
     flow: Flow,
 }
+
+/// A room's members in join order, as [`Rooms::members`] shares them: a join or a leave makes a
+/// new list (copying only while some reader still holds the old one), so a snapshot never changes.
+pub type Roster = Arc<Vec<Arc<str>>>;
 
 /// Where a new member starts reading.
 #[derive(Clone, Debug)]
@@ -243,16 +255,19 @@ impl Rooms {
         st.members.insert(name.clone(), order);
         Arc::make_mut(&mut st.roster).push(name.clone());
         st.skeletons.insert(skeleton, name.clone());
-        let join_seq = room.append(
-            &mut st,
-            &name,
-            EventKind::Joined,
-            "",
-            LeaveReason::Unspecified,
-        );
+        // In a large room the join waits in the room's presence batch: the member's place is
+        // after the last event numbered so far, and the batch that lists it comes later.
+        let before = st.ring.next_seq() - 1;
+        let published =
+            room.presence_change(&mut st, &name, EventKind::Joined, LeaveReason::Unspecified);
+        // The first event the member gets live: its own join's, or the first after its place.
+        let (join_seq, first_live) = match published {
+            Some(seq) => (seq, seq),
+            None => (before, before + 1),
+        };
         let (cursor, reset) = match start {
             StartAt::RecentHistory => (
-                join_seq
+                first_live
                     .saturating_sub(self.limits.history_on_join as u64)
                     .max(st.ring.first_seq()),
                 None,
@@ -270,7 +285,9 @@ impl Rooms {
         let reader = st.flow.join(cursor, blocked_since.clone(), span);
         drop(st);
         drop(reg);
-        room.publish();
+        if published.is_some() {
+            room.publish();
+        }
         let head = room.head.subscribe();
         Ok(Member {
             rooms: self.clone(),
@@ -286,12 +303,16 @@ impl Rooms {
         })
     }
 
-    /// The members of a room in join order (empty for an unknown room).
-    pub fn members(&self, room_id: &str) -> Vec<String> {
+    /// The members of a room in join order (empty for an unknown room): the room's own list,
+    /// shared, not a copy. Taking it holds the room's lock for one `Arc` clone, however many
+    /// members there are; the caller reads it outside the lock.
+    pub fn members(&self, room_id: &str) -> Roster {
         let room = self.lock().rooms.get(room_id).cloned();
-        let Some(room) = room else { return Vec::new() };
+        let Some(room) = room else {
+            return Roster::default();
+        };
         let roster = room.lock().roster.clone();
-        roster.iter().map(|n| n.to_string()).collect()
+        roster
     }
 
     /// Number of rooms.
@@ -307,6 +328,7 @@ impl Rooms {
     fn leave(&self, member: &Member) {
         let mut reg = self.lock();
         let mut st = member.room.lock();
+        let mut published = None;
         if st.members.remove(&member.name).is_some() {
             let roster = Arc::make_mut(&mut st.roster);
             if let Some(i) = roster.iter().position(|n| Arc::ptr_eq(n, &member.name)) {
@@ -314,14 +336,17 @@ impl Rooms {
             }
             st.skeletons.retain(|_, n| *n != member.name);
             st.flow.leave(member.reader, &member.room.gate);
-            member
-                .room
-                .append(&mut st, &member.name, EventKind::Left, "", member.reason);
+            published =
+                member
+                    .room
+                    .presence_change(&mut st, &member.name, EventKind::Left, member.reason);
         }
         drop(st);
         self.remove_if_empty(&mut reg, &member.room);
         drop(reg);
-        member.room.publish();
+        if published.is_some() {
+            member.room.publish();
+        }
     }
 
     fn remove_if_empty(&self, reg: &mut Registry, room: &Arc<Room>) {
@@ -352,8 +377,9 @@ impl Room {
             epoch: new_epoch(),
             state: Mutex::new(RoomState {
                 ring: SeqRing::new(1, bounds),
+                presence: Pending::default(),
                 members: HashMap::new(),
-                roster: Arc::new(Vec::new()),
+                roster: Roster::default(),
                 skeletons: HashMap::new(),
                 joins: 0,
                 closed_at: None,
@@ -361,6 +387,7 @@ impl Room {
             }),
             head,
             gate: Gate::default(),
+            presence_limits: limits.presence,
         }
     }
 
@@ -412,6 +439,106 @@ impl Room {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Records the join or leave of `name` (already added to or taken from the roster): an event
+    /// of its own in a small room, a change in the room's batch in a large one ([`presence`]).
+    /// Returns the sequence number of the event that carries it if one was numbered now (the
+    /// caller publishes), `None` while it waits in the batch.
+    fn presence_change(
+        self: &Arc<Self>,
+        st: &mut RoomState,
+        name: &Arc<str>,
+        kind: EventKind,
+        reason: LeaveReason,
+    ) -> Option<u64> {
+        // The room's size with the member counted in, for a leave as for a join.
+        let size = st.members.len() + usize::from(kind == EventKind::Left);
+        let limits = self.presence_limits;
+        if !limits.batches(size) {
+            // A batch still pending goes first, so that the order of changes holds.
+            self.flush_presence(st);
+            return Some(self.append(st, name, kind, "", reason));
+        }
+        if kind == EventKind::Joined {
+            st.presence.join(name);
+        } else {
+            st.presence.leave(name);
+        }
+        match st.presence.due(st.members.len(), &limits, Instant::now()) {
+            Due::Now => self.flush_presence(st),
+            Due::At(at) => {
+                self.arm_presence_timer(st, at);
+                None
+            }
+            Due::Nothing => None,
+        }
+    }
+
+    /// Numbers the pending presence batch, if any, as one event; returns its sequence number. The
+    /// caller publishes.
+    fn flush_presence(&self, st: &mut RoomState) -> Option<u64> {
+        let mut batch = st.presence.take(Instant::now())?;
+        let seq = st.ring.next_seq();
+        batch.from = seq;
+        let frame = batch.encode(&self.id, seq);
+        Some(self.push(
+            st,
+            Entry {
+                frame,
+                presence: Some(Box::new(batch)),
+            },
+        ))
+    }
+
+    /// Pushes an event into the ring and tells the room's flow state (backpressure) about it.
+    fn push(&self, st: &mut RoomState, entry: Entry) -> u64 {
+        let bytes = crate::ring::Weigh::weight(&entry);
+        let seq = st.ring.push(entry);
+        let span = (st.ring.first_seq(), st.ring.next_seq());
+        st.flow.pushed(bytes, span, &self.gate);
+        seq
+    }
+
+    /// Makes sure the pending batch is looked at again at `at`.
+    fn arm_presence_timer(self: &Arc<Self>, st: &mut RoomState, at: Instant) {
+        if st.presence.timer_armed {
+            return;
+        }
+        // Without a runtime (the engine's unit tests) a batch waits for its share or a flush.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        st.presence.timer_armed = true;
+        let room: Weak<Room> = Arc::downgrade(self);
+        runtime.spawn(async move {
+            tokio::time::sleep_until(at).await;
+            if let Some(room) = room.upgrade() {
+                room.presence_timer();
+            }
+        });
+    }
+
+    /// The presence timer fired: number the batch if it is due, else wait again.
+    fn presence_timer(self: &Arc<Self>) {
+        let mut st = self.lock();
+        st.presence.timer_armed = false;
+        let members = st.members.len();
+        let published = match st
+            .presence
+            .due(members, &self.presence_limits, Instant::now())
+        {
+            Due::Now => self.flush_presence(&mut st).is_some(),
+            Due::At(at) => {
+                self.arm_presence_timer(&mut st, at);
+                false
+            }
+            Due::Nothing => false,
+        };
+        drop(st);
+        if published {
+            self.publish();
+        }
+    }
+
     /// Numbers, encodes and stores one event; returns its sequence number. The caller publishes.
     fn append(
         &self,
@@ -421,22 +548,29 @@ impl Room {
         text: &str,
         reason: LeaveReason,
     ) -> u64 {
+        let seq = st.ring.next_seq();
         let event = ChatMessage {
             room_id: self.id.to_string(),
             sender_id: sender.to_owned(),
             text: text.to_owned(),
             sent_at: Some(prost_types::Timestamp::from(SystemTime::now())),
-            seq: st.ring.next_seq(),
+            seq,
             kind: kind as i32,
             leave_reason: reason as i32,
             ..Default::default()
         };
-        let frame = encode_message(&event);
-        let bytes = frame.len();
-        let seq = st.ring.push(frame);
-        let span = (st.ring.first_seq(), st.ring.next_seq());
-        st.flow.pushed(bytes, span, &self.gate);
-        seq
+        let presence = match kind {
+            EventKind::Joined => Some(Presence::one_join(seq, &Arc::from(sender))),
+            EventKind::Left => Some(Presence::one_leave(seq, &Arc::from(sender))),
+            _ => None,
+        };
+        self.push(
+            st,
+            Entry {
+                frame: encode_message(&event),
+                presence: presence.map(Box::new),
+            },
+        )
     }
 
     fn publish(&self) {
@@ -513,8 +647,15 @@ impl Member {
     /// to it before leaving.
     pub fn close_room(&self) -> u64 {
         let mut st = self.room.lock();
+        // Joins and leaves still in the batch are numbered first: they are part of what closes.
+        let flushed = st.closed_at.is_none() && self.room.flush_presence(&mut st).is_some();
         let last = st.ring.next_seq() - 1;
-        *st.closed_at.get_or_insert(last)
+        let at = *st.closed_at.get_or_insert(last);
+        drop(st);
+        if flushed {
+            self.room.publish();
+        }
+        at
     }
 }
 
@@ -567,6 +708,10 @@ impl Poster {
         if let Some(at) = st.closed_at {
             return Posted::Closed(at);
         }
+        // A member's join is announced before its first message.
+        if st.presence.is_unannounced(&self.name) {
+            self.room.flush_presence(&mut st);
+        }
         let seq = self.room.append(
             &mut st,
             &self.name,
@@ -593,17 +738,22 @@ impl Member {
         }
         let mut guard = self.room.lock();
         let st = &mut *guard;
+        // A large room's member gets a run of joins and leaves as one presence event.
+        let coalesce = self.room.presence_limits.batches(st.members.len());
         let span = (st.ring.first_seq(), st.ring.next_seq());
         let before = self.cursor;
         let batch = st
             .ring
             .read(&mut self.cursor, usize::MAX, max_bytes.min(MAX_BATCH_BYTES));
-        if batch.count > 0 {
-            stats::delivered(batch.count as u64);
-        }
         if self.cursor != before {
             st.flow
                 .advanced(self.reader, self.cursor, span, &self.room.gate);
+        }
+        if coalesce && presence::has_run(batch.entries.clone()) {
+            return Some(self.coalesced(batch));
+        }
+        if batch.count > 0 {
+            stats::delivered(batch.count as u64);
         }
         let Some((from, to)) = batch.missed else {
             // One event goes out as the shared frame itself. Several are copied into one buffer
@@ -611,16 +761,39 @@ impl Member {
             // it, and the batch leaves as one DATA frame.
             return match batch.count {
                 0 => None,
-                1 => batch.entries.clone().next().cloned(),
+                1 => batch.entries.clone().next().map(|e| e.frame.clone()),
                 _ => {
                     let mut buf = BytesMut::with_capacity(batch.bytes);
-                    batch.entries.for_each(|f| buf.extend_from_slice(f));
+                    batch.entries.for_each(|e| buf.extend_from_slice(&e.frame));
                     Some(buf.freeze())
                 }
             };
         };
+        let gap_frame = self.gap_frame(from, to);
+        let mut out = BytesMut::with_capacity(gap_frame.len() + batch.bytes);
+        out.extend_from_slice(&gap_frame);
+        batch.entries.for_each(|e| out.extend_from_slice(&e.frame));
+        Some(out.freeze())
+    }
+
+    /// A batch read from the ring (the cursor already past it) with its runs of presence events
+    /// merged ([`presence::coalesce`]), after a gap event if it has one.
+    fn coalesced(&self, batch: crate::ring::Batch<'_, Entry>) -> Bytes {
+        let mut out = BytesMut::with_capacity(batch.bytes);
+        let mut events = 0;
+        if let Some((from, to)) = batch.missed {
+            out.extend_from_slice(&self.gap_frame(from, to));
+        }
+        let first_seq = self.cursor - batch.count as u64;
+        events += presence::coalesce(&mut out, batch.entries, first_seq, &self.room.id);
+        stats::delivered(events);
+        out.freeze()
+    }
+
+    /// The gap event for a member that missed `from ..= to` (counted as such).
+    fn gap_frame(&self, from: u64, to: u64) -> Bytes {
         stats::gap(to - from + 1);
-        let gap_frame = encode_message(&ChatMessage {
+        encode_message(&ChatMessage {
             room_id: self.room.id.to_string(),
             text: format!("missed {} events ({from}..={to})", to - from + 1),
             sent_at: Some(prost_types::Timestamp::from(SystemTime::now())),
@@ -628,11 +801,7 @@ impl Member {
             gap_from: from,
             gap_to: to,
             ..Default::default()
-        });
-        let mut out = BytesMut::with_capacity(gap_frame.len() + batch.bytes);
-        out.extend_from_slice(&gap_frame);
-        batch.entries.for_each(|f| out.extend_from_slice(f));
-        Some(out.freeze())
+        })
     }
 
     /// Whether the room has an event past the cursor (without marking it seen).
@@ -702,6 +871,21 @@ mod tests {
                 high_water_percent: 0,
                 ..FlowLimits::default()
             },
+            presence: PresenceLimits::default(),
+        })
+    }
+
+    /// A registry whose rooms batch presence above `batch_above` members (no timer runs in these
+    /// tests: a batch goes out when it holds its share, or on a flush).
+    fn batching(batch_above: usize, history_on_join: usize) -> Arc<Rooms> {
+        Rooms::new(RoomLimits {
+            history_on_join,
+            max_members_per_room: 10_000,
+            presence: PresenceLimits {
+                batch_above,
+                ..PresenceLimits::default()
+            },
+            ..RoomLimits::default()
         })
     }
 
@@ -739,6 +923,73 @@ mod tests {
 
     fn kinds_and_seqs(events: &[ChatMessage]) -> Vec<(EventKind, u64)> {
         events.iter().map(|e| (e.kind(), e.seq)).collect()
+    }
+
+    #[test]
+    fn a_large_room_batches_joins_and_a_joiner_gets_its_history_as_one_event() {
+        let rooms = batching(3, 50);
+        let mut members: Vec<Member> = (0..3)
+            .map(|i| {
+                rooms
+                    .join("r", &format!("s{i}"), StartAt::RecentHistory)
+                    .unwrap()
+            })
+            .collect();
+        // Up to the threshold, one event per join, as always.
+        assert_eq!(members[2].joined_seq(), 3);
+        // The 4th: a lone change in a quiet room goes at once, as a batch of one.
+        members.push(rooms.join("r", "b0", StartAt::RecentHistory).unwrap());
+        assert_eq!(members[3].joined_seq(), 4);
+        // The 5th waits: 1 change of 5 members is less than half.
+        let mut late = rooms.join("r", "b1", StartAt::RecentHistory).unwrap();
+        assert_eq!(
+            late.joined_seq(),
+            4,
+            "its place: after the last numbered event"
+        );
+        let got = drain(&mut late);
+        assert_eq!(got.len(), 1, "three joins and a batch merged: {got:?}");
+        assert_eq!(got[0].kind(), EventKind::Presence);
+        assert_eq!((got[0].presence_from, got[0].seq), (1, 4));
+        assert_eq!(got[0].joined_ids, vec!["s0", "s1", "s2", "b0"]);
+        assert_eq!(rooms.members("r").len(), 5, "Members is exact meanwhile");
+        // Its first post announces it first.
+        assert_eq!(late.post("hi"), Posted::At(6));
+        let got = drain(&mut members[0]);
+        // s0 read nothing yet: everything from its own join on is one presence event, then b1's
+        // post.
+        assert_eq!(
+            kinds_and_seqs(&got),
+            vec![(EventKind::Presence, 5), (EventKind::Message, 6)]
+        );
+        assert_eq!((got[0].presence_from, got[0].joined_count), (1, 5));
+        assert_eq!(got[0].joined_ids.last().map(String::as_str), Some("b1"));
+    }
+
+    #[test]
+    fn joins_into_a_large_room_cost_a_bounded_number_of_deliveries_each() {
+        let rooms = batching(10, 50);
+        let mut members: Vec<Member> = Vec::new();
+        let mut delivered = 0;
+        let n = 1000;
+        for i in 0..n {
+            members.push(
+                rooms
+                    .join("r", &format!("m{i}"), StartAt::RecentHistory)
+                    .unwrap(),
+            );
+            // Every member reads whatever it has after every join: the worst case.
+            for m in &mut members {
+                delivered += drain(m).len();
+            }
+        }
+        assert_eq!(rooms.members("r").len(), n);
+        // Small phase (≤ 10 members, one event each): under 10² deliveries. Then each joiner's
+        // history is one event, and each batch of ≥ members/2 changes reaches every member once:
+        // at most 2 deliveries per change (plus a quiet room's first lone batch).
+        let bound = 10 * 10 + n + presence::FLUSH_SHARE * n + 11;
+        assert!(delivered <= bound, "{delivered} deliveries > {bound}");
+        eprintln!("{n} joins: {delivered} deliveries (bound {bound})");
     }
 
     #[test]
@@ -1005,7 +1256,7 @@ mod tests {
             "{}",
             err.message()
         );
-        assert_eq!(rooms.members("r"), vec!["carol".to_owned()], "not joined");
+        assert_eq!(names(&rooms, "r"), ["carol"], "not joined");
         let mut alice = rooms.join("r", "alice", resume(&carol, 2)).unwrap();
         assert_eq!(
             kinds_and_seqs(&drain(&mut alice)),
@@ -1057,7 +1308,7 @@ mod tests {
         let got = drain(&mut alice);
         assert_eq!(kinds_and_seqs(&got), vec![(EventKind::Left, 3)]);
         assert_eq!(got[0].leave_reason(), LeaveReason::Left);
-        assert_eq!(rooms.members("r"), vec!["alice".to_owned()]);
+        assert_eq!(names(&rooms, "r"), ["alice"]);
     }
 
     #[test]
@@ -1090,5 +1341,36 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(err.code(), crate::grpc::Code::ResourceExhausted);
+    }
+    fn names(rooms: &Rooms, room_id: &str) -> Vec<String> {
+        rooms
+            .members(room_id)
+            .iter()
+            .map(|n| n.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn members_are_in_join_order_and_shared_not_copied() {
+        let rooms = rooms(100, 1 << 20, 0);
+        // Joined in an order that is not sorted by name.
+        let carol = rooms.join("r", "carol", StartAt::RecentHistory).unwrap();
+        let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+        let bob = rooms.join("r", "bob", StartAt::RecentHistory).unwrap();
+        assert_eq!(names(&rooms, "r"), ["carol", "alice", "bob"]);
+        // Members takes the room's own list: two calls with no join between get the same one.
+        let first = rooms.members("r");
+        assert!(
+            Arc::ptr_eq(&first, &rooms.members("r")),
+            "Members copied the list"
+        );
+        // A leave makes a new list; the snapshot taken before it stays as it was.
+        drop(alice);
+        assert_eq!(names(&rooms, "r"), ["carol", "bob"]);
+        assert_eq!(first.len(), 3);
+        let _dave = rooms.join("r", "dave", StartAt::RecentHistory).unwrap();
+        assert_eq!(names(&rooms, "r"), ["carol", "bob", "dave"]);
+        assert!(rooms.members("nowhere").is_empty());
+        drop((carol, bob));
     }
 }

@@ -5,7 +5,6 @@
 //! the client cancels. The call is a cursor into the ring: a watcher that reads more slowly than
 //! the log grows costs nothing more; what it missed is reported as one notice entry (`skipped`).
 
-pub mod repeats;
 pub mod ring;
 pub mod tail;
 

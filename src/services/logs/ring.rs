@@ -19,9 +19,9 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::Layer;
 
+use crate::grpc::server::log_rate::{more_like_this, PerCallSite};
 use crate::pb::h2chat::logs::v1::LogEntry;
 use crate::ring::{RingBounds, SeqRing, Weigh};
-use crate::services::logs::repeats::{more_like_this, RepeatLimiter, Verdict};
 
 /// Default number of entries the ring keeps.
 pub const DEFAULT_LOG_HISTORY: usize = 1000;
@@ -99,7 +99,7 @@ impl LogRing {
     pub fn layer(&self) -> LogLayer {
         LogLayer {
             ring: self.clone(),
-            repeats: RepeatLimiter::new(),
+            repeats: PerCallSite::new(),
         }
     }
 
@@ -233,22 +233,23 @@ fn truncate_at_char(s: &mut String, max: usize) {
 
 /// A tracing layer recording events into a [`LogRing`]: the message, then the other fields as
 /// `name=value`. Which events reach it is up to the subscriber's filters, and to its own limit
-/// on repeats ([`RepeatLimiter`]): past the limit, an event is dropped for every layer (stderr
-/// too), and the next one of its call site that passes says how many were.
+/// on repeats ([`PerCallSite`]): past its call site's limit, an event is dropped for every layer
+/// (stderr too), and the ring's entry for the next one of that call site that passes says how
+/// many were.
 pub struct LogLayer {
     ring: LogRing,
-    repeats: RepeatLimiter,
+    repeats: PerCallSite,
 }
 
 impl<S: Subscriber> Layer<S> for LogLayer {
     fn event_enabled(&self, event: &Event<'_>, _ctx: Context<'_, S>) -> bool {
         self.repeats
-            .admit(&event.metadata().callsite(), Instant::now())
+            .admits(&event.metadata().callsite(), Instant::now())
     }
 
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
-        let Verdict::Pass { dropped } = self.repeats.check(meta.callsite(), Instant::now()) else {
+        let Some(dropped) = self.repeats.pass(&meta.callsite(), Instant::now()) else {
             return;
         };
         let mut visitor = EventText::default();
@@ -410,5 +411,26 @@ mod tests {
         assert_eq!(entry.msg, "slow down peer=p n=3");
         assert_eq!(entry.seq, 1);
         assert_eq!(entry.target, module_path!());
+    }
+
+    #[test]
+    fn the_layer_keeps_each_call_site_to_its_limit_and_others_still_get_in() {
+        use crate::grpc::server::log_rate::PER_CALL_SITE_LIMIT;
+        use tracing_subscriber::layer::SubscriberExt;
+        let ring = LogRing::new(1000);
+        let subscriber = tracing_subscriber::registry().with(ring.layer());
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..500 {
+                tracing::info!(i, "the same thing again");
+            }
+            tracing::info!("something else");
+        });
+        let (_, seqs) = read_all(&mut ring.watch());
+        assert_eq!(seqs.len(), PER_CALL_SITE_LIMIT as usize + 1);
+        let mut batch = Vec::new();
+        ring.watch().next_batch(&mut batch);
+        assert!(batch
+            .last()
+            .is_some_and(|r| r.entry.msg == "something else"));
     }
 }

@@ -17,7 +17,7 @@
 //! RESOURCE_EXHAUSTED. A response that waits for the client's window longer than the server's
 //! send timeout has its stream reset ([`Call::send_stalled`]), which gives its bytes back.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,6 +28,7 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, Response};
+use tokio::task::JoinHandle;
 use tracing::debug;
 
 use crate::grpc::codec::{self, Decoder};
@@ -138,6 +139,9 @@ struct Inner {
     drains_on_shutdown: bool,
     /// Set when the server drops the call's connection itself (see [`CloseCause`]).
     dropped: Arc<AtomicBool>,
+    /// A request message being inflated off the worker (see [`inflate`]); kept here, not in the
+    /// `recv_raw` future, so that a handler dropping that future (a `select!`) loses nothing.
+    inflating: Option<JoinHandle<Result<Bytes, Status>>>,
 }
 
 impl Call {
@@ -167,6 +171,7 @@ impl Call {
             budget,
             inner: Mutex::new(Inner {
                 dropped,
+                inflating: None,
                 state,
                 body,
                 decoder,
@@ -260,6 +265,9 @@ impl Call {
     /// Errors: INTERNAL for broken framing or a compressed message with no `grpc-encoding`,
     /// RESOURCE_EXHAUSTED for a message over the limit, CANCELLED if the client reset the stream.
     pub async fn recv_raw(&self) -> Result<Option<Bytes>, Status> {
+        if let Some(inflated) = self.inflated().await {
+            return inflated.map(Some);
+        }
         let frame = poll_fn(|cx| self.lock().poll_recv_frame(cx, self.info.stream_id)).await?;
         let Some(frame) = frame else { return Ok(None) };
         stats::messages_received(&self.info.path, 1);
@@ -272,10 +280,32 @@ impl Call {
                 "compressed flag set on a message but no grpc-encoding was given",
             ));
         }
-        self.info
-            .request_encoding
-            .decompress(frame.payload, self.info.max_message_bytes)
-            .map(Some)
+        let (encoding, max) = (self.info.request_encoding, self.info.max_message_bytes);
+        if frame.payload.len() < INFLATE_OFF_WORKER_BYTES {
+            return encoding.decompress(frame.payload, max).map(Some);
+        }
+        self.lock().inflating = Some(inflate(encoding, frame.payload, max));
+        match self.inflated().await {
+            Some(inflated) => inflated.map(Some),
+            None => Err(Status::internal("decompression lost its message")),
+        }
+    }
+
+    /// The message being inflated off the worker, once it is (`None` when there is none). Cancel
+    /// safe: dropped before it is ready, the inflation stays in the call for the next `recv_raw`.
+    async fn inflated(&self) -> Option<Result<Bytes, Status>> {
+        poll_fn(|cx| {
+            let mut inner = self.lock();
+            let Some(handle) = inner.inflating.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let done = std::task::ready!(std::pin::Pin::new(handle).poll(cx));
+            inner.inflating = None;
+            Poll::Ready(Some(
+                done.unwrap_or_else(|_| Err(Status::internal("decompression failed"))),
+            ))
+        })
+        .await
     }
 
     /// Whether the last request message returned by [`recv_raw`](Call::recv_raw),
@@ -596,4 +626,35 @@ pub(in crate::grpc) fn grpc_response_headers(encoding: Option<Encoding>) -> Head
         h.insert(GRPC_ENCODING, HeaderValue::from_static(enc.name()));
     }
     h
+}
+
+/// Compressed messages at least this long are inflated on tokio's blocking pool rather than on the
+/// worker that polls the connection: one such message may inflate to `max_message_bytes` (deflate
+/// reaches about 1,000:1), and a worker busy inflating is a worker that accepts, handshakes and
+/// serves nobody else. Shorter ones inflate to at most about a megabyte and stay inline.
+pub const INFLATE_OFF_WORKER_BYTES: usize = 1 << 10;
+
+/// Inflates one request message on the blocking pool, at most
+/// [`std::thread::available_parallelism`] at a time, so that inflating never holds more output
+/// buffers than there are cores (each bounded by `max`). The permit is held until the inflation
+/// ends, even when the call is gone before.
+fn inflate(encoding: Encoding, payload: Bytes, max: usize) -> JoinHandle<Result<Bytes, Status>> {
+    tokio::spawn(async move {
+        let _permit = inflating()
+            .acquire()
+            .await
+            .map_err(|_| Status::internal("decompression stopped"))?;
+        tokio::task::spawn_blocking(move || encoding.decompress(payload, max))
+            .await
+            .unwrap_or_else(|_| Err(Status::internal("decompression failed")))
+    })
+}
+
+/// The permits for [`inflate`]: one per core.
+fn inflating() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tokio::sync::Semaphore::new(cores)
+    })
 }

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Two server binaries side by side on the hot path: (a) and (c) flat out (server CPU per delivery),
+# (b) at 5,000 posts/s (CPU per delivery, p99) and (e) unary UnaryCall under h2load (CPU per
+# request, req/s), each run against OLD and NEW in turn, ROUNDS times, with NEW's `bench` as the
+# load for both. On a shared machine only what is measured in the same run compares: the table
+# gives each figure's median per binary and NEW/OLD.
+#
+#   benches/ab.sh OLD_BIN NEW_BIN [ROUNDS]     # e.g. the commit before a change, and after it
+#
+# Environment: SERVER_CPU (default 0), LOAD_CPU (default 1), OUT (default target/bench-ab),
+# QUICK=1 for a reduced scale (the figures then only show that it runs). Needs what run.sh needs
+# (taskset, h2load).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+old=$1 new=$2 rounds=${3:-3}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+OUT=${OUT:-target/bench-ab}
+mkdir -p "$OUT"
+if [[ "${QUICK:-0}" == 1 ]]; then
+  A_MSGS=5000 B_MSGS=2500 C_MSGS=400 E_N=50000
+else
+  A_MSGS=50000 B_MSGS=15000 C_MSGS=2000 E_N=300000
+fi
+
+pid=
+cleanup() { [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true; }
+trap cleanup EXIT
+
+# start BIN NAME: a fresh chat server of BIN on the server CPU; sets $pid and $addr.
+start() {
+  local bin=$1 name=$2 extra=()
+  # The interop service is served by default before --interop existed.
+  "$bin" serve --help | grep -q -- '--interop' && extra=(--interop)
+  taskset -c "$SERVER_CPU" "$bin" serve --addr 127.0.0.1:0 --max-post-rate 0 "${extra[@]}" \
+    >/dev/null 2>"$OUT/$name.log" &
+  pid=$!
+  for _ in $(seq 100); do
+    addr=$(sed -nE 's/.*listening.* addr=([0-9.:]+).*/\1/p' "$OUT/$name.log" | head -1)
+    [[ -n "$addr" ]] && return 0
+    sleep 0.1
+  done
+  echo "$name did not start; see $OUT/$name.log" >&2
+  exit 1
+}
+stop() {
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  pid=
+}
+field() { sed -nE "s/.*\"$2\":(\"[^\"]*\"|[^,}]*).*/\1/p" "$OUT/$1.json" | tr -d '"'; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# One round of every scenario against BIN; appends "figure value" lines to $OUT/TAG.txt.
+round() {
+  local bin=$1 tag=$2 r=$3 n
+  for s in a b c; do
+    n="$tag-$s-$r"
+    start "$bin" "$n"
+    case $s in
+      a) args=(--rooms 1 --members 100 --senders 1 --messages $A_MSGS) ;;
+      b) args=(--rooms 1 --members 100 --senders 1 --messages $B_MSGS --rate 5000) ;;
+      c) args=(--rooms 10 --members 50 --senders 5 --messages $C_MSGS) ;;
+    esac
+    taskset -c "$LOAD_CPU" "$new" bench fanout --addr "$addr" "${args[@]}" --size 100 \
+      --server-pid "$pid" >"$OUT/$n.json" 2>"$OUT/$n.txt" || true
+    stop
+    echo "($s)_ns_per_delivery $(field "$n" server_ns_per_delivery)" >>"$OUT/$tag.txt"
+    [[ $s == b ]] && echo "(b)_p99_us $(field "$n" p99_us)" >>"$OUT/$tag.txt"
+  done
+  n="$tag-e-$r"
+  start "$bin" "$n"
+  "$new" bench unary-request --out "$OUT/unary.bin" >/dev/null 2>&1
+  local before after
+  before=$(cpu_ticks "$pid")
+  taskset -c "$LOAD_CPU" h2load -n "$E_N" -c 10 -m 100 -H 'content-type: application/grpc' \
+    -H 'te: trailers' -d "$OUT/unary.bin" "http://$addr/grpc.testing.TestService/UnaryCall" \
+    >"$OUT/$n.h2load.txt" 2>&1 || true
+  after=$(cpu_ticks "$pid")
+  stop
+  if grep -q " $E_N succeeded, 0 failed, 0 errored" "$OUT/$n.h2load.txt"; then
+    echo "(e)_us_per_request $(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$E_N" \
+      'BEGIN { printf "%.3f", t / hz * 1e6 / n }')" >>"$OUT/$tag.txt"
+    echo "(e)_req_per_s $(sed -nE 's/^finished in .*, ([0-9.]+) req\/s.*/\1/p' "$OUT/$n.h2load.txt")" \
+      >>"$OUT/$tag.txt"
+  fi
+}
+
+rm -f "$OUT/old.txt" "$OUT/new.txt"
+load_before=$(cut -d' ' -f1 /proc/loadavg)
+for r in $(seq "$rounds"); do
+  # Alternate which goes first, so a drift in the machine's load falls on both.
+  if ((r % 2)); then round "$old" old "$r"; round "$new" new "$r"
+  else round "$new" new "$r"; round "$old" old "$r"; fi
+done
+
+median() { grep "^$2 " "$OUT/$1.txt" | awk '$2 != "" && $2 != "null" { print $2 }' | sort -g |
+  awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
+echo
+echo "$rounds rounds, alternating; load average $load_before before, $(cut -d' ' -f1 /proc/loadavg) after."
+echo
+echo "| figure | old (median) | new (median) | new / old |"
+echo "|---|---|---|---|"
+for f in "(a)_ns_per_delivery" "(b)_ns_per_delivery" "(b)_p99_us" "(c)_ns_per_delivery" \
+  "(e)_us_per_request" "(e)_req_per_s"; do
+  o=$(median old "$f") n=$(median new "$f")
+  ratio=$(awk -v o="${o:-0}" -v n="${n:-0}" 'BEGIN { if (o > 0 && n > 0) printf "%.2f", n / o; else print "n/a" }')
+  echo "| ${f//_/ } | ${o:-n/a} | ${n:-n/a} | $ratio |"
+done
+echo
+echo "Every run: \`$OUT/{old,new}.txt\`, JSON reports and h2load output beside them."
