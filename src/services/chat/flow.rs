@@ -273,6 +273,12 @@ impl Flow {
         if self.hold.is_some() {
             return;
         }
+        // Most pushes: the floor is within both marks, seen without a search.
+        if self.floor >= next.saturating_sub(marks.high_events)
+            && self.bytes_behind(self.floor, first) <= marks.high_bytes
+        {
+            return;
+        }
         let high = self.mark_seq(marks.high_events, marks.high_bytes, first, next);
         if self.floor >= high {
             return;
@@ -401,6 +407,16 @@ impl Flow {
                 gate.open();
             }
         }
+    }
+
+    /// Bytes pushed after `cursor` (the ring holding events from `first` on): everything, for a
+    /// cursor the ring has passed.
+    fn bytes_behind(&self, cursor: u64, first: u64) -> u64 {
+        if cursor < first {
+            return u64::MAX;
+        }
+        let at = usize::try_from(cursor - first).unwrap_or(usize::MAX);
+        self.offsets.get(at).map_or(0, |o| self.pushed - o)
     }
 
     fn reading(&self) -> impl Iterator<Item = &Reader> {

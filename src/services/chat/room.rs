@@ -822,7 +822,10 @@ impl Member {
     /// (its client's window is zero, or its last batch has not been written yet). A member
     /// blocked for longer than the stall grace no longer holds the room back ([`flow`](crate::services::chat::flow)).
     pub fn set_blocked(&self, blocked: bool) {
-        self.blocker().set(blocked);
+        // Asked on every turn of the member's loop: no handle is made for it.
+        if self.blocked_since.set(blocked) {
+            self.room.gate.member_blocked();
+        }
     }
 
     /// A handle that says whether this member is blocked (see [`set_blocked`](Self::set_blocked))
