@@ -77,7 +77,8 @@ start() {
   pid=$!
   pids+=("$pid")
   for _ in $(seq 100); do
-    addr=$(sed -nE 's/.*listening.* addr=([0-9.:]+).*/\1/p' "$OUT/$name.log" 2>/dev/null | head -1)
+    # The log may not exist yet (the server has not opened it): sed fails, and that is no error.
+    addr=$(sed -nE 's/.*listening.* addr=([0-9.:]+).*/\1/p' "$OUT/$name.log" 2>/dev/null | head -1 || true)
     [[ -n "$addr" ]] && return 0
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1

@@ -237,7 +237,7 @@ async fn join_stalled(
 ) -> Result<Vec<ClientCall>, BenchError> {
     let mut channels = Vec::new();
     let mut specs = Vec::new();
-    for r in 0..cfg.rooms {
+    for room in names {
         for j in cfg.members - cfg.stalled..cfg.members {
             let config = ChannelConfig {
                 stream_window_bytes: STALLED_WINDOW_BYTES,
@@ -250,7 +250,7 @@ async fn join_stalled(
                 .map_err(|_| BenchError::new("connecting a stalled member: timed out"))?
                 .map_err(|e| BenchError::new(format!("connecting a stalled member: {e}")))?;
             specs.push(JoinSpec {
-                room: names[r].clone(),
+                room: room.clone(),
                 name: format!("m{j}"),
                 channel: channels.len(),
             });
