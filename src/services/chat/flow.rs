@@ -77,10 +77,16 @@ pub(super) struct Gate {
 impl Gate {
     /// Waits until the gate is open. `review` runs under the room's lock: it says whether the
     /// gate is still closed and, if so, when a blocked member's grace runs out. Cancel-safe.
-    pub(super) async fn wait_open(&self, mut review: impl FnMut(Instant) -> Review) {
+    pub(super) async fn wait_open(&self, review: impl FnMut(Instant) -> Review) {
         if !self.closed.load(Ordering::Acquire) {
             return;
         }
+        // Boxed: every member's loop holds this future, and only a closed gate needs the waiter
+        // and the timer (a member costs a cursor, not a few hundred bytes more).
+        Box::pin(self.wait_closed(review)).await
+    }
+
+    async fn wait_closed(&self, mut review: impl FnMut(Instant) -> Review) {
         loop {
             let mut opened = pin!(self.opened.notified());
             // Registered before the look under the lock: an opening after it wakes this wait.

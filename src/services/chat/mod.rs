@@ -47,7 +47,7 @@ pub use crate::protocol::{
     MAX_TEXT_BYTES_METADATA,
 };
 use crate::services::chat::room::{
-    Blocker, Member, Posted, Poster, RoomLimits, Rooms, StartAt, MAX_BATCH_BYTES,
+    Blocker, Member, Posted, RoomLimits, Rooms, StartAt, MAX_BATCH_BYTES,
 };
 
 /// Default time a member has on shutdown to take its room's last events (see
@@ -252,7 +252,7 @@ impl ChatService {
         // A batch is built only within the window the client has granted: a member whose client
         // reads nothing holds its cursor and nothing else.
         call.track_writes();
-        let poster = member.poster();
+        // One handle for the loop's other branches: the gate, and the member's blocked state.
         let blocker = member.blocker();
         loop {
             let mut window_wait = false;
@@ -306,7 +306,7 @@ impl ChatService {
                     }
                     call.written().await
                 }, if !sending && !window_wait => {}
-                posted = next_post(call, &mut bucket, &poster), if reading => match posted? {
+                posted = next_post(call, &mut bucket, &blocker), if reading => match posted? {
                     Some(msg) => {
                         if let Posted::Closed(at) = self.post(member, msg)? {
                             closing = Some(self.close(member, at));
@@ -517,14 +517,14 @@ async fn cut_at(closing: &mut Option<(u64, Pin<Box<Sleep>>)>) {
 }
 
 /// The next message from the client, read only when the member may post: while the room's
-/// readers catch up ([`Poster::ready`]) or over the rate, the stream is not read, so the client's
+/// readers catch up ([`Blocker::ready`]) or over the rate, the stream is not read, so the client's
 /// HTTP/2 window fills and it slows down. Nothing is dropped.
 async fn next_post(
     call: &Call,
     bucket: &mut TokenBucket,
-    poster: &Poster,
+    gate: &Blocker,
 ) -> Result<Option<ChatMessage>, Status> {
-    poster.ready().await;
+    gate.ready().await;
     let wait = bucket.wait();
     if let Some(wait) = wait {
         // Boxed: only a member over its rate needs a timer, and a timer is large.

@@ -659,7 +659,7 @@ impl Member {
     }
 }
 
-/// Says whether one member is blocked; see [`Member::blocker`].
+/// Says whether one member is blocked, and waits for its room's gate; see [`Member::blocker`].
 pub struct Blocker {
     room: Arc<Room>,
     since: Arc<BlockedSince>,
@@ -671,6 +671,14 @@ impl Blocker {
         if self.since.set(blocked) {
             self.room.gate.member_blocked();
         }
+    }
+
+    /// Waits until the member's room takes posts (see [`Poster::ready`]).
+    pub async fn ready(&self) {
+        self.room
+            .gate
+            .wait_open(|now| self.room.lock().flow.review(now, &self.room.gate))
+            .await
     }
 }
 
