@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::support::chat;
 use crate::support::cli::ChatProcess;
+use crate::support::proxy::Proxy;
 use crate::support::{within, TestServer, PATIENCE, TEST_PATIENCE};
 use h2chat::client::session::{Session, SessionConfig, Update};
 use h2chat::grpc::client::Channel;
@@ -88,4 +89,51 @@ async fn the_terminal_client_prints_a_batch_as_one_line() {
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_session_reconnected_into_a_large_room_posts_without_waiting_for_a_batch() {
+    within(
+        TEST_PATIENCE,
+        "the whole of test a_session_reconnected_into_a_large_room_posts_without_waiting_for_a_batch",
+        async {
+            let mut config = batching_everywhere();
+            // No timer: a batch goes out only once it holds half the room's size in changes, or
+            // on the post of a member it holds.
+            config.chat.rooms.presence.batch_above = 2;
+            config.chat.rooms.presence.interval_per_member = Duration::from_secs(3600);
+            config.chat.rooms.presence.max_interval = Duration::from_secs(3600);
+            let server = TestServer::start(config).await;
+            let ch = Channel::connect(server.addr).await.expect("connect");
+            let mut others = Vec::new();
+            for i in 0..6 {
+                others.push(chat::join(&ch, "big", &format!("o{i}")).await);
+            }
+            others[0].send(&chat::post("before")).await.expect("post");
+            let proxy = Proxy::start(server.addr).await;
+            let session_config = SessionConfig::new(proxy.addr.to_string(), "big", "sam");
+            let (mut session, posts) = Session::join(session_config).await.expect("join");
+            let shown = |u: &Update| matches!(u, Update::Event(e) if e.text == "before");
+            next_until(&mut session, shown).await;
+            proxy.cut().await;
+            next_until(&mut session, |u| *u == Update::Reconnected).await;
+            // sam's leave and rejoin wait in a batch (2 changes in a room of 7): nothing new is
+            // delivered, yet its post goes out, and announces the rejoin before it.
+            posts.send("after".into()).await.expect("post");
+            let echo = |u: &Update| matches!(u, Update::Event(e) if e.text == "after");
+            next_until(&mut session, echo).await;
+        },
+    )
+    .await;
+}
+
+/// Reads updates until one satisfies `want`.
+async fn next_until(session: &mut Session, want: impl Fn(&Update) -> bool) -> Update {
+    loop {
+        match within(PATIENCE, "a session update", session.next()).await {
+            Some(u) if want(&u) => return u,
+            Some(_) => continue,
+            None => panic!("the session ended"),
+        }
+    }
 }

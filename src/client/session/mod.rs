@@ -118,6 +118,9 @@ impl SessionConfig {
 }
 
 /// What a session reports, in the order it happened.
+// An event is most of what a session reports, one at a time through a short queue: boxing it
+// would cost an allocation per event to save a few hundred bytes per queued notice.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Update {
     /// A room event to show: a message, a join, a leave, a large room's batched presence event

@@ -397,7 +397,13 @@ impl Runner {
                 Ok(link) => {
                     // A reset, if the room's history started over, is the call's first event.
                     self.max_text_bytes = link.max_text_bytes;
-                    let joined = Joined::new(link, self.config.probe_after);
+                    let mut joined = Joined::new(link, self.config.probe_after);
+                    // In a room that batches presence the join's number is that of the last event
+                    // before it: if that one was shown already, this call has caught up at once
+                    // (the batch naming the rejoin may be seconds away).
+                    if joined.link.epoch == self.epoch && self.last_seq >= joined.link.joined_seq {
+                        self.catch_up(&mut joined).await;
+                    }
                     if !self.report(Update::Reconnected).await {
                         return Ok(None);
                     }

@@ -359,7 +359,7 @@ mod tests {
 
     #[test]
     fn a_run_of_presence_events_becomes_one_covering_its_range() {
-        let entries = vec![
+        let entries = [
             message_entry(10),
             presence_entry(Presence::one_join(11, &name("a")), 11),
             presence_entry(Presence::one_leave(12, &name("b")), 12),

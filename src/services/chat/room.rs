@@ -2,7 +2,9 @@
 //!
 //! One mechanism gives ordering, history, resume, lag detection and fan-out:
 //! - Every event (message, join, leave) gets the room's next sequence number and is encoded into
-//!   its gRPC frame once, under the room's lock; all members share that `Bytes`.
+//!   its gRPC frame once, under the room's lock; all members share that `Bytes`. In a room above
+//!   its presence threshold joins and leaves are gathered into batches instead, each one event
+//!   ([`presence`]), and a member gets a run of presence events as one.
 //! - The ring keeps the most recent events, bounded by count and by bytes.
 //! - A member is a cursor: the next sequence number it has to receive. Reading hands it everything
 //!   between its cursor and the head in one batch. History on join, resume after S and lag are the
@@ -622,8 +624,10 @@ impl Member {
         self.cursor
     }
 
-    /// The sequence number of this member's join event: every later event of the room has a higher
-    /// one, and this member's own posts are exactly its messages numbered above it.
+    /// The sequence number of this member's join event — in a room that batches presence, where
+    /// the join waits in a batch, the number of the last event before it: every later event of the
+    /// room has a higher one, and this member's own posts are exactly its messages numbered above
+    /// it.
     pub fn joined_seq(&self) -> u64 {
         self.joined_seq
     }
