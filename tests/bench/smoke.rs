@@ -104,6 +104,52 @@ async fn fanout_flat_out_delivers_every_post_to_every_member() {
 }
 
 #[tokio::test]
+async fn a_fanout_flood_beside_stalled_members_loses_nothing_and_gives_each_stalled_one_gap() {
+    within(
+        TEST_PATIENCE,
+        "the whole of the fanout flood smoke test",
+        async {
+            // A small history, so that the flood is many times what the room keeps.
+            let server = ServerProcess::start(&["--max-post-rate", "0", "--history", "100"]).await;
+            let (addr, pid) = (server.addr.to_string(), server.pid().to_string());
+            let out = bench(&[
+                "fanout",
+                "--addr",
+                &addr,
+                "--members",
+                "6",
+                "--stalled",
+                "2",
+                "--messages",
+                "3000",
+                "--size",
+                "40",
+                "--window",
+                "0",
+                "--server-pid",
+                &pid,
+                "--timeout",
+                "60",
+                "--drain",
+                "30",
+            ])
+            .await;
+            let r = report(&out);
+            assert_eq!(r["pacing"], "none");
+            assert_eq!(int(&r, "expected"), 4 * 3000, "the four reading members");
+            assert_eq!(int(&r, "lost"), 0);
+            assert_eq!(int(&r, "gap_events"), 0);
+            assert_eq!(int(&r, "seq_errors"), 0);
+            assert_eq!(int(&r, "stalled_members"), 2);
+            assert_eq!(int(&r, "stalled_with_one_gap"), 2, "{r}");
+            assert_eq!(int(&r, "stalled_seq_errors"), 0);
+            assert!(is_number(&r, "sender_posts_per_s"), "{r}");
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn fanout_at_a_rate_delivers_every_post() {
     within(
         TEST_PATIENCE,

@@ -285,6 +285,36 @@ impl WireClient {
         WireClient { send }
     }
 
+    /// Connects with a stream receive window of 0: the server cannot send a byte of response
+    /// data on any call until [`WindowGrant::grant`] raises the window of every stream (with a
+    /// SETTINGS frame, as the only per-connection way to open a window that was never used).
+    pub async fn connect_granting_nothing(addr: SocketAddr) -> (WireClient, WindowGrant) {
+        let mut builder = h2::client::Builder::new();
+        builder.initial_window_size(0);
+        let handshake = async {
+            let tcp = TcpStream::connect(addr).await.expect("connect");
+            builder
+                .handshake::<_, Bytes>(tcp)
+                .await
+                .expect("h2 handshake")
+        };
+        let (send, mut conn) =
+            within(PATIENCE, "the h2 handshake with the server", handshake).await;
+        let (grant_tx, grant_rx) = tokio::sync::oneshot::channel::<u32>();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = &mut conn => return,
+                window = grant_rx => {
+                    if let Ok(window) = window {
+                        let _ = conn.set_initial_window_size(window);
+                    }
+                }
+            }
+            let _ = conn.await;
+        });
+        (WireClient { send }, WindowGrant(grant_tx))
+    }
+
     /// Starts a call to `path` with `content-type: application/grpc`, `te: trailers` and these
     /// extra request headers.
     pub async fn start(&mut self, path: &str, headers: &[(&str, &str)]) -> WireCall {
@@ -313,6 +343,17 @@ impl WireClient {
             recv: None,
             buf: BytesMut::new(),
         }
+    }
+}
+
+/// Opens the window of a [`WireClient::connect_granting_nothing`] connection.
+pub struct WindowGrant(tokio::sync::oneshot::Sender<u32>);
+
+impl WindowGrant {
+    /// From now on every stream of the connection may receive `window` bytes before the client
+    /// releases any (the client's calls release what they read).
+    pub fn grant(self, window: u32) {
+        let _ = self.0.send(window);
     }
 }
 

@@ -44,6 +44,9 @@ pub(super) struct MemberCtx {
     /// The sender this member's call belongs to, and how to wake it.
     pub(super) own: Option<(u32, Arc<Notify>)>,
     pub(super) clock: Clock,
+    /// A stalled member: it reads nothing until this turns true (the senders are done), then
+    /// reads until nothing comes for [`super::STALLED_IDLE`].
+    pub(super) hold: Option<watch::Receiver<bool>>,
 }
 
 #[derive(Default)]
@@ -58,6 +61,8 @@ pub(super) struct MemberStats {
     pub(super) last_ns: u64,
     pub(super) error: Option<String>,
     pub(super) stopped: bool,
+    /// Counted apart: a stalled member (see [`MemberCtx::hold`]).
+    pub(super) stalled_member: bool,
 }
 
 pub(super) async fn run_member(
@@ -65,8 +70,17 @@ pub(super) async fn run_member(
     ctx: MemberCtx,
     mut stop: watch::Receiver<bool>,
 ) -> (MemberStats, CallReceiver) {
-    let mut stats = MemberStats::default();
-    stats.stopped = stopped_before_done(receive(&mut rx, &ctx, &mut stats), &mut stop).await;
+    let mut stats = MemberStats {
+        stalled_member: ctx.hold.is_some(),
+        ..MemberStats::default()
+    };
+    let work = async {
+        if let Some(mut hold) = ctx.hold.clone() {
+            let _ = hold.wait_for(|done| *done).await;
+        }
+        receive(&mut rx, &ctx, &mut stats).await
+    };
+    stats.stopped = stopped_before_done(work, &mut stop).await;
     (stats, rx)
 }
 
@@ -75,9 +89,17 @@ async fn receive(rx: &mut CallReceiver, ctx: &MemberCtx, stats: &mut MemberStats
     // Reading the clock is a good part of a member's cost per message: messages that were already
     // received when the previous one was read share its reading, for up to CLOCK_REUSE messages.
     let mut clock = (0, CLOCK_REUSE);
-    while stats.delivered + stats.missed < ctx.expected {
+    // A stalled member's gap counts presence events too: it reads until it is idle instead.
+    while ctx.hold.is_some() || stats.delivered + stats.missed < ctx.expected {
         let received = match ready_now(rx.recv_raw()).await {
             Some(received) => received,
+            None if ctx.hold.is_some() => {
+                // A stalled member, reading at last: done once nothing more comes.
+                match tokio::time::timeout(super::STALLED_IDLE, rx.recv_raw()).await {
+                    Ok(received) => received,
+                    Err(_) => return,
+                }
+            }
             None => {
                 clock.1 = CLOCK_REUSE;
                 rx.recv_raw().await

@@ -16,6 +16,12 @@
 //!   that did not reach every member is counted; `lost` is `expected - delivered`.
 //! - Bounded: set-up and sending end by `timeout`; members get `drain` after the last post to
 //!   receive the rest, then stop where they are.
+//! - A flood (`--window 0`): the senders post as fast as the server reads, with no pacing of their
+//!   own; only the server's backpressure holds them. `--stalled N` makes the last N members of each
+//!   room read nothing until the senders are done, each on a connection of its own with a small
+//!   window ([`STALLED_WINDOW_BYTES`]); then they read what the server has for them (a gap, and the
+//!   room's history) until [`STALLED_IDLE`] passes with nothing new. They are counted apart: the
+//!   report's `expected`, `lost` and `gap_events` are the reading members'.
 
 mod member;
 mod sender;
@@ -28,7 +34,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use crate::grpc::client::{CallReceiver, CallSender, Channel, ClientCall};
+use crate::grpc::client::{CallReceiver, CallSender, Channel, ChannelConfig, ClientCall};
 
 use member::{run_member, MemberCtx, MemberStats, RoomProgress, Slot};
 use sender::{run_sender, SenderCtx, SenderStats};
@@ -50,6 +56,10 @@ pub const DEFAULT_WINDOW: usize = 500;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default time members have after the last post to receive everything.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
+/// The receive window of a stalled member's connection and call: what it takes before it stalls.
+pub const STALLED_WINDOW_BYTES: u32 = 16 << 10;
+/// A stalled member, reading at last, is done when nothing has come for this long.
+pub const STALLED_IDLE: Duration = Duration::from_secs(1);
 
 /// What to run: the bench's command line (`h2chat bench fanout --help`).
 #[derive(Clone, Debug, clap::Args)]
@@ -84,9 +94,14 @@ pub struct FanoutConfig {
     /// Connections to spread all members over (default: one per member).
     #[arg(long)]
     pub conns: Option<usize>,
-    /// Posts a room may have ahead of its slowest member.
+    /// Posts a room may have ahead of its slowest member; 0 = a flood: no pacing at all, only the
+    /// server's backpressure holds the senders.
     #[arg(long, default_value_t = DEFAULT_WINDOW)]
     pub window: usize,
+    /// Members per room (the last ones) that read nothing until the senders are done, each on a
+    /// connection of its own with a small window (needs --window 0).
+    #[arg(long, default_value_t = 0)]
+    pub stalled: usize,
     /// The server's process id, to report its CPU time and memory.
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -101,11 +116,14 @@ pub struct FanoutConfig {
 impl FanoutConfig {
     fn check(&self) -> Result<(), BenchError> {
         let fail = |m: &str| Err(BenchError::new(m));
-        if self.rooms == 0 || self.members == 0 || self.messages == 0 || self.window == 0 {
-            return fail("--rooms, --members, --messages and --window must be at least 1");
+        if self.rooms == 0 || self.members == 0 || self.messages == 0 {
+            return fail("--rooms, --members and --messages must be at least 1");
         }
         if self.senders == 0 || self.senders > self.members {
             return fail("--senders must be between 1 and --members");
+        }
+        if self.stalled > 0 && (self.window > 0 || self.stalled > self.members - self.senders) {
+            return fail("--stalled needs --window 0 and at most --members minus --senders");
         }
         if self.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
             return fail("--rate must be a positive number of posts per second");
@@ -123,9 +141,9 @@ pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
     cfg.check()?;
     let cfg = Arc::new(cfg);
     let deadline = deadline_after(cfg.timeout.0);
-    let total = cfg.rooms * cfg.members;
+    let total = cfg.rooms * (cfg.members - cfg.stalled);
     let conns = cfg.conns.unwrap_or(total).min(total);
-    check_open_files(conns)?;
+    check_open_files(conns + cfg.rooms * cfg.stalled)?;
     let clock = Clock::new();
 
     let join_start = Instant::now();
@@ -139,11 +157,14 @@ pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
             }
         }
     }
-    let calls = join_members(&cfg, &channels, conns, deadline).await?;
+    let names = room_names(cfg.rooms);
+    let calls = join_members(&cfg, &names, &channels, conns, deadline).await?;
+    let stalled = join_stalled(&cfg, &names, deadline).await?;
     let join_s = join_start.elapsed().as_secs_f64();
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let cast = spawn_members(&cfg, calls, clock, &stop_rx);
+    let (senders_done, senders_done_rx) = watch::channel(false);
+    let cast = spawn_members(&cfg, calls, stalled, clock, &stop_rx, &senders_done_rx);
 
     let server_before = sample_server(cfg.server_pid)?;
     let self_before = ProcSample::read_self().ok();
@@ -165,6 +186,8 @@ pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
         })
         .collect();
     let senders = wait_all(senders, deadline, &stop_tx).await?;
+    let senders_end = Instant::now();
+    senders_done.send_replace(true);
     let drain_deadline = deadline_after(cfg.drain.0).min(deadline.max(Instant::now()));
     let members = wait_all(cast.members, drain_deadline, &stop_tx).await?;
     let end = Instant::now();
@@ -174,7 +197,10 @@ pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
     let mut report = Report::new("fanout");
     add_setup(&mut report, &cfg, conns, join_s);
     let sender_stats: Vec<&SenderStats> = senders.iter().map(|(stats, _)| stats).collect();
-    let member_stats: Vec<&MemberStats> = members.iter().map(|(stats, _)| stats).collect();
+    let (member_stats, stalled_stats): (Vec<&MemberStats>, Vec<&MemberStats>) = members
+        .iter()
+        .map(|(stats, _)| stats)
+        .partition(|stats| !stats.stalled_member);
     let delivered = add_outcome(
         &mut report,
         &cfg,
@@ -182,6 +208,12 @@ pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
         &sender_stats,
         &member_stats,
         (start_ns, end.duration_since(start)),
+    );
+    add_stalled(&mut report, &stalled_stats);
+    let send_s = senders_end.duration_since(start).as_secs_f64();
+    report.float("send_s", send_s).float(
+        "sender_posts_per_s",
+        sender_stats.iter().map(|s| s.posted).sum::<u64>() as f64 / send_s,
     );
     let wall = end.duration_since(start).as_secs_f64();
     add_client_cpu(&mut report, self_before, self_after, wall);
@@ -195,19 +227,55 @@ pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
 /// Joins every member: room `g / members`, name `m{g % members}`, on connection `g % conns`.
 async fn join_members(
     cfg: &FanoutConfig,
+    names: &[Arc<str>],
     channels: &[Channel],
     conns: usize,
     deadline: Instant,
 ) -> Result<Vec<ClientCall>, BenchError> {
-    let names = room_names(cfg.rooms);
-    let specs = (0..cfg.rooms * cfg.members)
+    let reading = cfg.members - cfg.stalled;
+    let specs = (0..cfg.rooms * reading)
         .map(|g| JoinSpec {
-            room: names[g / cfg.members].clone(),
-            name: format!("m{}", g % cfg.members),
+            room: names[g / reading].clone(),
+            name: format!("m{}", g % reading),
             channel: g % conns,
         })
         .collect();
     join_all(channels, specs, deadline).await
+}
+
+/// Joins the stalled members, `m{members - stalled}` and up in each room, each on a connection of
+/// its own with a small window ([`STALLED_WINDOW_BYTES`]).
+async fn join_stalled(
+    cfg: &FanoutConfig,
+    names: &[Arc<str>],
+    deadline: Instant,
+) -> Result<Vec<ClientCall>, BenchError> {
+    let mut channels = Vec::new();
+    let mut specs = Vec::new();
+    for room in names {
+        for j in cfg.members - cfg.stalled..cfg.members {
+            let config = ChannelConfig {
+                stream_window_bytes: STALLED_WINDOW_BYTES,
+                connection_window_bytes: STALLED_WINDOW_BYTES,
+                ..ChannelConfig::default()
+            };
+            let connect = Channel::connect_with(cfg.addr, config);
+            let channel = tokio::time::timeout_at(deadline, connect)
+                .await
+                .map_err(|_| BenchError::new("connecting a stalled member: timed out"))?
+                .map_err(|e| BenchError::new(format!("connecting a stalled member: {e}")))?;
+            specs.push(JoinSpec {
+                room: room.clone(),
+                name: format!("m{j}"),
+                channel: channels.len(),
+            });
+            channels.push(channel);
+        }
+    }
+    let calls = join_all(&channels, specs, deadline).await?;
+    // The calls keep their connections open.
+    drop(channels);
+    Ok(calls)
 }
 
 /// The joined calls, put to work: every member's receiving half reads in a task of its own; the
@@ -223,8 +291,10 @@ struct Cast {
 fn spawn_members(
     cfg: &FanoutConfig,
     calls: Vec<ClientCall>,
+    stalled: Vec<ClientCall>,
     clock: Clock,
     stop_rx: &watch::Receiver<bool>,
+    senders_done: &watch::Receiver<bool>,
 ) -> Cast {
     let total = cfg.rooms * cfg.members;
     let rooms: Vec<Arc<RoomProgress>> = (0..cfg.rooms)
@@ -239,8 +309,23 @@ fn spawn_members(
     let mut members = Vec::with_capacity(total);
     let mut senders = Vec::with_capacity(cfg.rooms * cfg.senders);
     let mut quiet_halves = Vec::with_capacity(total);
+    let reading = cfg.members - cfg.stalled;
+    for (g, call) in stalled.into_iter().enumerate() {
+        let (r, j) = (g / cfg.stalled, reading + g % cfg.stalled);
+        let (tx, rx) = call.split();
+        quiet_halves.push(tx);
+        let ctx = MemberCtx {
+            room: rooms[r].clone(),
+            index: j,
+            expected: expected_each,
+            own: None,
+            clock,
+            hold: Some(senders_done.clone()),
+        };
+        members.push(tokio::spawn(run_member(rx, ctx, stop_rx.clone())));
+    }
     for (g, call) in calls.into_iter().enumerate() {
-        let (r, j) = (g / cfg.members, g % cfg.members);
+        let (r, j) = (g / reading, g % reading);
         let room = rooms[r].clone();
         let (tx, rx) = call.split();
         let own = if j < cfg.senders {
@@ -264,6 +349,7 @@ fn spawn_members(
             expected: expected_each,
             own,
             clock,
+            hold: None,
         };
         members.push(tokio::spawn(run_member(rx, ctx, stop_rx.clone())));
     }
@@ -273,6 +359,21 @@ fn spawn_members(
         senders,
         quiet_halves,
     }
+}
+
+/// What the stalled members saw once they read: each should have one gap.
+fn add_stalled(report: &mut Report, stalled: &[&MemberStats]) {
+    let count = |f: &dyn Fn(&MemberStats) -> u64| stalled.iter().map(|s| f(s)).sum::<u64>();
+    report
+        .int("stalled_members", stalled.len() as u64)
+        .int("stalled_gap_events", count(&|s| s.gap_events))
+        .int(
+            "stalled_with_one_gap",
+            stalled.iter().filter(|s| s.gap_events == 1).count() as u64,
+        )
+        .int("stalled_missed_in_gaps", count(&|s| s.missed))
+        .int("stalled_delivered", count(&|s| s.delivered))
+        .int("stalled_seq_errors", count(&|s| s.seq_errors));
 }
 
 /// The run's shape, as configured.
@@ -285,7 +386,15 @@ fn add_setup(report: &mut Report, cfg: &FanoutConfig, conns: usize, join_s: f64)
         .int("size", cfg.size as u64)
         .opt_float("rate", cfg.rate)
         .int("conns", conns as u64)
-        .str("pacing", if cfg.rate.is_some() { "rate" } else { "acks" })
+        .str(
+            "pacing",
+            match (cfg.rate, cfg.window) {
+                (Some(_), _) => "rate",
+                (None, 0) => "none",
+                (None, _) => "acks",
+            },
+        )
+        .int("stalled_per_room", cfg.stalled as u64)
         .int("window", cfg.window as u64)
         .float("join_s", join_s);
 }
@@ -314,7 +423,7 @@ fn add_outcome(
     // begun but never handed to h2 (a sender stopped mid-send) counts as lost, not as unsent.
     let expected: u64 = rooms
         .iter()
-        .map(|room| room.posted.load(Ordering::Acquire) * cfg.members as u64)
+        .map(|room| room.posted.load(Ordering::Acquire) * (cfg.members - cfg.stalled) as u64)
         .sum();
     let mut all = MemberStats::default();
     let mut on_peer = super::histogram::Histogram::default();
@@ -379,6 +488,7 @@ fn summary(r: &Report, cfg: &FanoutConfig, conns: usize) -> String {
             "{rate} posts/s per sender (window {} as a safety net)",
             cfg.window
         ),
+        None if cfg.window == 0 => "a flood: no pacing but the server's".to_owned(),
         None => format!("flat out, paced by acks, window {}", cfg.window),
     };
     let mut s = format!(
@@ -397,6 +507,20 @@ fn summary(r: &Report, cfg: &FanoutConfig, conns: usize) -> String {
     if let Some(Value::Str(e)) = r.get("first_error") {
         s.push_str(&format!("\nerrors: {} (first: {e})", f("call_errors")));
     }
+    if cfg.stalled > 0 {
+        s.push_str(&format!(
+            "\nstalled: {} member(s); {} gap event(s), {} with exactly one; {} seq errors",
+            f("stalled_members"),
+            f("stalled_gap_events"),
+            f("stalled_with_one_gap"),
+            f("stalled_seq_errors"),
+        ));
+    }
+    s.push_str(&format!(
+        "\nsenders: {:.0} posts/s while sending ({:.2} s)",
+        f("sender_posts_per_s"),
+        f("send_s")
+    ));
     if f("members_stopped") > 0.0 {
         s.push_str(&format!(
             "\n{} member(s) stopped by --timeout/--drain before receiving everything",

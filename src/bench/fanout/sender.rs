@@ -62,20 +62,23 @@ async fn send(
             }
         }
         let mut stalled = false;
-        loop {
-            let posted = ctx.room.posted.load(Ordering::Acquire);
-            if posted < slowest + window {
-                break;
+        // Window 0: a flood, held back by nothing but the server.
+        if window > 0 {
+            loop {
+                let posted = ctx.room.posted.load(Ordering::Acquire);
+                if posted < slowest + window {
+                    break;
+                }
+                slowest = ctx.room.slowest();
+                if posted < slowest + window {
+                    break;
+                }
+                if !stalled {
+                    stats.stalls += 1;
+                    stalled = true;
+                }
+                let _ = tokio::time::timeout(STALL_RECHECK, ctx.notify.notified()).await;
             }
-            slowest = ctx.room.slowest();
-            if posted < slowest + window {
-                break;
-            }
-            if !stalled {
-                stats.stalls += 1;
-                stalled = true;
-            }
-            let _ = tokio::time::timeout(STALL_RECHECK, ctx.notify.notified()).await;
         }
         ctx.room.posted.fetch_add(1, Ordering::AcqRel);
         let stamp = Stamp {

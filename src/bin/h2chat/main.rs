@@ -27,6 +27,7 @@ use h2chat::grpc::server::{
     self as srv, ClientAuth, Listener, ServerConfig, TlsAcceptor, TlsFiles,
 };
 use h2chat::services::app::{self, AppConfig};
+use h2chat::services::chat::flow::{self, FlowLimits};
 use h2chat::services::chat::presence;
 use h2chat::services::chat::room::{self, RoomLimits};
 use h2chat::services::chat::{self, ChatConfig};
@@ -349,6 +350,14 @@ struct ServeArgs {
     /// Posts a member may make in a burst before the rate applies.
     #[arg(long, value_parser = flags::decimal(1.0, true, None), default_value_t = chat::DEFAULT_POST_BURST)]
     post_burst: f64,
+    /// How far the slowest reading member may fall behind, in percent of --history and of
+    /// --history-bytes, before the room stops reading its posters (0 = never: slow members get gaps).
+    #[arg(long, value_parser = flags::whole::<u32>(0, Some(flow::MAX_HIGH_WATER_PERCENT.into())), default_value_t = flow::DEFAULT_HIGH_WATER_PERCENT)]
+    backpressure_high_water: u32,
+    /// Seconds a member blocked on its window may hold its room back before it counts as stalled
+    /// (the room then goes on without it, and it gets a gap).
+    #[arg(long, value_parser = flags::seconds_or_zero(), default_value_t = flow::DEFAULT_STALL_GRACE.as_secs_f64())]
+    stall_grace: f64,
     /// An origin (`https://host:port`) whose pages may call the server with gRPC-Web, besides the
     /// server's own; repeatable, `*` for any.
     #[arg(long = "web-origin")]
@@ -461,6 +470,10 @@ impl ServeArgs {
                     history_on_join: self.history_on_join,
                     max_rooms: self.max_rooms,
                     max_members_per_room: self.max_members_per_room,
+                    flow: FlowLimits {
+                        high_water_percent: self.backpressure_high_water,
+                        stall_grace: secs(self.stall_grace),
+                    },
                     presence: presence::PresenceLimits {
                         batch_above: self.presence_batch_above,
                         ..Default::default()

@@ -124,6 +124,8 @@ impl ChatService {
         if req.text.is_empty() {
             return Err(Status::invalid_argument("text is empty"));
         }
+        // While the room's readers catch up, the post waits (and so does the client's next one).
+        poster.ready().await;
         {
             let mut bucket = keyed.bucket.lock().unwrap_or_else(|e| e.into_inner());
             if bucket.wait().is_some() {

@@ -20,6 +20,7 @@
 //! within [`ChatConfig::shutdown_drain`] is cut, and that is logged.
 
 mod browser;
+pub mod flow;
 pub mod identity;
 pub mod presence;
 pub mod redis;
@@ -47,7 +48,7 @@ pub use crate::protocol::{
     MAX_TEXT_BYTES_METADATA,
 };
 use crate::services::chat::room::{
-    Member, Posted, Poster, RoomLimits, Rooms, StartAt, MAX_BATCH_BYTES,
+    Blocker, Member, Posted, Poster, RoomLimits, Rooms, StartAt, MAX_BATCH_BYTES,
 };
 
 /// Default time a member has on shutdown to take its room's last events (see
@@ -283,12 +284,15 @@ impl ChatService {
         // A batch is built only within the window the client has granted: a member whose client
         // reads nothing holds its cursor and nothing else.
         call.track_writes();
+        // One handle for the loop's other branches: the gate, and the member's blocked state.
+        let blocker = member.blocker();
         loop {
             // A shared room's copy retired, or this member's place in it lost: resume elsewhere.
             if let Some(ended) = member.ended() {
                 return Err(ended);
             }
             let mut window_wait = false;
+            let mut progressed = false;
             if call.is_send_idle() {
                 let drained = closing
                     .as_ref()
@@ -304,12 +308,17 @@ impl ChatService {
                         room => {
                             if let Some(batch) = member.next_batch(room) {
                                 call.queue_frames(batch)?;
+                                progressed = true;
                             }
                         }
                     }
                 }
             }
+            // Blocked: events are due and none can leave (queued bytes wait for window, or the
+            // window is zero, or the last batch is still unwritten). The room stops waiting for a
+            // member blocked too long.
             let sending = call.has_queued();
+            member.set_blocked(!progressed && (sending || member.has_news()));
             let reading = inbound_open && closing.is_none();
             // Past the close point nothing new matters: only the last write is awaited.
             let drained = closing
@@ -317,7 +326,7 @@ impl ChatService {
                 .is_some_and(|(at, _)| member.cursor() > *at);
             // Unbiased on purpose: neither the member's own posts nor its deliveries may starve.
             tokio::select! {
-                sent = call.flush(), if sending => sent?,
+                sent = flush_or_block(call, &blocker), if sending => sent?,
                 // Window first, then the batch (next time round): the wait holds nothing.
                 room = call.send_capacity(MAX_BATCH_BYTES), if window_wait => {
                     room?;
@@ -326,10 +335,14 @@ impl ChatService {
                 () = async {
                     if !drained {
                         member.changed().await;
+                        // News while the last batch is unwritten: blocked until h2 writes it.
+                        if !call.is_send_idle() {
+                            blocker.set(true);
+                        }
                     }
                     call.written().await
                 }, if !sending && !window_wait => {}
-                posted = next_post(call, &mut bucket), if reading => match posted? {
+                posted = next_post(call, &mut bucket, &blocker), if reading => match posted? {
                     Some(msg) => {
                         if let Posted::Closed(at) = self.post(member, msg).await? {
                             closing = Some(self.close(member, at));
@@ -538,6 +551,21 @@ fn shutdown_begun(signal: &ShutdownSignal) -> impl std::future::Future<Output = 
     })
 }
 
+/// Flushes the member's queued bytes; if they must wait for the client's window, the member is
+/// blocked meanwhile (see [`Member::set_blocked`]).
+async fn flush_or_block(call: &Call, blocker: &Blocker) -> Result<(), Status> {
+    let mut flush = std::pin::pin!(call.flush());
+    let mut first = true;
+    std::future::poll_fn(|cx| {
+        let polled = std::future::Future::poll(flush.as_mut(), cx);
+        if polled.is_pending() && std::mem::take(&mut first) {
+            blocker.set(true);
+        }
+        polled
+    })
+    .await
+}
+
 /// Resolves when a draining member's time is up; pending while not draining.
 async fn cut_at(closing: &mut Option<(u64, Pin<Box<Sleep>>)>) {
     match closing {
@@ -546,9 +574,15 @@ async fn cut_at(closing: &mut Option<(u64, Pin<Box<Sleep>>)>) {
     }
 }
 
-/// The next message from the client, read only when the member may post: over the rate, the
-/// stream is not read, so the client's HTTP/2 window fills and it slows down. Nothing is dropped.
-async fn next_post(call: &Call, bucket: &mut TokenBucket) -> Result<Option<ChatMessage>, Status> {
+/// The next message from the client, read only when the member may post: while the room's
+/// readers catch up ([`Blocker::ready`]) or over the rate, the stream is not read, so the client's
+/// HTTP/2 window fills and it slows down. Nothing is dropped.
+async fn next_post(
+    call: &Call,
+    bucket: &mut TokenBucket,
+    gate: &Blocker,
+) -> Result<Option<ChatMessage>, Status> {
+    gate.ready().await;
     let wait = bucket.wait();
     if let Some(wait) = wait {
         // Boxed: only a member over its rate needs a timer, and a timer is large.

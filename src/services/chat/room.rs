@@ -38,6 +38,7 @@ use crate::grpc::codec::encode_message;
 use crate::grpc::Status;
 use crate::pb::chat::v1::{ChatMessage, EventKind, LeaveReason};
 use crate::ring::{RingBounds, SeqRing};
+use crate::services::chat::flow::{BlockedSince, Flow, FlowLimits, Gate, ReaderId};
 use crate::services::chat::presence::{self, Due, Entry, Pending, Presence, PresenceLimits};
 use crate::services::chat::{identity, stats};
 
@@ -67,6 +68,8 @@ pub struct RoomLimits {
     pub max_rooms: usize,
     /// Members per room.
     pub max_members_per_room: usize,
+    /// Backpressure: when posters wait for reading members ([`flow`](crate::services::chat::flow)).
+    pub flow: FlowLimits,
     /// When joins and leaves are batched ([`presence`]).
     pub presence: PresenceLimits,
 }
@@ -79,6 +82,7 @@ impl Default for RoomLimits {
             history_on_join: DEFAULT_HISTORY_ON_JOIN,
             max_rooms: DEFAULT_MAX_ROOMS,
             max_members_per_room: DEFAULT_MAX_MEMBERS_PER_ROOM,
+            flow: FlowLimits::default(),
             presence: PresenceLimits::default(),
         }
     }
@@ -105,6 +109,8 @@ pub struct Room {
     state: Mutex<RoomState>,
     /// The next sequence number; members wait on it for new events.
     head: watch::Sender<u64>,
+    /// Posters wait here while reading members catch up ([`flow`](crate::services::chat::flow)).
+    gate: Gate,
     presence_limits: PresenceLimits,
     /// Set (with `RoomState::ended`) when this copy of a shared room is retired.
     ended: AtomicBool,
@@ -130,6 +136,8 @@ struct RoomState {
     ended: Option<Status>,
     /// Members whose calls must end (their place in the shared room was lost), and why.
     cut: HashMap<Arc<str>, Status>,
+    /// Where the members' cursors are, for backpressure.
+    flow: Flow,
 }
 
 /// A room's members in join order, as [`Rooms::members`] shares them: a join or a leave makes a
@@ -175,6 +183,10 @@ pub struct Member {
     reason: LeaveReason,
     /// A reset event to hand out before anything else.
     reset: Option<Bytes>,
+    /// This member among the room's readers ([`flow`](crate::services::chat::flow)).
+    reader: ReaderId,
+    /// Since when this member has been blocked (shared with the room).
+    blocked_since: Arc<BlockedSince>,
 }
 
 impl Rooms {
@@ -265,6 +277,9 @@ impl Rooms {
             None => (before, before + 1),
         };
         let (cursor, reset) = self.start_point(&room, &st, first_live, start);
+        let blocked_since = Arc::new(BlockedSince::default());
+        let span = (st.ring.first_seq(), st.ring.next_seq());
+        let reader = st.flow.join(cursor, blocked_since.clone(), span);
         drop(st);
         drop(reg);
         if published.is_some() {
@@ -280,6 +295,8 @@ impl Rooms {
             head,
             reason: LeaveReason::Disconnected,
             reset,
+            reader,
+            blocked_since,
         })
     }
 
@@ -342,6 +359,7 @@ impl Rooms {
             }
             st.skeletons.retain(|_, n| *n != member.name);
             st.cut.remove(&member.name);
+            st.flow.leave(member.reader, &member.room.gate);
             // A shared room's leave is Redis's to announce (below).
             if self.shared.get().is_none() {
                 published = member.room.presence_change(
@@ -404,8 +422,10 @@ impl Room {
                 closed_at: None,
                 ended: None,
                 cut: HashMap::new(),
+                flow: Flow::new(limits.flow, bounds),
             }),
             head,
+            gate: Gate::default(),
             presence_limits: limits.presence,
             ended: AtomicBool::new(false),
         }
@@ -500,10 +520,22 @@ impl Room {
         let seq = st.ring.next_seq();
         batch.from = seq;
         let frame = batch.encode(&self.id, seq);
-        Some(st.ring.push(Entry {
-            frame,
-            presence: Some(Box::new(batch)),
-        }))
+        Some(self.push(
+            st,
+            Entry {
+                frame,
+                presence: Some(Box::new(batch)),
+            },
+        ))
+    }
+
+    /// Pushes an event into the ring and tells the room's flow state (backpressure) about it.
+    fn push(&self, st: &mut RoomState, entry: Entry) -> u64 {
+        let bytes = crate::ring::Weigh::weight(&entry);
+        let seq = st.ring.push(entry);
+        let span = (st.ring.first_seq(), st.ring.next_seq());
+        st.flow.pushed(bytes, span, &self.gate);
+        seq
     }
 
     /// Makes sure the pending batch is looked at again at `at`.
@@ -572,10 +604,13 @@ impl Room {
             EventKind::Left => Some(Presence::one_leave(seq, &Arc::from(sender))),
             _ => None,
         };
-        st.ring.push(Entry {
-            frame: encode_message(&event),
-            presence: presence.map(Box::new),
-        })
+        self.push(
+            st,
+            Entry {
+                frame: encode_message(&event),
+                presence: presence.map(Box::new),
+            },
+        )
     }
 
     fn publish(&self) {
@@ -666,6 +701,29 @@ impl Member {
     }
 }
 
+/// Says whether one member is blocked, and waits for its room's gate; see [`Member::blocker`].
+pub struct Blocker {
+    room: Arc<Room>,
+    since: Arc<BlockedSince>,
+}
+
+impl Blocker {
+    /// See [`Member::set_blocked`].
+    pub fn set(&self, blocked: bool) {
+        if self.since.set(blocked) {
+            self.room.gate.member_blocked();
+        }
+    }
+
+    /// Waits until the member's room takes posts (see [`Poster::ready`]).
+    pub async fn ready(&self) {
+        self.room
+            .gate
+            .wait_open(|now| self.room.lock().flow.review(now, &self.room.gate))
+            .await
+    }
+}
+
 /// Posts as one member; see [`Member::poster`].
 #[derive(Clone)]
 pub struct Poster {
@@ -682,6 +740,16 @@ impl Poster {
     /// The member's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Waits until the room takes posts: while its slowest reading member is too far behind,
+    /// posters wait for it to catch up ([`flow`](crate::services::chat::flow)). Call it before reading the next post from the
+    /// client, so that HTTP/2 flow control slows the client meanwhile. Cancel-safe.
+    pub async fn ready(&self) {
+        self.room
+            .gate
+            .wait_open(|now| self.room.lock().flow.review(now, &self.room.gate))
+            .await
     }
 
     /// Posts a text message as the member, unless the room has closed.
@@ -718,12 +786,19 @@ impl Member {
         if let Some(reset) = self.reset.take() {
             return Some(reset);
         }
-        let st = self.room.lock();
+        let mut guard = self.room.lock();
+        let st = &mut *guard;
         // A large room's member gets a run of joins and leaves as one presence event.
         let coalesce = self.room.presence_limits.batches(st.members.len());
+        let span = (st.ring.first_seq(), st.ring.next_seq());
+        let before = self.cursor;
         let batch = st
             .ring
             .read(&mut self.cursor, usize::MAX, max_bytes.min(MAX_BATCH_BYTES));
+        if self.cursor != before {
+            st.flow
+                .advanced(self.reader, self.cursor, span, &self.room.gate);
+        }
         if coalesce && presence::has_run(batch.entries.clone()) {
             return Some(self.coalesced(batch));
         }
@@ -791,6 +866,33 @@ impl Member {
         }
         // The sender lives as long as the room, which this member keeps alive.
         let _ = self.head.changed().await;
+    }
+
+    /// Tells the room whether this member is blocked: events are due to it and none can leave
+    /// (its client's window is zero, or its last batch has not been written yet). A member
+    /// blocked for longer than the stall grace no longer holds the room back ([`flow`](crate::services::chat::flow)).
+    pub fn set_blocked(&self, blocked: bool) {
+        // Asked on every turn of the member's loop: no handle is made for it.
+        if self.blocked_since.set(blocked) {
+            self.room.gate.member_blocked();
+        }
+    }
+
+    /// A handle that says whether this member is blocked (see [`set_blocked`](Self::set_blocked))
+    /// while the member itself is borrowed elsewhere.
+    pub fn blocker(&self) -> Blocker {
+        Blocker {
+            room: self.room.clone(),
+            since: self.blocked_since.clone(),
+        }
+    }
+
+    /// Waits until the room takes posts (see [`Poster::ready`]).
+    pub async fn ready(&self) {
+        self.room
+            .gate
+            .wait_open(|now| self.room.lock().flow.review(now, &self.room.gate))
+            .await
     }
 
     /// Sets the reason the member will leave with when dropped.
@@ -989,6 +1091,9 @@ impl Rooms {
         Arc::make_mut(&mut st.roster).push(name.clone());
         st.skeletons.insert(skeleton, name.clone());
         let (cursor, reset) = self.start_point(room, &st, joined_seq, start);
+        let blocked_since = Arc::new(BlockedSince::default());
+        let span = (st.ring.first_seq(), st.ring.next_seq());
+        let reader = st.flow.join(cursor, blocked_since.clone(), span);
         drop(st);
         drop(reg);
         Ok(Member {
@@ -1000,6 +1105,8 @@ impl Rooms {
             head: room.head.subscribe(),
             reason: LeaveReason::Disconnected,
             reset,
+            reader,
+            blocked_since,
         })
     }
 }
@@ -1035,10 +1142,13 @@ impl Room {
         if seq > next {
             return Delivered::Missing(next);
         }
-        st.ring.push(Entry {
-            frame,
-            presence: None,
-        });
+        self.push(
+            &mut st,
+            Entry {
+                frame,
+                presence: None,
+            },
+        );
         drop(st);
         self.head.send_replace(seq + 1);
         Delivered::Appended
@@ -1054,10 +1164,13 @@ impl Room {
         }
         for (seq, frame) in (first..).zip(frames) {
             if seq == st.ring.next_seq() {
-                st.ring.push(Entry {
-                    frame,
-                    presence: None,
-                });
+                self.push(
+                    &mut st,
+                    Entry {
+                        frame,
+                        presence: None,
+                    },
+                );
             }
         }
         let next = st.ring.next_seq();
@@ -1108,6 +1221,10 @@ mod tests {
             history_on_join,
             max_rooms: 4,
             max_members_per_room: 8,
+            flow: FlowLimits {
+                high_water_percent: 0,
+                ..FlowLimits::default()
+            },
             presence: PresenceLimits::default(),
         })
     }
