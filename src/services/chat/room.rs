@@ -165,8 +165,10 @@ pub struct Member {
     joined_seq: u64,
     head: watch::Receiver<u64>,
     reason: LeaveReason,
-    /// A reset event to hand out before anything else.
-    reset: Option<Bytes>,
+    /// A reset event to hand out before anything else: the epoch the member resumed in (`None`:
+    /// it named none). Encoded when it is handed out, not kept encoded: a member that reads
+    /// nothing (a zero window) holds no frame of its own.
+    reset: Option<Option<Box<str>>>,
 }
 
 impl Rooms {
@@ -268,7 +270,7 @@ impl Rooms {
             } if *epoch == *room.epoch => (after.saturating_add(1), None),
             // From the epoch's first number: if its oldest events are gone, the ring says so
             // with a gap.
-            StartAt::Resume { epoch, .. } => (1, Some(room.reset_frame(epoch.as_deref()))),
+            StartAt::Resume { epoch, .. } => (1, Some(epoch.map(String::into_boxed_str))),
         };
         drop(st);
         drop(reg);
@@ -677,8 +679,8 @@ impl Member {
     /// Advances the cursor. `None` when the member is up to date. A caller passes the capacity
     /// its client has granted, so that what it builds can leave at once.
     pub fn next_batch(&mut self, max_bytes: usize) -> Option<Bytes> {
-        if let Some(reset) = self.reset.take() {
-            return Some(reset);
+        if let Some(old) = self.reset.take() {
+            return Some(self.room.reset_frame(old.as_deref()));
         }
         let st = self.room.lock();
         // A large room's member gets a run of joins and leaves as one presence event.

@@ -267,7 +267,7 @@ impl Call {
     ///
     /// One `poll_fn` over [`poll_recv_raw`](Call::poll_recv_raw), not a chain of awaits: a chat
     /// member's task holds this future for as long as it waits for a post, so its size is
-    /// per-member memory (16 bytes, where awaiting the frame and then the inflation took 128).
+    /// per-member memory (24 bytes, where awaiting the frame and then the inflation took 128).
     pub async fn recv_raw(&self) -> Result<Option<Bytes>, Status> {
         poll_fn(|cx| self.poll_recv_raw(cx)).await
     }
