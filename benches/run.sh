@@ -26,9 +26,9 @@ OUT=${OUT:-target/bench}
 mkdir -p "$OUT"
 
 if ((quick)); then
-  A_MSGS=5000 B_MSGS=2500 C_MSGS=400 D1=500 D1C=50 D2=500 D3=2000 E_N=50000
+  A_MSGS=5000 B_MSGS=2500 C_MSGS=400 D1=500 D1C=50 D2=500 D3=2000 E_N=50000 F_MSGS=1000
 else
-  A_MSGS=100000 B_MSGS=25000 C_MSGS=4000 D1=5000 D1C=50 D2=5000 D3=20000 E_N=500000
+  A_MSGS=100000 B_MSGS=25000 C_MSGS=4000 D1=5000 D1C=50 D2=5000 D3=20000 E_N=500000 F_MSGS=10000
 fi
 # Join storm and idle-never-reading (issue 15, presence): members into one room, connections.
 if ((quick)); then STORM=500 STORM_C=10; else STORM=5000 STORM_C=50; fi
@@ -309,6 +309,73 @@ else
     "no working UnaryCall on the server (see $OUT/unary-check.txt); raw-h2 $(fmt "$raw_rps") req/s" \
     ">= 80%" "n/a"
 fi
+
+# (f) several servers (issue 16): 100 members over 2 nodes sharing one Redis (started here, on the
+# server CPU), 1 sender at 1,000 posts/s on node a; beside the same run on one node without Redis.
+# CPU per delivery per node is each node's CPU time over the deliveries to its own members.
+several_servers() {
+  if ! command -v redis-server >/dev/null; then
+    if [[ $(id -u) == 0 ]]; then
+      apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+    else
+      echo "redis-server is missing: apt-get install -y redis-server" >&2
+      exit 1
+    fi
+  fi
+  local f_msgs=$1 port rpid url a_pid a_addr b_pid b_addr ticks_before ticks_after
+  port=$((20000 + RANDOM % 12000))
+  "${on_server[@]}" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$OUT" >"$OUT/f-redis.log" 2>&1 &
+  rpid=$!
+  pids+=("$rpid")
+  for _ in $(seq 100); do
+    grep -q "Ready to accept connections" "$OUT/f-redis.log" 2>/dev/null && break
+    kill -0 "$rpid" 2>/dev/null || { echo "redis-server did not start; see $OUT/f-redis.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  url="redis://127.0.0.1:$port"
+
+  start f-one serve --max-post-rate 0
+  load f-one fanout --addr "$addr" --rooms 1 --members 100 --senders 1 --messages "$f_msgs" \
+    --size 100 --rate 1000 --server-pid "$pid"
+  stop "$pid"
+
+  start f-a serve --max-post-rate 0 --redis "$url"
+  a_pid=$pid a_addr=$addr
+  start f-b serve --max-post-rate 0 --redis "$url"
+  b_pid=$pid b_addr=$addr
+  for name in f-a f-b; do
+    for _ in $(seq 100); do
+      grep -q "chat is serving" "$OUT/$name.log" && break
+      sleep 0.1
+    done
+  done
+  ticks_before="$(cpu_ticks "$a_pid") $(cpu_ticks "$b_pid") $(cpu_ticks "$rpid")"
+  load f-two fanout --addr "$a_addr" --peer "$b_addr" --rooms 1 --members 100 --senders 1 \
+    --messages "$f_msgs" --size 100 --rate 1000
+  ticks_after="$(cpu_ticks "$a_pid") $(cpu_ticks "$b_pid") $(cpu_ticks "$rpid")"
+  stop "$a_pid"
+  stop "$b_pid"
+  stop "$rpid"
+  # ns per delivery on each node (half the deliveries each), and Redis's µs per post.
+  read -r f_a_ns f_b_ns f_redis_us < <(echo "$ticks_before $ticks_after" | awk -v hz="$clk_tck" \
+    -v d="$(field f-two delivered)" -v p="$(field f-two posted)" '{
+      printf "%.0f %.0f %.1f\n", ($4 - $1) / hz * 1e9 / (d / 2), ($5 - $2) / hz * 1e9 / (d / 2), ($6 - $3) / hz * 1e6 / p }')
+  local one_ns ratio f_desc
+  one_ns=$(field f-one server_ns_per_delivery)
+  ratio=$(awk -v a="$f_a_ns" -v b="$f_b_ns" -v o="$one_ns" 'BEGIN { m = (a > b ? a : b); if (o > 0) print m / o }')
+  f_desc="(f) 100 members over 2 nodes + Redis, 1 sender at 1,000 posts/s"
+  row "$f_desc" "lost deliveries" "$(field f-two lost) of $(field f-two expected) (one node: $(field f-one lost))" \
+    "0" "$(check "$(field f-two lost)" eq 0)"
+  row "$f_desc" "server CPU per delivery per node vs one node" \
+    "node a $(fmt "$f_a_ns") ns, node b $(fmt "$f_b_ns") ns; one node $(fmt "$one_ns") ns: $(fmt "$ratio" 2)x" \
+    "<= 1.5x" "$(check "$ratio" le 1.5)"
+  row "$f_desc" "latency: across nodes (members on b) vs one node" \
+    "p50 $(fmt "$(field f-two peer_p50_us)") µs, p99 $(fmt "$(field f-two peer_p99_us)") µs; one node p50 $(fmt "$(field f-one p50_us)") µs, p99 $(fmt "$(field f-one p99_us)") µs" \
+    "" ""
+  row "$f_desc" "Redis CPU per post" "$(fmt "$f_redis_us" 1) µs" "" ""
+}
+several_servers "$F_MSGS"
 
 cat <<EOF
 

@@ -37,6 +37,10 @@
 //!     `Post`), `room.rs` (the room engine: rooms, epochs, members as cursors), `identity.rs`
 //!     (NFC names and room ids, look-alike skeletons), `stats.rs` (what chat counts),
 //!     `presence.rs` (joins and leaves of large rooms batched, runs of them merged per member).
+//!   - `services/chat/redis/`: rooms shared by several servers (`--redis`): `mod.rs` (the engine:
+//!     join, post, leave, outages), `script.rs` (the Lua scripts and the room's keys),
+//!     `subscriber.rs` (the Pub/Sub connection filling the local copies), `presence.rs`
+//!     (claims renewed, dead nodes' members swept).
 //!   - `services/logs/`: `mod.rs` (WatchLogs), `ring.rs` (the log ring and its tracing layer),
 //!     `tail.rs` (tail -F into it).
 //!   - `services/reflection/`: `mod.rs` (v1 and v1alpha), `index.rs` (the descriptor index).

@@ -91,6 +91,22 @@ impl<T: Weigh> SeqRing<T> {
         seq
     }
 
+    /// Continues numbering from `seq`, dropping every entry, if `seq` is past the head: a cursor
+    /// behind `seq` then reads that it missed everything before it.
+    pub fn skip_to(&mut self, seq: u64) {
+        if seq > self.next_seq {
+            self.entries.clear();
+            self.bytes = 0;
+            self.first_seq = seq;
+            self.next_seq = seq;
+        }
+    }
+
+    /// The ring's bounds.
+    pub fn bounds(&self) -> RingBounds {
+        self.bounds
+    }
+
     /// The number of the oldest retained entry (equal to [`next_seq`](Self::next_seq) when empty).
     pub fn first_seq(&self) -> u64 {
         self.first_seq

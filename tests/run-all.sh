@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of h2chat: installs what the tests need, then lint, unit, integration and interop
-# tests, and a smoke run of each bench mode. This is the README's test command; .ci/run calls it.
+# Runs every test of h2chat: installs what the tests need, then lint, a short fuzz run, unit,
+# integration and interop tests, and a smoke run of each bench mode. This is the README's test
+# command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,8 @@ npm ci --prefix tests/tools
 command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 # `ss` (iproute2), which the listen-backlog test reads the listening socket's backlog with.
 command -v ss >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2; }
+# The several-servers tests (tests/redis/) start their own redis-server (Debian's package).
+command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 npm ci --prefix web
 bash tests/proto-check.sh
 
@@ -24,4 +27,7 @@ bash tests/proto-check.sh
 # plain `cargo test` afterwards rebuild every dependency for each other.
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
+# The fuzz target, built without cargo-fuzz in fuzz/target, fuzzed 20 s from the committed seeds
+# (AddressSanitizer where a nightly toolchain is installed); a crash fails the command.
+bash tests/fuzz-check.sh
 cargo test --all-targets 2>&1

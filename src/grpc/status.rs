@@ -11,6 +11,7 @@ use std::fmt;
 use http::{HeaderMap, HeaderValue};
 use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, CONTROLS};
 
+use super::codec::DecodeError;
 use super::headers::{GRPC_MESSAGE, GRPC_STATUS};
 
 /// The bytes `grpc-message` escapes: controls, everything above 0x7E (which `CONTROLS` plus the
@@ -291,9 +292,35 @@ pub fn decode_message(raw: &[u8]) -> String {
     percent_decode(raw).decode_utf8_lossy().into_owned()
 }
 
+impl DecodeError {
+    /// The status a call ends with for this error: RESOURCE_EXHAUSTED for an oversize message,
+    /// INTERNAL for broken framing; the error's text is the message.
+    pub fn to_status(&self) -> Status {
+        match self {
+            DecodeError::TooLarge { .. } => Status::resource_exhausted(self.to_string()),
+            DecodeError::BadFlag(_) | DecodeError::Truncated { .. } => {
+                Status::internal(self.to_string())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_oversize_message_is_resource_exhausted_and_broken_framing_internal() {
+        let too_large = DecodeError::TooLarge { len: 11, max: 10 }.to_status();
+        assert_eq!(too_large.code(), Code::ResourceExhausted);
+        assert_eq!(
+            too_large.message(),
+            "received message larger than max (11 vs. 10)"
+        );
+        assert_eq!(DecodeError::BadFlag(2).to_status().code(), Code::Internal);
+        let truncated = DecodeError::Truncated { buffered: 3 }.to_status();
+        assert_eq!(truncated.code(), Code::Internal);
+    }
 
     #[test]
     fn message_round_trips_through_percent_encoding() {

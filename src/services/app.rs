@@ -52,7 +52,8 @@ pub fn build(mut config: AppConfig) -> Server {
         expose_headers: chat_headers,
     });
     let shutdown = server.shutdown_signal();
-    server.add_service(ChatService::new(config.chat, shutdown.clone()));
+    let chat = ChatService::new(config.chat, shutdown.clone());
+    server.add_service(chat.clone());
     server.add_service(LogWatcherService::new(config.logs, shutdown.clone()));
     server.add_service(EchoService::new());
     if config.interop {
@@ -65,6 +66,7 @@ pub fn build(mut config: AppConfig) -> Server {
         server.add_service(service);
     }
     // Health last: it registers every service added before it as SERVING.
-    health::install(&mut server);
+    let health = health::install(&mut server);
+    chat.set_health(health);
     server
 }

@@ -9,9 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use h2::client::{ResponseFuture, SendRequest};
-use h2chat::grpc::codec;
 use h2chat::grpc::{CallOptions, Channel};
 use h2chat::pb::grpc::health::v1::{HealthCheckRequest, HealthCheckResponse};
 use http::Request;
@@ -289,21 +288,17 @@ pub async fn joined(joins: Vec<(ResponseFuture, h2::SendStream<Bytes>)>) -> Vec<
     streams
 }
 
-/// One gRPC message frame (prefix and payload) of an encoded protobuf.
+/// One gRPC message frame (prefix and payload) of an encoded protobuf, framed by the support's
+/// spec-written code (not the crate's codec, which the server decodes with).
 pub fn message(msg: &impl prost::Message) -> Bytes {
-    let mut buf = BytesMut::new();
-    codec::encode_frame(false, &msg.encode_to_vec(), &mut buf);
-    buf.freeze()
+    crate::support::wire::frame(false, &msg.encode_to_vec())
 }
 
-/// One gRPC frame of gzip'd `payload`, compressed flag set.
+/// One gRPC frame of gzip'd `payload`, compressed flag set (flate2 directly, not the crate's
+/// compression code).
 pub fn gzip_message(payload: &[u8]) -> Bytes {
-    let gz = h2chat::grpc::compression::Encoding::Gzip
-        .compress(payload)
-        .expect("gzip");
-    let mut buf = BytesMut::new();
-    codec::encode_frame(true, &gz, &mut buf);
-    buf.freeze()
+    let gz = crate::support::wire::compress("gzip", payload);
+    crate::support::wire::frame(true, &gz)
 }
 
 /// Mebibytes, for messages.

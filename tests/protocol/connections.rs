@@ -179,9 +179,15 @@ impl Drop for Linger {
     fn drop(&mut self) {
         let _ = self.dropping.send(());
         let (lock, released) = &*self.release;
-        let Ok(guard) = lock.lock() else { return };
-        // Bounded: a broken test must not block a runtime thread for ever.
-        let _ = released.wait_timeout_while(guard, TEST_PATIENCE, |free| !*free);
+        // The wait blocks this thread, as a handler that will not end would; `block_in_place`
+        // first hands this worker's queued tasks to another thread. Without it, a task woken
+        // from here (the connection writing the call's trailers) waits in this worker's LIFO
+        // slot, which no other worker takes, until the wait ends.
+        tokio::task::block_in_place(|| {
+            let Ok(guard) = lock.lock() else { return };
+            // Bounded: a broken test must not block a runtime thread for ever.
+            let _ = released.wait_timeout_while(guard, TEST_PATIENCE, |free| !*free);
+        });
     }
 }
 

@@ -2,6 +2,7 @@
 
 use crate::support::{within, TEST_PATIENCE};
 use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::support::TempFile;
 use serde_json::{json, Value};
@@ -536,4 +537,54 @@ impl Node {
     async fn recv_body_any(&mut self) -> Value {
         self.recv().await["body"].clone()
     }
+}
+
+#[tokio::test]
+async fn at_end_of_input_a_call_that_will_not_end_is_given_drain_timeout_then_ended() {
+    within(
+        TEST_PATIENCE,
+        "the whole of test at_end_of_input_a_call_that_will_not_end_is_given_drain_timeout_then_ended",
+        async {
+            let drain = Duration::from_secs(1);
+            let mut node = Node::start(&["--drain-timeout", "1"]);
+            node.init().await;
+            // Follows the log (limit 0) for an entry that never comes: it would run forever.
+            node.send(
+                json!({"type": "grpc_server_stream", "msg_id": 2, "service": "LogWatcher",
+                       "method": "WatchLogs", "request": {"filter": "no such entry", "limit": 0}}),
+            )
+            .await;
+            // An echo stream, which ends as soon as it is half-closed. The node handles lines in
+            // order: once this echo is answered, the watch has started.
+            let s = node.open_echo(3).await;
+            assert_eq!(node.echo(4, &s, "hi").await["type"], "grpc_bidi_stream_recv");
+
+            let input_ended = Instant::now();
+            let (rest, status) = node.finish().await;
+            let waited = input_ended.elapsed();
+            assert!(status.success(), "{status}");
+            let ends: Vec<(&Value, &Value)> = rest
+                .iter()
+                .map(|l| &l["body"])
+                .filter(|b| b["type"] == "grpc_stream_end")
+                .map(|b| (&b["in_reply_to"], &b["status"]))
+                .collect();
+            // The echo at once, the watch only when the drain is over.
+            assert_eq!(
+                ends,
+                [(&json!(3), &json!("OK")), (&json!(2), &json!("UNAVAILABLE"))],
+                "{rest:#?}"
+            );
+            assert!(
+                waited >= drain,
+                "the node exited {waited:?} after its input ended, before --drain-timeout 1"
+            );
+            // Well before the default's 10 s: the flag, not the default, set the wait.
+            assert!(
+                waited < h2chat::stdio::DEFAULT_DRAIN_TIMEOUT,
+                "the node waited {waited:?}, not --drain-timeout 1"
+            );
+        },
+    )
+    .await;
 }

@@ -1,8 +1,8 @@
 //! The one test harness every test target includes (`#[path = "../support/mod.rs"] mod support;`):
 //! the real server in this process on 127.0.0.1:0 ([`TestServer`]), the `h2chat` binary as a child
-//! process ([`process`]), a raw h2 gRPC client ([`wire`]), chat helpers on the library's client
-//! ([`chat`]), the chat CLI as a child process ([`cli`]) and a TCP proxy that fails on purpose
-//! ([`proxy`]).
+//! process ([`process`]), a raw h2 gRPC client ([`wire`]), HTTP/2 frames by hand ([`frames`]),
+//! chat helpers on the library's client ([`chat`]), the chat CLI as a child process ([`cli`]) and
+//! a TCP proxy that fails on purpose ([`proxy`]).
 // Each test target uses a part of the harness, so what one target leaves unused is not dead.
 #![allow(dead_code)]
 
@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 pub mod chat;
 pub mod cli;
+pub mod frames;
 pub mod grpcurl;
 pub mod process;
 pub mod proxy;

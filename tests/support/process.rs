@@ -19,7 +19,8 @@ pub struct ServerProcess {
     /// Where it listens.
     pub addr: SocketAddr,
     log: mpsc::UnboundedReceiver<String>,
-    /// Every log line (stderr) read so far by [`expect_log`](ServerProcess::expect_log).
+    /// Every log line (stderr) read so far: up to "listening" by [`start`](ServerProcess::start),
+    /// then by [`expect_log`](ServerProcess::expect_log).
     pub log_seen: Vec<String>,
 }
 
@@ -92,8 +93,23 @@ impl ServerProcess {
             child,
             addr,
             log,
-            log_seen: Vec::new(),
+            log_seen: seen,
         }
+    }
+
+    /// The `addr=` of the first line read so far that contains `what` (e.g. "serving metrics",
+    /// logged before "listening" with the port a `127.0.0.1:0` flag got).
+    pub fn logged_addr(&self, what: &str) -> SocketAddr {
+        let line = self
+            .log_seen
+            .iter()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} line in {:#?}", self.log_seen));
+        line.split("addr=")
+            .nth(1)
+            .and_then(|a| a.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line}"))
     }
 
     /// The server's process id.

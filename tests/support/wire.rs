@@ -444,3 +444,66 @@ impl WireCall {
         (status, trailers)
     }
 }
+
+/// The echo service's bidirectional call, which answers each message at once.
+pub const ECHO_BIDI: &str = "/h2chat.echo.v1.Chat/BiDiChat";
+
+/// A well-behaved client beside an attack: an echo call kept open on a connection of its own,
+/// which must go on answering while another connection misbehaves (and a fresh connection
+/// must be served too).
+pub struct Bystander {
+    addr: SocketAddr,
+    _client: WireClient,
+    call: WireCall,
+    round: u32,
+}
+
+impl Bystander {
+    /// Connects and opens the echo call; one round trip proves it works.
+    pub async fn start(addr: SocketAddr) -> Bystander {
+        let mut client = WireClient::connect(addr).await;
+        let call = client.start(ECHO_BIDI, &[]).await;
+        let mut bystander = Bystander {
+            addr,
+            _client: client,
+            call,
+            round: 0,
+        };
+        bystander.round_trip().await;
+        bystander
+    }
+
+    async fn round_trip(&mut self) {
+        self.round += 1;
+        let text = format!("bystander {}", self.round);
+        let msg = h2chat::pb::h2chat::echo::v1::EchoMessage { text: text.clone() };
+        self.call.send(message(&msg), false);
+        let reply: h2chat::pb::h2chat::echo::v1::EchoMessage = self
+            .call
+            .next_message()
+            .await
+            .expect("the bystander's echo");
+        assert_eq!(reply.text, format!("echo: {text}"), "the bystander's echo");
+    }
+
+    /// Asserts that the open call still answers and that a new connection is served.
+    pub async fn still_served(&mut self) {
+        self.round_trip().await;
+        let mut fresh = WireClient::connect(self.addr).await;
+        let mut call = fresh.start(ECHO_BIDI, &[]).await;
+        let msg = h2chat::pb::h2chat::echo::v1::EchoMessage {
+            text: "fresh".into(),
+        };
+        call.send(message(&msg), true);
+        let reply: h2chat::pb::h2chat::echo::v1::EchoMessage = call
+            .next_message()
+            .await
+            .expect("an echo on a fresh connection");
+        assert_eq!(reply.text, "echo: fresh");
+        assert_eq!(
+            call.finish().await.0.code(),
+            Code::Ok,
+            "the fresh call's status"
+        );
+    }
+}

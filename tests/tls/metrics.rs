@@ -10,19 +10,10 @@ use crate::reload::path;
 use crate::scrape::Scrape;
 use crate::tokens::{bearer, SECRET};
 
-/// A loopback port nothing listens on now (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 #[tokio::test]
 async fn tls_failures_and_token_refusals_are_counted() {
     let pki = Pki::new("metrics");
     let secret = pki.dir.write("jwt.secret", SECRET);
-    let metrics = format!("127.0.0.1:{}", free_port());
     let server = ServerProcess::start(&[
         "--tls-cert",
         path(&pki.files.cert),
@@ -31,10 +22,11 @@ async fn tls_failures_and_token_refusals_are_counted() {
         "--auth-hs256-secret-file",
         path(&secret),
         "--metrics-addr",
-        &metrics,
+        "127.0.0.1:0",
     ])
     .await;
-    let metrics = metrics.parse().expect("address");
+    // The port the server got (logged before "listening"), not one picked and released first.
+    let metrics = server.logged_addr("serving metrics");
     let fresh = Scrape::get(metrics).await;
     assert_eq!(fresh.must("h2chat_tls_handshake_failures_total", &[]), 0.0);
     // A plaintext HTTP/2 client on the TLS port.

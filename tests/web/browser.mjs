@@ -93,8 +93,10 @@ async function say(page, text) {
   await page.click("#send-button");
 }
 
-// A fresh profile every run (playwright passes it as --user-data-dir).
-const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "h2chat-chromium-")), {
+// A fresh profile every run (playwright passes it as --user-data-dir): the test's directory,
+// which it removes whatever happens here, else one of our own.
+const profile = env.H2CHAT_PROFILE ?? mkdtempSync(join(tmpdir(), "h2chat-chromium-"));
+const context = await chromium.launchPersistentContext(profile, {
   executablePath: "/usr/bin/chromium",
   headless: true,
   args: [

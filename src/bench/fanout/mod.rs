@@ -57,6 +57,12 @@ pub struct FanoutConfig {
     /// The server.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub addr: SocketAddr,
+    /// A second server sharing the rooms (`serve --redis`, the same Redis): every odd
+    /// connection goes to it, so the senders (each room's first member, on an even connection
+    /// when --members is even) post on --addr and half the members receive across the nodes;
+    /// their latency is also reported apart (`peer_p50_us`, `peer_p99_us`).
+    #[arg(long)]
+    pub peer: Option<SocketAddr>,
     /// Number of rooms.
     #[arg(long, default_value_t = 1)]
     pub rooms: usize,
@@ -123,7 +129,16 @@ pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
     let clock = Clock::new();
 
     let join_start = Instant::now();
-    let channels = connect_all(cfg.addr, conns, deadline).await?;
+    let mut channels = connect_all(cfg.addr, conns, deadline).await?;
+    if let Some(peer) = cfg.peer {
+        // Every odd connection goes to the peer instead.
+        let mut on_peer = connect_all(peer, conns / 2, deadline).await?.into_iter();
+        for channel in channels.iter_mut().skip(1).step_by(2) {
+            if let Some(p) = on_peer.next() {
+                *channel = p;
+            }
+        }
+    }
     let calls = join_members(&cfg, &channels, conns, deadline).await?;
     let join_s = join_start.elapsed().as_secs_f64();
 
@@ -302,8 +317,13 @@ fn add_outcome(
         .map(|room| room.posted.load(Ordering::Acquire) * cfg.members as u64)
         .sum();
     let mut all = MemberStats::default();
+    let mut on_peer = super::histogram::Histogram::default();
+    let conns = cfg.conns.unwrap_or(cfg.rooms * cfg.members).max(1);
     let mut stopped = 0;
-    for stats in members {
+    for (g, stats) in members.iter().enumerate() {
+        if cfg.peer.is_some() && (g % conns) % 2 == 1 {
+            on_peer.merge(&stats.latency);
+        }
         all.delivered += stats.delivered;
         all.gap_events += stats.gap_events;
         all.missed += stats.missed;
@@ -340,6 +360,12 @@ fn add_outcome(
         .float("deliveries_per_s", all.delivered as f64 / elapsed_s)
         .float("posts_per_s", posted as f64 / elapsed_s);
     add_latency(report, &all.latency);
+    if cfg.peer.is_some() {
+        let us = |ns: u64| ns as f64 / 1e3;
+        report
+            .float("peer_p50_us", us(on_peer.quantile(0.50)))
+            .float("peer_p99_us", us(on_peer.quantile(0.99)));
+    }
     if let Some(e) = first_error {
         report.str("first_error", e);
     }

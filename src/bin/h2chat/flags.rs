@@ -164,6 +164,12 @@ fn check_host_port(text: &str) -> Result<(), String> {
     host_ok.then_some(()).ok_or_else(usage)
 }
 
+/// `--redis`: a URL the Redis client accepts (checked at startup, not connected to).
+pub(crate) fn redis_url(text: &str) -> Result<String, String> {
+    h2chat::services::chat::redis::RedisConfig::new(text, std::time::Duration::from_secs(1))?;
+    Ok(text.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

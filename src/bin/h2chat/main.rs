@@ -360,6 +360,21 @@ struct ServeArgs {
     logs: LogArgs,
     #[command(flatten)]
     budgets: BudgetArgs,
+    #[command(flatten)]
+    redis: RedisArgs,
+}
+
+/// Rooms shared by several servers through Redis (issue 16).
+#[derive(Args)]
+struct RedisArgs {
+    /// Share rooms with every server started with the same Redis: redis://HOST:PORT[/DB] or
+    /// rediss://HOST:PORT[/DB] (TLS). Without it, rooms live in this process.
+    #[arg(long, value_parser = flags::redis_url)]
+    redis: Option<String>,
+    /// Seconds a server's claim on its members' names lasts in Redis without renewal (renewed
+    /// every third of it): a server that dies loses its members within about this time.
+    #[arg(long, value_parser = flags::decimal(0.1, true, Some(86_400.0)), default_value_t = chat::redis::DEFAULT_PRESENCE_TTL.as_secs_f64())]
+    redis_presence_ttl: f64,
 }
 
 /// What a peer can make the server hold: budgets and the limits on connections (issue 12).
@@ -457,6 +472,9 @@ impl ServeArgs {
                 post_burst: self.post_burst,
                 max_joins_per_connection: self.max_joins_per_connection,
                 shutdown_drain: chat::DEFAULT_SHUTDOWN_DRAIN,
+                redis: self.redis.redis.as_ref().and_then(|url| {
+                    chat::redis::RedisConfig::new(url, secs(self.redis.redis_presence_ttl)).ok()
+                }),
             },
             logs: self.logs.config(ring),
             interop: self.budgets.interop,
@@ -695,6 +713,8 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!(addr = %listener.local_addr()?, transport, services = ?server.service_names(), "listening");
     }
     server.serve_on(listeners, signal).await?;
+    // With --redis: the members that just left are announced before the process ends.
+    chat::redis::settle(Duration::from_secs(2)).await;
     Ok(())
 }
 

@@ -70,7 +70,7 @@ impl ChatService {
             resume_epoch: req.resume_epoch,
             ..ChatMessage::default()
         };
-        let mut joined = self.join(call, join)?;
+        let mut joined = self.join(call, join).await?;
         let keyed = Arc::new(KeyedMember {
             poster: joined.member.poster(),
             bucket: Mutex::new(TokenBucket::new(
@@ -134,7 +134,7 @@ impl ChatService {
             }
             bucket.take();
         }
-        let seq = match poster.post(&req.text) {
+        let seq = match self.post_text(poster, &req.text).await? {
             Posted::At(seq) => seq,
             Posted::Closed(_) => {
                 return Err(Status::unavailable(

@@ -22,6 +22,7 @@
 mod browser;
 pub mod identity;
 pub mod presence;
+pub mod redis;
 pub mod room;
 pub mod stats;
 
@@ -45,7 +46,9 @@ pub use crate::protocol::{
     DEFAULT_MAX_ID_BYTES, DEFAULT_MAX_TEXT_BYTES, EPOCH_METADATA, JOINED_SEQ_METADATA,
     MAX_TEXT_BYTES_METADATA,
 };
-use crate::services::chat::room::{Member, Posted, RoomLimits, Rooms, StartAt, MAX_BATCH_BYTES};
+use crate::services::chat::room::{
+    Member, Posted, Poster, RoomLimits, Rooms, StartAt, MAX_BATCH_BYTES,
+};
 
 /// Default time a member has on shutdown to take its room's last events (see
 /// [`ChatConfig::shutdown_drain`]).
@@ -76,6 +79,9 @@ pub struct ChatConfig {
     /// On shutdown, how long a member has to take its room's events up to the close point before
     /// it is cut. [`crate::services::app::build`] keeps it within the server's shutdown grace.
     pub shutdown_drain: Duration,
+    /// Rooms shared with every node of the same Redis (`--redis`); `None`: rooms live in this
+    /// process.
+    pub redis: Option<redis::RedisConfig>,
 }
 
 impl Default for ChatConfig {
@@ -88,6 +94,7 @@ impl Default for ChatConfig {
             post_burst: DEFAULT_POST_BURST,
             max_joins_per_connection: DEFAULT_MAX_JOINS_PER_CONNECTION,
             shutdown_drain: DEFAULT_SHUTDOWN_DRAIN,
+            redis: None,
         }
     }
 }
@@ -101,6 +108,8 @@ pub struct ChatService {
     joins: Mutex<HashMap<u64, usize>>,
     /// The member keys of live `Subscribe` calls.
     member_keys: browser::MemberKeys,
+    /// With `--redis`: the engine that numbers the rooms (`rooms` is then this node's copy).
+    shared: Option<Arc<redis::Engine>>,
 }
 
 /// The fully-qualified service name.
@@ -124,9 +133,16 @@ impl Service for ChatService {
 
 impl ChatService {
     /// A chat service with these limits, ending its calls when `shutdown` fires.
+    /// With `config.redis`, call it inside a Tokio runtime: the engine connects from here on.
     pub fn new(config: ChatConfig, shutdown: ShutdownSignal) -> Arc<ChatService> {
+        let rooms = Rooms::new(config.rooms.clone());
+        let shared = config
+            .redis
+            .as_ref()
+            .map(|r| redis::Engine::start(r, rooms.clone(), config.rooms.clone()));
         Arc::new(ChatService {
-            rooms: Rooms::new(config.rooms.clone()),
+            rooms,
+            shared,
             config,
             shutdown,
             joins: Mutex::new(HashMap::new()),
@@ -139,19 +155,30 @@ impl ChatService {
         &self.rooms
     }
 
+    /// Reports the service's health through `health` (with `--redis`: NOT_SERVING while Redis
+    /// cannot be reached).
+    pub fn set_health(&self, health: crate::services::health::HealthHandle) {
+        if let Some(shared) = &self.shared {
+            shared.set_health(health);
+        }
+    }
+
     async fn members(&self, call: &Call) -> CallResult {
         let req: MembersRequest = call.recv_one().await?;
         // Rooms are named in NFC; any other form of the same id finds them. An id no room can
         // have names no room.
         let max = self.config.max_id_bytes;
         let member_ids = match identity::normalize("room_id", &req.room_id, max) {
-            // The room's shared list, copied into the response outside the room's lock.
-            Ok(room_id) => self
-                .rooms
-                .members(&room_id)
-                .iter()
-                .map(|n| n.to_string())
-                .collect(),
+            Ok(room_id) => match &self.shared {
+                Some(shared) => shared.members(&room_id).await?,
+                // The room's shared list, copied into the response outside the room's lock.
+                None => self
+                    .rooms
+                    .members(&room_id)
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect(),
+            },
             Err(_) => Vec::new(),
         };
         call.send(&MembersResponse { member_ids }).await
@@ -166,7 +193,7 @@ impl ChatService {
                     "the first message must join: room_id and sender_id are required",
                 ));
             };
-            self.join(call, first)?
+            self.join(call, first).await?
         };
         // However this ends — returned, or stopped by the server on cancel, deadline or
         // shutdown — dropping `joined` posts the leave with the reason the call's state tells.
@@ -174,7 +201,11 @@ impl ChatService {
     }
 
     /// Validates the join message, joins, sends the response headers and posts the join's text.
-    fn join<'a>(&'a self, call: &'a Call, first: ChatMessage) -> Result<Membership<'a>, Status> {
+    async fn join<'a>(
+        &'a self,
+        call: &'a Call,
+        first: ChatMessage,
+    ) -> Result<Membership<'a>, Status> {
         let max = self.config.max_id_bytes;
         let room_id = identity::normalize("room_id", &first.room_id, max)?;
         // An authenticated member may leave its name out; one that gives it is held to the rules.
@@ -198,7 +229,10 @@ impl ChatService {
             },
             None => StartAt::RecentHistory,
         };
-        let member = self.rooms.join(&room_id, &name, start)?;
+        let member = match &self.shared {
+            Some(shared) => shared.join(&room_id, &name, start).await?,
+            None => self.rooms.join(&room_id, &name, start)?,
+        };
         debug!(room = ?room_id, member = ?name, cursor = member.cursor(), "joined");
         // Names are a client's free text: `?` writes them quoted and escaped.
         info!(
@@ -229,7 +263,7 @@ impl ChatService {
         call.send_headers()?;
         if !first.text.is_empty() {
             // A room that closed this instant: the post is refused and the loop drains.
-            if let Posted::At(_) = joined.member.post(&first.text) {
+            if let Posted::At(_) = self.post_text(&joined.member.poster(), &first.text).await? {
                 stats::posted();
             }
         }
@@ -250,6 +284,10 @@ impl ChatService {
         // reads nothing holds its cursor and nothing else.
         call.track_writes();
         loop {
+            // A shared room's copy retired, or this member's place in it lost: resume elsewhere.
+            if let Some(ended) = member.ended() {
+                return Err(ended);
+            }
             let mut window_wait = false;
             if call.is_send_idle() {
                 let drained = closing
@@ -293,7 +331,7 @@ impl ChatService {
                 }, if !sending && !window_wait => {}
                 posted = next_post(call, &mut bucket), if reading => match posted? {
                     Some(msg) => {
-                        if let Posted::Closed(at) = self.post(member, msg)? {
+                        if let Posted::Closed(at) = self.post(member, msg).await? {
                             closing = Some(self.close(member, at));
                         }
                     }
@@ -331,7 +369,7 @@ impl ChatService {
         (at, Box::pin(tokio::time::sleep(self.config.shutdown_drain)))
     }
 
-    fn post(&self, member: &Member, msg: ChatMessage) -> Result<Posted, Status> {
+    async fn post(&self, member: &Member, msg: ChatMessage) -> Result<Posted, Status> {
         let same_room = || {
             unicode_normalization::UnicodeNormalization::nfc(msg.room_id.as_str())
                 .eq(member.room_id().chars())
@@ -347,11 +385,33 @@ impl ChatService {
         if msg.text.is_empty() {
             return Ok(Posted::At(0));
         }
-        let posted = member.post(&msg.text);
+        let posted = match &self.shared {
+            Some(_) => self.post_text(&member.poster(), &msg.text).await?,
+            None => member.post(&msg.text),
+        };
         if let Posted::At(_) = posted {
             stats::posted();
         }
         Ok(posted)
+    }
+
+    /// Posts `text` as the member: in its room here, or with `--redis` through Redis (then
+    /// UNAVAILABLE when Redis cannot be reached; the text is not posted).
+    async fn post_text(&self, poster: &Poster, text: &str) -> Result<Posted, Status> {
+        match &self.shared {
+            Some(shared) => {
+                shared
+                    .post(
+                        poster.room_id(),
+                        poster.name(),
+                        poster.epoch(),
+                        poster.closed_at(),
+                        text,
+                    )
+                    .await
+            }
+            None => Ok(poster.post(text)),
+        }
     }
 
     fn check_text(&self, text: &str) -> CallResult {

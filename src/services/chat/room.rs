@@ -26,7 +26,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::SystemTime;
 
@@ -88,6 +88,8 @@ impl Default for RoomLimits {
 pub struct Rooms {
     limits: RoomLimits,
     inner: Mutex<Registry>,
+    /// Set when rooms are numbered elsewhere (see [`SharedRooms`]).
+    shared: OnceLock<Arc<dyn SharedRooms>>,
 }
 
 #[derive(Default)]
@@ -104,6 +106,8 @@ pub struct Room {
     /// The next sequence number; members wait on it for new events.
     head: watch::Sender<u64>,
     presence_limits: PresenceLimits,
+    /// Set (with `RoomState::ended`) when this copy of a shared room is retired.
+    ended: AtomicBool,
 }
 
 struct RoomState {
@@ -122,6 +126,10 @@ struct RoomState {
     joins: u64,
     /// Set on shutdown: the last sequence number posts may have. Later posts are refused.
     closed_at: Option<u64>,
+    /// Why the members' calls end, once this copy of a shared room is retired.
+    ended: Option<Status>,
+    /// Members whose calls must end (their place in the shared room was lost), and why.
+    cut: HashMap<Arc<str>, Status>,
 }
 
 /// A room's members in join order, as [`Rooms::members`] shares them: a join or a leave makes a
@@ -177,6 +185,7 @@ impl Rooms {
         Arc::new(Rooms {
             limits,
             inner: Mutex::new(Registry::default()),
+            shared: OnceLock::new(),
         })
     }
 
@@ -257,21 +266,7 @@ impl Rooms {
             Some(seq) => (seq, seq),
             None => (before, before + 1),
         };
-        let (cursor, reset) = match start {
-            StartAt::RecentHistory => (
-                first_live
-                    .saturating_sub(self.limits.history_on_join as u64)
-                    .max(st.ring.first_seq()),
-                None,
-            ),
-            StartAt::Resume {
-                epoch: Some(epoch),
-                after,
-            } if *epoch == *room.epoch => (after.saturating_add(1), None),
-            // From the epoch's first number: if its oldest events are gone, the ring says so
-            // with a gap.
-            StartAt::Resume { epoch, .. } => (1, Some(epoch.map(String::into_boxed_str))),
-        };
+        let (cursor, reset) = self.start_point(&room, &st, first_live, start);
         drop(st);
         drop(reg);
         if published.is_some() {
@@ -288,6 +283,32 @@ impl Rooms {
             reason: LeaveReason::Disconnected,
             reset,
         })
+    }
+
+    /// Where a member whose first live event is `first_live` starts reading, and the reset it
+    /// gets first if any.
+    fn start_point(
+        &self,
+        room: &Room,
+        st: &RoomState,
+        first_live: u64,
+        start: StartAt,
+    ) -> (u64, Option<Option<Box<str>>>) {
+        match start {
+            StartAt::RecentHistory => (
+                first_live
+                    .saturating_sub(self.limits.history_on_join as u64)
+                    .max(st.ring.first_seq()),
+                None,
+            ),
+            StartAt::Resume {
+                epoch: Some(epoch),
+                after,
+            } if *epoch == *room.epoch => (after.saturating_add(1), None),
+            // From the epoch's first number: if its oldest events are gone, the ring says so
+            // with a gap.
+            StartAt::Resume { epoch, .. } => (1, Some(epoch.map(String::into_boxed_str))),
+        }
     }
 
     /// The members of a room in join order (empty for an unknown room): the room's own list,
@@ -322,16 +343,30 @@ impl Rooms {
                 roster.remove(i);
             }
             st.skeletons.retain(|_, n| *n != member.name);
-            published =
-                member
-                    .room
-                    .presence_change(&mut st, &member.name, EventKind::Left, member.reason);
+            st.cut.remove(&member.name);
+            // A shared room's leave is Redis's to announce (below).
+            if self.shared.get().is_none() {
+                published = member.room.presence_change(
+                    &mut st,
+                    &member.name,
+                    EventKind::Left,
+                    member.reason,
+                );
+            }
         }
         drop(st);
         self.remove_if_empty(&mut reg, &member.room);
         drop(reg);
         if published.is_some() {
             member.room.publish();
+        }
+        if let Some(shared) = self.shared.get() {
+            shared.left(
+                &member.room.id,
+                &member.room.epoch,
+                &member.name,
+                member.reason,
+            );
         }
     }
 
@@ -369,9 +404,12 @@ impl Room {
                 skeletons: HashMap::new(),
                 joins: 0,
                 closed_at: None,
+                ended: None,
+                cut: HashMap::new(),
             }),
             head,
             presence_limits: limits.presence,
+            ended: AtomicBool::new(false),
         }
     }
 
@@ -761,11 +799,301 @@ impl Member {
     pub fn set_leave_reason(&mut self, reason: LeaveReason) {
         self.reason = reason;
     }
+
+    /// Why this member's call must end, if its copy of a shared room was retired (its history
+    /// was lost in Redis, or its place there): the client resumes on a new call. An atomic load.
+    pub fn ended(&self) -> Option<Status> {
+        if !self.room.ended.load(Ordering::Acquire) {
+            return None;
+        }
+        let st = self.room.lock();
+        st.ended.clone().or_else(|| st.cut.get(&self.name).cloned())
+    }
+
+    /// The sequence number the room closed at for shutdown, if it has.
+    pub fn closed_at(&self) -> Option<u64> {
+        self.room.lock().closed_at
+    }
 }
 
 impl Drop for Member {
     fn drop(&mut self) {
         self.rooms.leave(self);
+    }
+}
+
+// Rooms numbered elsewhere: with `--redis` ([`crate::services::chat::redis`]) every event is
+// numbered, stored and published by Redis, and this registry is the node's copy of the rooms that
+// have local members. The ring is filled in sequence order by the node's subscription (never by a
+// local post), members read it as they do a local room's, and joins and leaves are Redis's to
+// announce: the registry only tells the engine that a local member left.
+
+/// The engine of rooms shared by several nodes, as the registry sees it.
+pub trait SharedRooms: Send + Sync {
+    /// A local member left (its call ended): announce it to the room. Must not block.
+    fn left(&self, room_id: &str, epoch: &str, name: &str, reason: LeaveReason);
+}
+
+/// What [`Room::deliver`] did with an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivered {
+    /// Appended: it was the next number.
+    Appended,
+    /// Already held (or older than the copy's start): nothing to do.
+    Held,
+    /// Not appended: the copy needs the events from this number first.
+    Missing(u64),
+}
+
+/// A new epoch for a shared room's history (unique as a local room's are).
+pub fn fresh_epoch() -> String {
+    new_epoch().to_string()
+}
+
+impl Poster {
+    /// The epoch of the member's room copy.
+    pub fn epoch(&self) -> &str {
+        &self.room.epoch
+    }
+
+    /// The sequence number the room closed at for shutdown, if it has.
+    pub fn closed_at(&self) -> Option<u64> {
+        self.room.lock().closed_at
+    }
+}
+
+impl Rooms {
+    /// Makes this registry the local copy of rooms numbered by `shared`; no room exists yet.
+    pub fn set_shared(&self, shared: Arc<dyn SharedRooms>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// The local copy of a shared room, if it has members here.
+    pub fn shared_room(&self, room_id: &str) -> Option<Arc<Room>> {
+        self.lock().rooms.get(room_id).cloned()
+    }
+
+    /// Every local copy of a room.
+    pub fn all_rooms(&self) -> Vec<Arc<Room>> {
+        self.lock().rooms.values().cloned().collect()
+    }
+
+    /// The local copy of the shared room `room_id` in `epoch`, holding `frames` (numbered from
+    /// `first_seq`, as the room's stream retains them). A copy of another epoch is retired first:
+    /// its members' calls end with `UNAVAILABLE`, so they resume in the new one. RESOURCE_EXHAUSTED
+    /// when a new copy would pass max-rooms.
+    pub fn open_shared(
+        &self,
+        room_id: &str,
+        epoch: &str,
+        first_seq: u64,
+        frames: Vec<Bytes>,
+    ) -> Result<Arc<Room>, Status> {
+        let mut reg = self.lock();
+        if let Some(room) = reg.rooms.get(room_id).cloned() {
+            if *room.epoch == *epoch {
+                drop(reg);
+                room.fill(first_seq, frames);
+                return Ok(room);
+            }
+            room.end(Status::unavailable(format!(
+                "room {room_id}'s history was lost in Redis; epoch {epoch} follows (resume to \
+                 get a reset)"
+            )));
+            reg.rooms.remove(room_id);
+        }
+        if reg.rooms.len() >= self.limits.max_rooms {
+            return Err(Status::resource_exhausted(format!(
+                "too many rooms (max-rooms {})",
+                self.limits.max_rooms
+            )));
+        }
+        let id: Arc<str> = Arc::from(room_id);
+        let mut room = Room::new(id.clone(), &self.limits);
+        room.epoch = Arc::from(epoch);
+        let bounds = room.lock().ring.bounds();
+        room.lock().ring = SeqRing::new(first_seq, bounds);
+        let room = Arc::new(room);
+        room.fill(first_seq, frames);
+        reg.rooms.insert(id, room.clone());
+        stats::rooms(reg.rooms.len());
+        Ok(room)
+    }
+
+    /// Retires the local copy of `room_id` if it is in `epoch` (its history is gone in Redis):
+    /// its members' calls end with UNAVAILABLE, and the next join makes a new copy.
+    pub fn retire_shared(&self, room_id: &str, epoch: &str) {
+        let mut reg = self.lock();
+        let Some(room) = reg.rooms.get(room_id).cloned() else {
+            return;
+        };
+        if *room.epoch != *epoch {
+            return;
+        }
+        room.end(Status::unavailable(format!(
+            "room {room_id}'s history was lost in Redis; join again (resume to get a reset)"
+        )));
+        reg.rooms.remove(room_id);
+        stats::rooms(reg.rooms.len());
+    }
+
+    /// Admits `name` to the local copy `room`, whose join event (numbered by Redis) is
+    /// `joined_seq`, starting where `start` says. Errors as [`Rooms::join`]'s local checks (the
+    /// name's uniqueness across nodes and the resume's range were checked in Redis); ABORTED
+    /// when `room` is no longer the registry's copy (its last local member left meanwhile): make
+    /// a new copy and admit again.
+    pub fn admit_shared(
+        self: &Arc<Self>,
+        room: &Arc<Room>,
+        name: &str,
+        joined_seq: u64,
+        start: StartAt,
+    ) -> Result<Member, Status> {
+        let skeleton = identity::skeleton(name);
+        let name: Arc<str> = Arc::from(name);
+        // Held while admitting, as a local join does: the copy cannot be removed meanwhile.
+        let reg = self.lock();
+        if !reg
+            .rooms
+            .get(&room.id)
+            .is_some_and(|r| Arc::ptr_eq(r, room))
+        {
+            return Err(Status::aborted(format!(
+                "the local copy of room {} was removed during the join",
+                room.id
+            )));
+        }
+        let mut st = room.lock();
+        if let Some(status) = st.ended.clone() {
+            return Err(status);
+        }
+        if st.members.contains_key(&name) || st.skeletons.contains_key(&skeleton) {
+            return Err(Status::already_exists(format!(
+                "{name} is already in room {}",
+                room.id
+            )));
+        }
+        if st.members.len() >= self.limits.max_members_per_room {
+            return Err(Status::resource_exhausted(format!(
+                "room {} is full on this server (max-members-per-room {})",
+                room.id, self.limits.max_members_per_room
+            )));
+        }
+        if let Some(at) = st.closed_at {
+            return Err(Status::unavailable(format!(
+                "server shutting down: room {} closed at seq {at}",
+                room.id
+            )));
+        }
+        st.joins += 1;
+        let order = st.joins;
+        st.members.insert(name.clone(), order);
+        Arc::make_mut(&mut st.roster).push(name.clone());
+        st.skeletons.insert(skeleton, name.clone());
+        let (cursor, reset) = self.start_point(room, &st, joined_seq, start);
+        drop(st);
+        drop(reg);
+        Ok(Member {
+            rooms: self.clone(),
+            room: room.clone(),
+            name,
+            cursor,
+            joined_seq,
+            head: room.head.subscribe(),
+            reason: LeaveReason::Disconnected,
+            reset,
+        })
+    }
+}
+
+impl Room {
+    /// The room's name.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// This copy's epoch.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// The number the copy's next event must have.
+    pub fn next_seq(&self) -> u64 {
+        self.lock().ring.next_seq()
+    }
+
+    /// The names of the local members.
+    pub fn local_members(&self) -> Vec<Arc<str>> {
+        self.lock().roster.iter().cloned().collect()
+    }
+
+    /// Appends event `seq` (a whole encoded frame) if it is the next one, and wakes the members.
+    pub fn deliver(&self, seq: u64, frame: Bytes) -> Delivered {
+        let mut st = self.lock();
+        let next = st.ring.next_seq();
+        if seq < next {
+            return Delivered::Held;
+        }
+        if seq > next {
+            return Delivered::Missing(next);
+        }
+        st.ring.push(Entry {
+            frame,
+            presence: None,
+        });
+        drop(st);
+        self.head.send_replace(seq + 1);
+        Delivered::Appended
+    }
+
+    /// Appends what of `frames` (numbered from `first`) the copy lacks; when the events the copy
+    /// needs next are gone from the stream, it continues from `first` (its members get a gap).
+    pub fn fill(&self, first: u64, frames: Vec<Bytes>) {
+        let mut st = self.lock();
+        let end = first + frames.len() as u64;
+        if st.ring.next_seq() < first && end > first {
+            st.ring.skip_to(first);
+        }
+        for (seq, frame) in (first..).zip(frames) {
+            if seq == st.ring.next_seq() {
+                st.ring.push(Entry {
+                    frame,
+                    presence: None,
+                });
+            }
+        }
+        let next = st.ring.next_seq();
+        drop(st);
+        self.head.send_replace(next);
+    }
+
+    /// Continues from `seq` without the events before it (they are gone from the stream): members
+    /// behind it get a gap.
+    pub fn skip_to(&self, seq: u64) {
+        let mut st = self.lock();
+        st.ring.skip_to(seq);
+        drop(st);
+        self.head.send_replace(seq);
+    }
+
+    /// Ends every member's call with `status`.
+    pub fn end(&self, status: Status) {
+        self.lock().ended = Some(status);
+        self.ended.store(true, Ordering::Release);
+        self.head.send_modify(|_| {});
+    }
+
+    /// Ends the call of the local member `name` with `status`.
+    pub fn cut_member(&self, name: &str, status: Status) {
+        let mut st = self.lock();
+        let Some((name, _)) = st.members.get_key_value(name) else {
+            return;
+        };
+        let name = name.clone();
+        st.cut.insert(name, status);
+        drop(st);
+        self.ended.store(true, Ordering::Release);
+        self.head.send_modify(|_| {});
     }
 }
 

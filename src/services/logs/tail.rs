@@ -282,16 +282,19 @@ mod tests {
 
     use super::*;
 
-    /// A fresh path in the temp dir, removed on drop.
+    /// A fresh path `name` in a directory of its own in the temp dir; the directory, and all
+    /// that is put in it, is removed on drop (a failing test included).
     struct TempPath(PathBuf);
 
     impl TempPath {
         fn new(name: &str) -> TempPath {
-            let dir = std::env::temp_dir().join(format!("h2chat-tail-{}", std::process::id()));
-            let _ = std::fs::create_dir_all(&dir);
-            let path = dir.join(name);
-            let _ = std::fs::remove_file(&path);
-            TempPath(path)
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("h2chat-tail-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir)
+                .unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+            TempPath(dir.join(name))
         }
 
         fn append(&self, text: &str) {
@@ -307,7 +310,9 @@ mod tests {
 
     impl Drop for TempPath {
         fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
     }
 

@@ -1,0 +1,76 @@
+//! Presence across nodes: each node renews its members' claims every third of the TTL, and
+//! sweeps (in the same script) the claims other nodes stopped renewing, which announces those
+//! members' leave to the room.
+//!
+//! A renewal also tells the node what Redis no longer has: a room whose history is gone (its
+//! copy is retired, its members resume into a RESET), or a member whose claim ran out while its
+//! node could not renew it (its call ends; its client joins again).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::debug;
+
+use super::{lock, Engine};
+
+/// A room's epoch and its local members' (name, token).
+type RoomClaims = (Arc<str>, Vec<(String, String)>);
+
+/// Renews and sweeps for as long as the process.
+pub(super) async fn run(engine: Arc<Engine>) {
+    let period = (engine.ttl / 3).max(Duration::from_millis(50));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        renew(&engine).await;
+        let _ = engine.requests.send(super::subscriber::Request::Tidy);
+    }
+}
+
+/// One round: every room with local members, in one script call each; a PING when there is none
+/// (so health follows Redis even on an idle node).
+async fn renew(engine: &Engine) {
+    let mut by_room: HashMap<String, RoomClaims> = HashMap::new();
+    for ((room, name), claim) in lock(&engine.claims).iter() {
+        by_room
+            .entry(room.clone())
+            .or_insert_with(|| (claim.epoch.clone(), Vec::new()))
+            .1
+            .push((name.clone(), claim.token.clone()));
+    }
+    if by_room.is_empty() {
+        let mut con = engine.commands.clone();
+        let pong: Result<String, _> = redis::cmd("PING").query_async(&mut con).await;
+        engine.commands_ok(pong.is_ok());
+        return;
+    }
+    let ttl_ms = engine.ttl.as_millis().to_string();
+    for (room, (epoch, members)) in by_room {
+        let mut args: Vec<&[u8]> = vec![epoch.as_bytes(), ttl_ms.as_bytes()];
+        for (name, token) in &members {
+            args.push(name.as_bytes());
+            args.push(token.as_bytes());
+        }
+        let reply: Vec<String> = match engine.run(&engine.scripts.renew, &room, &args).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                debug!(room, error = %e, "redis: renewal failed");
+                return;
+            }
+        };
+        match reply.split_first() {
+            Some((ok, lost)) if ok == "ok" => {
+                for name in lost {
+                    engine.lose(&room, name);
+                }
+            }
+            _ => {
+                // The room's history is gone in Redis: its members resume into a new epoch.
+                lock(&engine.claims).retain(|(r, _), c| !(r == &room && c.epoch == epoch));
+                engine.rooms.retire_shared(&room, &epoch);
+            }
+        }
+    }
+}
