@@ -231,7 +231,7 @@ impl ChatService {
             None => StartAt::RecentHistory,
         };
         let member = match &self.shared {
-            Some(shared) => shared.join(&room_id, &name, start).await?,
+            Some(shared) => Box::pin(shared.join(&room_id, &name, start)).await?,
             None => self.rooms.join(&room_id, &name, start)?,
         };
         debug!(room = ?room_id, member = ?name, cursor = member.cursor(), "joined");
@@ -412,16 +412,17 @@ impl ChatService {
     /// UNAVAILABLE when Redis cannot be reached; the text is not posted).
     async fn post_text(&self, poster: &Poster, text: &str) -> Result<Posted, Status> {
         match &self.shared {
+            // Boxed: a Redis round trip's future is large, and every member's handler would
+            // otherwise hold room for it while it waits for a post (a zero-window member's cost).
             Some(shared) => {
-                shared
-                    .post(
-                        poster.room_id(),
-                        poster.name(),
-                        poster.epoch(),
-                        poster.closed_at(),
-                        text,
-                    )
-                    .await
+                Box::pin(shared.post(
+                    poster.room_id(),
+                    poster.name(),
+                    poster.epoch(),
+                    poster.closed_at(),
+                    text,
+                ))
+                .await
             }
             None => Ok(poster.post(text)),
         }

@@ -181,8 +181,10 @@ pub struct Member {
     joined_seq: u64,
     head: watch::Receiver<u64>,
     reason: LeaveReason,
-    /// A reset event to hand out before anything else.
-    reset: Option<Bytes>,
+    /// A reset event to hand out before anything else: the epoch the member resumed in (`None`:
+    /// it named none). Encoded when it is handed out, not kept encoded: a member that reads
+    /// nothing (a zero window) holds no frame of its own.
+    reset: Option<Option<Box<str>>>,
     /// This member among the room's readers ([`flow`](crate::services::chat::flow)).
     reader: ReaderId,
     /// Since when this member has been blocked (shared with the room).
@@ -308,7 +310,7 @@ impl Rooms {
         st: &RoomState,
         first_live: u64,
         start: StartAt,
-    ) -> (u64, Option<Bytes>) {
+    ) -> (u64, Option<Option<Box<str>>>) {
         match start {
             StartAt::RecentHistory => (
                 first_live
@@ -322,7 +324,7 @@ impl Rooms {
             } if *epoch == *room.epoch => (after.saturating_add(1), None),
             // From the epoch's first number: if its oldest events are gone, the ring says so
             // with a gap.
-            StartAt::Resume { epoch, .. } => (1, Some(room.reset_frame(epoch.as_deref()))),
+            StartAt::Resume { epoch, .. } => (1, Some(epoch.map(String::into_boxed_str))),
         }
     }
 
@@ -783,8 +785,8 @@ impl Member {
     /// Advances the cursor. `None` when the member is up to date. A caller passes the capacity
     /// its client has granted, so that what it builds can leave at once.
     pub fn next_batch(&mut self, max_bytes: usize) -> Option<Bytes> {
-        if let Some(reset) = self.reset.take() {
-            return Some(reset);
+        if let Some(old) = self.reset.take() {
+            return Some(self.room.reset_frame(old.as_deref()));
         }
         let mut guard = self.room.lock();
         let st = &mut *guard;
