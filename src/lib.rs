@@ -41,7 +41,8 @@
 //!   - `services/chat/redis/`: rooms shared by several servers (`--redis`): `mod.rs` (the engine:
 //!     join, post, leave, outages), `script.rs` (the Lua scripts and the room's keys),
 //!     `subscriber.rs` (the Pub/Sub connection filling the local copies), `presence.rs`
-//!     (claims renewed, dead nodes' members swept).
+//!     (claims renewed, dead nodes' members swept), `posts.rs` (a member's posts, several in
+//!     flight, taken in order).
 //!   - `services/logs/`: `mod.rs` (WatchLogs), `ring.rs` (the log ring and its tracing layer),
 //!     `tail.rs` (tail -F into it).
 //!   - `services/reflection/`: `mod.rs` (v1 and v1alpha), `index.rs` (the descriptor index).

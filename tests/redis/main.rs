@@ -9,6 +9,7 @@ mod support;
 mod cluster;
 mod nodes;
 mod outage;
+mod posts;
 mod readme;
 mod redis_server;
 mod rooms;

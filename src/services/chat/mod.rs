@@ -286,6 +286,8 @@ impl ChatService {
         call.track_writes();
         // One handle for the loop's other branches: the gate, and the member's blocked state.
         let blocker = member.blocker();
+        // With --redis: posts sent to Redis and not answered yet (several at once, in order).
+        let mut in_flight = redis::InFlight::default();
         loop {
             // A shared room's copy retired, or this member's place in it lost: resume elsewhere.
             if let Some(ended) = member.ended() {
@@ -319,7 +321,7 @@ impl ChatService {
             // member blocked too long.
             let sending = call.has_queued();
             member.set_blocked(!progressed && (sending || member.has_news()));
-            let reading = inbound_open && closing.is_none();
+            let reading = inbound_open && closing.is_none() && !in_flight.is_full();
             // Past the close point nothing new matters: only the last write is awaited.
             let drained = closing
                 .as_ref()
@@ -344,12 +346,23 @@ impl ChatService {
                 }, if !sending && !window_wait => {}
                 posted = next_post(call, &mut bucket, &blocker), if reading => match posted? {
                     Some(msg) => {
-                        if let Posted::Closed(at) = self.post(member, msg).await? {
+                        if let Some(Posted::Closed(at)) = self.post(member, msg, &mut in_flight)? {
                             closing = Some(self.close(member, at));
                         }
                     }
                     None => inbound_open = false,
                 },
+                // A post's answer from Redis, oldest first; the first that failed ends the call.
+                answer = in_flight.next(), if !in_flight.is_empty() => {
+                    match answer? {
+                        Posted::At(_) => stats::posted(),
+                        Posted::Closed(at) => {
+                            if closing.is_none() {
+                                closing = Some(self.close(member, at));
+                            }
+                        }
+                    }
+                }
                 // A flag read, not a waiter: the server polls every handler once more right after
                 // the signal fires, so this is seen then, at the cost of an atomic load per poll
                 // (a waiter per member would queue thousands on one lock).
@@ -382,7 +395,14 @@ impl ChatService {
         (at, Box::pin(tokio::time::sleep(self.config.shutdown_drain)))
     }
 
-    async fn post(&self, member: &Member, msg: ChatMessage) -> Result<Posted, Status> {
+    /// Posts what the member sent: in a local room at once (what it did), through Redis by
+    /// adding it to `in_flight` (`None`: its answer comes from there).
+    fn post(
+        &self,
+        member: &Member,
+        msg: ChatMessage,
+        in_flight: &mut redis::InFlight,
+    ) -> Result<Option<Posted>, Status> {
         let same_room = || {
             unicode_normalization::UnicodeNormalization::nfc(msg.room_id.as_str())
                 .eq(member.room_id().chars())
@@ -396,33 +416,44 @@ impl ChatService {
         }
         self.check_text(&msg.text)?;
         if msg.text.is_empty() {
-            return Ok(Posted::At(0));
+            return Ok(Some(Posted::At(0)));
         }
         let posted = match &self.shared {
-            Some(_) => self.post_text(&member.poster(), &msg.text).await?,
+            Some(shared) => {
+                let poster = member.poster();
+                in_flight.push(shared.post(
+                    poster.room_id(),
+                    poster.name(),
+                    poster.epoch(),
+                    poster.closed_at(),
+                    &msg.text,
+                ));
+                return Ok(None);
+            }
             None => member.post(&msg.text),
         };
         if let Posted::At(_) = posted {
             stats::posted();
         }
-        Ok(posted)
+        Ok(Some(posted))
     }
 
     /// Posts `text` as the member: in its room here, or with `--redis` through Redis (then
     /// UNAVAILABLE when Redis cannot be reached; the text is not posted).
     async fn post_text(&self, poster: &Poster, text: &str) -> Result<Posted, Status> {
         match &self.shared {
-            // Boxed: a Redis round trip's future is large, and every member's handler would
-            // otherwise hold room for it while it waits for a post (a zero-window member's cost).
+            // Boxed (by the engine): a Redis round trip's future is large, and every member's
+            // handler would otherwise hold room for it while it waits for a post.
             Some(shared) => {
-                Box::pin(shared.post(
-                    poster.room_id(),
-                    poster.name(),
-                    poster.epoch(),
-                    poster.closed_at(),
-                    text,
-                ))
-                .await
+                shared
+                    .post(
+                        poster.room_id(),
+                        poster.name(),
+                        poster.epoch(),
+                        poster.closed_at(),
+                        text,
+                    )
+                    .await
             }
             None => Ok(poster.post(text)),
         }

@@ -14,6 +14,8 @@
 //!   `--redis-presence-ttl`, and any node that touches the room sweeps the claims that ran out,
 //!   announcing those members' leave. So a node that dies loses its members within the TTL and
 //!   one renewal period.
+//! - **Posts in flight.** A member's posts are sent as they are read, several at once, and Redis
+//!   takes them in the order read or not at all ([`posts`]).
 //! - **Outages.** A join, post or Members call that cannot reach Redis is UNAVAILABLE (a post is
 //!   then never echoed: it has no seq); members keep their calls and receive nothing until Redis
 //!   is back; the chat service's health is NOT_SERVING. When Redis answers again, the node
@@ -21,6 +23,7 @@
 //!   is gone in Redis (another epoch) is retired: its members' calls end with UNAVAILABLE, and
 //!   they resume into a RESET.
 
+mod posts;
 mod presence;
 pub mod script;
 mod subscriber;
@@ -42,9 +45,10 @@ use crate::grpc::Status;
 use crate::pb::chat::v1::LeaveReason;
 use crate::pb::grpc::health::v1::health_check_response::ServingStatus;
 use crate::services::chat::identity;
-use crate::services::chat::room::{Member, Posted, Room, RoomLimits, Rooms, SharedRooms, StartAt};
+use crate::services::chat::room::{Member, Room, RoomLimits, Rooms, SharedRooms, StartAt};
 use crate::services::health::HealthHandle;
 
+pub use posts::{InFlight, PostFuture, MAX_POSTS_IN_FLIGHT};
 use script::Scripts;
 
 /// Default time a node's claim on its members' names lasts without renewal: a node that dies
@@ -105,6 +109,8 @@ pub async fn settle(within: Duration) {
 struct Claim {
     epoch: Arc<str>,
     token: String,
+    /// Posts numbered under this claim (see [`posts`]).
+    posted: u64,
 }
 
 /// A leave that has not reached Redis yet.
@@ -332,6 +338,7 @@ impl Engine {
         let claim = Claim {
             epoch: epoch.clone(),
             token,
+            posted: 0,
         };
         match self.admit(room_id, name, &epoch, joined_seq, start).await {
             Ok(member) => {
@@ -449,67 +456,6 @@ impl Engine {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => Err(unavailable(&e)),
             _ => Err(unreachable()),
-        }
-    }
-
-    /// Posts `text` as `name` in the shared room (the member's copy is in `epoch`; `closed_at`
-    /// is its close point if the room closed for shutdown).
-    ///
-    /// Errors: UNAVAILABLE when Redis cannot be reached (the text is not posted), when the room's
-    /// history is gone (the copy is retired), or when the member's claim ran out (its call is
-    /// cut): the client joins again.
-    pub async fn post(
-        &self,
-        room_id: &str,
-        name: &str,
-        epoch: &str,
-        closed_at: Option<u64>,
-        text: &str,
-    ) -> Result<Posted, Status> {
-        if let Some(at) = closed_at {
-            return Ok(Posted::Closed(at));
-        }
-        let claim = lock(&self.claims)
-            .get(&(room_id.to_owned(), name.to_owned()))
-            .cloned();
-        let Some(claim) = claim else {
-            return Err(Status::unavailable(
-                "this member's place in the room was lost; join again",
-            ));
-        };
-        let reply: Vec<String> = self
-            .run(
-                &self.scripts.post,
-                room_id,
-                &[
-                    epoch.as_bytes(),
-                    name.as_bytes(),
-                    claim.token.as_bytes(),
-                    text.as_bytes(),
-                ],
-            )
-            .await
-            .map_err(|e| {
-                Status::unavailable(format!(
-                    "the post did not reach Redis and was not posted: {e}"
-                ))
-            })?;
-        match reply.as_slice() {
-            [ok, seq] if ok == "ok" => Ok(Posted::At(seq.parse().unwrap_or(0))),
-            [what] if what == "reset" => {
-                self.rooms.retire_shared(room_id, epoch);
-                Err(Status::unavailable(format!(
-                    "room {room_id}'s history was lost in Redis; the post was not posted; \
-                     join again (resume to get a reset)"
-                )))
-            }
-            _ => {
-                self.lose(room_id, name);
-                Err(Status::unavailable(
-                    "this member's place in the room ran out (its server did not renew it in \
-                     time); the post was not posted; join again",
-                ))
-            }
         }
     }
 

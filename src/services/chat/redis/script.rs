@@ -11,6 +11,10 @@
 //! - `h2chat:skels:R` — hash: skeleton → name (a name unique across nodes, look-alikes included).
 //! - `h2chat:order:R` — sorted set: name by its join's seq (Members in join order).
 //! - `h2chat:alive:R` — sorted set: name by the Redis time (ms) its node's claim runs out.
+//! - `h2chat:posts:R` — hash: name → how many posts its current claim has made. A node numbers
+//!   a member's posts as it reads them and may send several before the first is answered; the
+//!   post script takes only the next number, so what Redis accepted of one call is always the
+//!   call's first posts, in order (a post after one that failed is refused, never reordered).
 //! - channel `h2chat:room:R` — every event as `SEQ EPOCH FRAME`.
 //!
 //! Scripts encode events themselves (protobuf `chat.v1.ChatMessage`, field by field as the spec
@@ -24,7 +28,7 @@ use redis::Script;
 pub const CHANNEL_PREFIX: &str = "h2chat:room:";
 
 /// The keys of room `room` in the order every script takes them.
-pub fn keys(room: &str) -> [String; 6] {
+pub fn keys(room: &str) -> [String; 7] {
     [
         format!("h2chat:meta:{room}"),
         format!("h2chat:stream:{room}"),
@@ -32,6 +36,7 @@ pub fn keys(room: &str) -> [String; 6] {
         format!("h2chat:skels:{room}"),
         format!("h2chat:order:{room}"),
         format!("h2chat:alive:{room}"),
+        format!("h2chat:posts:{room}"),
     ]
 }
 
@@ -43,17 +48,22 @@ pub fn channel(room: &str) -> String {
 /// Shared by every script. ARGV[1..=4]: room id, channel, history events, history bytes.
 const PRELUDE: &str = r#"
 local meta, stream, names, skels, order, alive = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local posts = KEYS[7]
 local room, channel = ARGV[1], ARGV[2]
 local max_events, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
 
+local char, floor = string.char, math.floor
+-- Every byte at once (no table): a post encodes about ten of these.
 local function varint(n)
-  local out = {}
+  if n < 128 then return char(n) end
+  if n < 16384 then return char(n % 128 + 128, floor(n / 128)) end
+  local b = {}
   while n >= 128 do
-    out[#out + 1] = string.char(n % 128 + 128)
-    n = math.floor(n / 128)
+    b[#b + 1] = n % 128 + 128
+    n = floor(n / 128)
   end
-  out[#out + 1] = string.char(n)
-  return table.concat(out)
+  b[#b + 1] = n
+  return char(unpack(b))
 end
 local function len_field(num, s)
   if s == '' then return '' end
@@ -96,6 +106,7 @@ local function forget(name)
   redis.call('HDEL', names, name)
   redis.call('ZREM', order, name)
   redis.call('ZREM', alive, name)
+  redis.call('HDEL', posts, name)
 end
 local function holds(name, token)
   local held = redis.call('HGET', names, name)
@@ -116,7 +127,7 @@ end
 const JOIN: &str = r#"
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then
-  redis.call('DEL', stream, names, skels, order, alive)
+  redis.call('DEL', stream, names, skels, order, alive, posts)
   epoch = ARGV[5]
   redis.call('HSET', meta, 'epoch', epoch, 'seq', 0, 'bytes', 0)
 end
@@ -137,11 +148,16 @@ redis.call('ZADD', order, seq, name)
 return {'ok', epoch, tostring(seq)}
 "#;
 
-/// ARGV[5..]: epoch, name, token, text. Replies `{ok, seq}`, `{reset}` or `{gone}`.
+/// ARGV[5..]: epoch, name, token, text, the post's number in its claim (from 1). Replies
+/// `{ok, seq}`, `{reset}`, `{gone}` or `{order, last}` (not the next number: an earlier post
+/// of the claim did not get here).
 const POST: &str = r#"
 local epoch = redis.call('HGET', meta, 'epoch')
 if epoch ~= ARGV[5] then return {'reset'} end
 if not holds(ARGV[6], ARGV[7]) then return {'gone'} end
+local last = tonumber(redis.call('HGET', posts, ARGV[6]) or '0')
+if tonumber(ARGV[9]) ~= last + 1 then return {'order', tostring(last)} end
+redis.call('HSET', posts, ARGV[6], ARGV[9])
 return {'ok', tostring(append(epoch, ARGV[6], 0, ARGV[8], 0))}
 "#;
 

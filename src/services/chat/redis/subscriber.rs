@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use redis::RedisError;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -31,6 +31,8 @@ pub(super) enum Request {
 
 /// Longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Most published events taken off the subscription at once (those already received).
+const MAX_BATCH: usize = 256;
 
 /// Runs the subscription for as long as the process.
 pub(super) async fn run(engine: Arc<Engine>, mut requests: mpsc::UnboundedReceiver<Request>) {
@@ -93,9 +95,16 @@ pub(super) async fn run(engine: Arc<Engine>, mut requests: mpsc::UnboundedReceiv
                         warn!("redis: the subscription was closed; chat is unavailable until it is restored");
                         break;
                     };
-                    if let Some(room) = msg.get_channel_name().strip_prefix(CHANNEL_PREFIX) {
-                        deliver(&engine, room, msg.get_payload_bytes()).await;
+                    // Every event already received goes in with it: a run of one room's events
+                    // is appended under one lock and wakes its members once.
+                    let mut batch = vec![msg];
+                    while batch.len() < MAX_BATCH {
+                        match stream.next().now_or_never() {
+                            Some(Some(msg)) => batch.push(msg),
+                            _ => break,
+                        }
                     }
+                    deliver_all(&engine, &batch).await;
                 }
                 request = requests.recv() => match request {
                     Some(Request::Subscribe(room, ack)) => {
@@ -146,6 +155,42 @@ fn refuse_waiting(requests: &mut mpsc::UnboundedReceiver<Request>) {
                 "no connection to Redis",
             ))));
         }
+    }
+}
+
+/// Appends published events to their rooms' copies: each run of one room's events that follow
+/// one another and its copy's last at once, the rest one by one ([`deliver`]).
+async fn deliver_all(engine: &Engine, batch: &[redis::Msg]) {
+    let mut events = batch.iter().filter_map(|msg| {
+        let room = msg.get_channel_name().strip_prefix(CHANNEL_PREFIX)?;
+        Some((room, msg.get_payload_bytes()))
+    });
+    let mut next = events.next();
+    while let Some((room, payload)) = next {
+        next = events.next();
+        let run_start = parse(payload).and_then(|(seq, epoch, frame)| {
+            let copy = engine.rooms.shared_room(room)?;
+            (copy.epoch().as_bytes() == epoch && copy.next_seq() == seq)
+                .then_some((copy, seq, frame))
+        });
+        let Some((copy, first, frame)) = run_start else {
+            deliver(engine, room, payload).await;
+            continue;
+        };
+        let mut frames = vec![Bytes::copy_from_slice(frame)];
+        while let Some((r, p)) = next {
+            let Some((seq, epoch, frame)) = parse(p) else {
+                break;
+            };
+            if r != room || epoch != copy.epoch().as_bytes() || seq != first + frames.len() as u64 {
+                break;
+            }
+            frames.push(Bytes::copy_from_slice(frame));
+            next = events.next();
+        }
+        // Only this task appends published events; a join's fill meanwhile makes some of them
+        // already held, which `fill` skips.
+        copy.fill(first, frames);
     }
 }
 
