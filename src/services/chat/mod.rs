@@ -446,7 +446,7 @@ impl ChatService {
             // handler would otherwise hold room for it while it waits for a post.
             Some(shared) => {
                 shared
-                    .post(
+                    .post_one(
                         poster.room_id(),
                         poster.name(),
                         poster.epoch(),

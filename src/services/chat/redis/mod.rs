@@ -48,7 +48,7 @@ use crate::services::chat::identity;
 use crate::services::chat::room::{Member, Room, RoomLimits, Rooms, SharedRooms, StartAt};
 use crate::services::health::HealthHandle;
 
-pub use posts::{InFlight, PostFuture, MAX_POSTS_IN_FLIGHT};
+pub use posts::{Answer, InFlight, Post, PostFuture, MAX_POSTS_IN_FLIGHT};
 use script::Scripts;
 
 /// Default time a node's claim on its members' names lasts without renewal: a node that dies
@@ -242,27 +242,43 @@ impl Engine {
         }
     }
 
-    /// Runs `script` on room `room` with `args` after the common ones.
+    /// Runs `script` on room `room` with `args` after the common ones (loading it into Redis
+    /// first if Redis does not have it, as after a restart).
     async fn run<T: redis::FromRedisValue>(
         &self,
         script: &redis::Script,
         room: &str,
         args: &[&[u8]],
     ) -> Result<T, RedisError> {
-        let mut invocation = script.prepare_invoke();
-        for key in script::keys(room) {
-            invocation.key(key);
-        }
-        invocation
-            .arg(room)
+        self.run_script(script, room, args, Missing::Load).await
+    }
+
+    /// [`run`](Self::run), and what to do if Redis does not have the script.
+    async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        room: &str,
+        args: &[&[u8]],
+        missing: Missing,
+    ) -> Result<T, RedisError> {
+        let keys = script::keys(room);
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash()).arg(keys.len()).arg(&keys);
+        cmd.arg(room)
             .arg(script::channel(room))
             .arg(self.limits.history_events)
             .arg(self.limits.history_bytes);
         for arg in args {
-            invocation.arg(*arg);
+            cmd.arg(*arg);
         }
         let mut con = self.commands.clone();
-        let reply = invocation.invoke_async(&mut con).await;
+        let mut reply = cmd.query_async(&mut con).await;
+        if missing == Missing::Load && reply.as_ref().err().is_some_and(is_no_script) {
+            reply = match script.load_async(&mut con).await {
+                Ok(_) => cmd.query_async(&mut con).await,
+                Err(e) => Err(e),
+            };
+        }
         // A script's own error is Redis answering; only a failure to reach it counts as down.
         self.commands_ok(reply.as_ref().err().is_none_or(|e| !is_unreachable(e)));
         reply
@@ -589,6 +605,20 @@ impl Drop for Joining<'_> {
             }
         }
     }
+}
+
+/// What [`Engine::run_script`] does when Redis does not have the script.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Missing {
+    /// Loads it and runs it again.
+    Load,
+    /// Answers the error (NOSCRIPT): a post in flight is sent again only in its turn.
+    Answer,
+}
+
+/// Whether `e` is Redis saying it does not have the script (NOSCRIPT).
+fn is_no_script(e: &RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
 
 /// Whether `e` says Redis could not be reached (as opposed to Redis answering with an error).

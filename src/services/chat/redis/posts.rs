@@ -8,9 +8,13 @@
 //!
 //! Order is Redis's to keep, not the connection's: the node numbers each member's posts as it
 //! reads them (from 1 per claim), and the post script takes a post only if it carries the next
-//! number. So what Redis accepted of one call is always its first posts, in order: a post after
-//! one that did not get there is refused (UNAVAILABLE, never echoed), never put before it. The
-//! first refusal ends the member's call, as any post that cannot reach Redis does.
+//! number. So what Redis accepted of one call is always its first posts, in order: a post is
+//! never put before an earlier one. A post Redis did not take in its turn — it found no script
+//! (Redis restarted, and the script is loaded by whichever post comes first), or it arrived
+//! before an earlier post that had to be sent again — is sent again once every earlier post is
+//! accepted, and then it is next. Any other failure ends the member's call, as a post that
+//! cannot reach Redis always has: UNAVAILABLE, and that post and the ones after it are not
+//! posted (never echoed).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +23,7 @@ use std::sync::Arc;
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 
-use super::{lock, Engine};
+use super::{is_no_script, lock, Engine, Missing};
 use crate::grpc::Status;
 use crate::services::chat::room::Posted;
 
@@ -28,7 +32,27 @@ use crate::services::chat::room::Posted;
 pub const MAX_POSTS_IN_FLIGHT: usize = 32;
 
 /// One post on its way: its answer from Redis.
-pub type PostFuture = Pin<Box<dyn Future<Output = Result<Posted, Status>> + Send>>;
+pub type PostFuture = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+/// What Redis said to a post.
+pub enum Answer {
+    /// Posted (or refused for shutdown), or failed: the member's call ends.
+    Done(Result<Posted, Status>),
+    /// Not taken in its turn (no script, or an earlier post not there yet): sent again once
+    /// every earlier post is accepted.
+    Again(Box<Post>),
+}
+
+/// A numbered post, kept until Redis took it.
+pub struct Post {
+    engine: Arc<Engine>,
+    room_id: String,
+    name: String,
+    epoch: String,
+    token: String,
+    number: u64,
+    text: String,
+}
 
 /// A member's posts sent and not answered yet, oldest first. Empty, it holds nothing (the queue
 /// is made on the first post), so members that never post cost no more.
@@ -53,28 +77,48 @@ impl InFlight {
         self.0.get_or_insert_with(Box::default).push_back(post);
     }
 
-    /// The oldest post's answer; pending while there is none.
+    /// The oldest post's answer; pending while there is none. A post to send again goes first,
+    /// alone in its turn: every post before it is accepted.
     pub async fn next(&mut self) -> Result<Posted, Status> {
-        match self.0.as_mut() {
-            Some(q) => match q.next().await {
-                Some(answer) => answer,
-                None => std::future::pending().await,
-            },
-            None => std::future::pending().await,
+        let Some(q) = self.0.as_mut() else {
+            return std::future::pending().await;
+        };
+        loop {
+            match q.next().await {
+                Some(Answer::Done(answer)) => return answer,
+                Some(Answer::Again(post)) => q.push_front(Box::pin(post.send(Missing::Load))),
+                None => return std::future::pending().await,
+            }
         }
     }
 }
 
 impl Engine {
     /// Posts `text` as `name` in the shared room (the member's copy is in `epoch`; `closed_at`
-    /// is its close point if the room closed for shutdown). The post is numbered now, so posts
-    /// made one after the other are taken by Redis in that order or not at all; the future
-    /// sends it and owns all it needs.
+    /// is its close point if the room closed for shutdown), for a caller with one post at a
+    /// time. Errors as [`Engine::post`]'s.
+    pub async fn post_one(
+        self: &Arc<Self>,
+        room_id: &str,
+        name: &str,
+        epoch: &str,
+        closed_at: Option<u64>,
+        text: &str,
+    ) -> Result<Posted, Status> {
+        let mut one = InFlight::default();
+        one.push(self.post(room_id, name, epoch, closed_at, text));
+        one.next().await
+    }
+
+    /// Numbers a post of `text` as `name` in the shared room (the member's copy is in `epoch`;
+    /// `closed_at` is its close point if the room closed for shutdown) and returns its sending,
+    /// for an [`InFlight`]: posts numbered one after the other are taken by Redis in that order
+    /// or not at all.
     ///
-    /// Errors: UNAVAILABLE when Redis cannot be reached (the text is not posted), when an earlier
-    /// post of the member did not get there (neither is this one), when the room's history is
-    /// gone (the copy is retired), or when the member's claim ran out (its call is cut): the
-    /// client joins again.
+    /// Errors (in the answer): UNAVAILABLE when Redis cannot be reached (the text is not
+    /// posted), when an earlier post of the member did not get there (neither did this one),
+    /// when the room's history is gone (the copy is retired), or when the member's claim ran
+    /// out (its call is cut): the client joins again.
     pub fn post(
         self: &Arc<Self>,
         room_id: &str,
@@ -84,7 +128,7 @@ impl Engine {
         text: &str,
     ) -> PostFuture {
         if let Some(at) = closed_at {
-            return Box::pin(std::future::ready(Ok(Posted::Closed(at))));
+            return Box::pin(std::future::ready(Answer::Done(Ok(Posted::Closed(at)))));
         }
         let numbered = lock(&self.claims)
             .get_mut(&(room_id.to_owned(), name.to_owned()))
@@ -93,61 +137,65 @@ impl Engine {
                 (claim.token.clone(), claim.posted)
             });
         let Some((token, number)) = numbered else {
-            return Box::pin(std::future::ready(Err(Status::unavailable(
+            return Box::pin(std::future::ready(Answer::Done(Err(Status::unavailable(
                 "this member's place in the room was lost; join again",
-            ))));
+            )))));
         };
-        let engine = self.clone();
-        let (room_id, name, epoch, text) = (
-            room_id.to_owned(),
-            name.to_owned(),
-            epoch.to_owned(),
-            text.to_owned(),
-        );
-        Box::pin(async move {
-            engine
-                .send_post(&room_id, &name, &epoch, &token, number, &text)
-                .await
-        })
+        let post = Post {
+            engine: self.clone(),
+            room_id: room_id.to_owned(),
+            name: name.to_owned(),
+            epoch: epoch.to_owned(),
+            token,
+            number,
+            text: text.to_owned(),
+        };
+        Box::pin(Box::new(post).send(Missing::Answer))
     }
+}
 
-    async fn send_post(
-        &self,
-        room_id: &str,
-        name: &str,
-        epoch: &str,
-        token: &str,
-        number: u64,
-        text: &str,
-    ) -> Result<Posted, Status> {
-        let number = number.to_string();
-        let reply: Vec<String> = self
-            .run(
-                &self.scripts.post,
-                room_id,
+impl Post {
+    /// Sends the post; `missing` says whether a missing script is loaded here (a post sent again,
+    /// in its turn) or answered (a post in flight behind others: sent again in its turn).
+    async fn send(self: Box<Post>, missing: Missing) -> Answer {
+        let first = missing == Missing::Answer;
+        let number = self.number.to_string();
+        let engine = &self.engine;
+        let reply: Result<Vec<String>, _> = engine
+            .run_script(
+                &engine.scripts.post,
+                &self.room_id,
                 &[
-                    epoch.as_bytes(),
-                    name.as_bytes(),
-                    token.as_bytes(),
-                    text.as_bytes(),
+                    self.epoch.as_bytes(),
+                    self.name.as_bytes(),
+                    self.token.as_bytes(),
+                    self.text.as_bytes(),
                     number.as_bytes(),
                 ],
+                missing,
             )
-            .await
-            .map_err(|e| {
-                Status::unavailable(format!(
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) if first && is_no_script(&e) => return Answer::Again(self),
+            Err(e) => {
+                return Answer::Done(Err(Status::unavailable(format!(
                     "the post did not reach Redis and was not posted: {e}"
-                ))
-            })?;
-        match reply.as_slice() {
+                ))))
+            }
+        };
+        let (room_id, name) = (self.room_id.as_str(), self.name.as_str());
+        Answer::Done(match reply.as_slice() {
             [ok, seq] if ok == "ok" => Ok(Posted::At(seq.parse().unwrap_or(0))),
             [what] if what == "reset" => {
-                self.rooms.retire_shared(room_id, epoch);
+                engine.rooms.retire_shared(room_id, &self.epoch);
                 Err(Status::unavailable(format!(
                     "room {room_id}'s history was lost in Redis; the post was not posted; \
                      join again (resume to get a reset)"
                 )))
             }
+            // Ahead of an earlier post that was sent again: its turn comes after it.
+            [what, _] if what == "order" && first => return Answer::Again(self),
             [what, _] if what == "order" => {
                 // The member's later posts would be refused too: its call ends (the claim stays
                 // until the leave, which its end announces), and its client joins again.
@@ -155,18 +203,18 @@ impl Engine {
                     "an earlier post of this member did not reach Redis, so this one was not \
                      posted either; join again",
                 );
-                if let Some(copy) = self.rooms.shared_room(room_id) {
+                if let Some(copy) = engine.rooms.shared_room(room_id) {
                     copy.cut_member(name, status.clone());
                 }
                 Err(status)
             }
             _ => {
-                self.lose(room_id, name);
+                engine.lose(room_id, name);
                 Err(Status::unavailable(
                     "this member's place in the room ran out (its server did not renew it in \
                      time); the post was not posted; join again",
                 ))
             }
-        }
+        })
     }
 }
