@@ -354,26 +354,12 @@ fi
 # server CPU), 1 sender at 1,000 posts/s on node a; beside the same run on one node without Redis.
 # CPU per delivery per node is each node's CPU time over the deliveries to its own members.
 several_servers() {
-  if ! command -v redis-server >/dev/null; then
-    if [[ $(id -u) == 0 ]]; then
-      apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
-    else
-      echo "redis-server is missing: apt-get install -y redis-server" >&2
-      exit 1
-    fi
-  fi
   local f_msgs=$1 port rpid url a_pid a_addr b_pid b_addr ticks_before ticks_after
-  port=$((20000 + RANDOM % 12000))
-  "${on_server[@]}" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
-    --dir "$OUT" >"$OUT/f-redis.log" 2>&1 &
-  rpid=$!
+  # shellcheck source=benches/redis.sh
+  source benches/redis.sh
+  start_redis "$OUT/f-redis.log" "${on_server[@]}"
+  rpid=$redis_pid port=$redis_port url=$redis_url
   pids+=("$rpid")
-  for _ in $(seq 100); do
-    grep -q "Ready to accept connections" "$OUT/f-redis.log" 2>/dev/null && break
-    kill -0 "$rpid" 2>/dev/null || { echo "redis-server did not start; see $OUT/f-redis.log" >&2; exit 1; }
-    sleep 0.1
-  done
-  url="redis://127.0.0.1:$port"
 
   start f-one serve --max-post-rate 0
   load f-one fanout --addr "$addr" --rooms 1 --members 100 --senders 1 --messages "$f_msgs" \

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::members::{check_open_files, connect_all, join_all, room_names, JoinSpec};
+use super::members::{check_open_files, connect_spread, join_all, room_names, JoinSpec};
 use super::proc::ProcSample;
 use super::report::Report;
 use super::{deadline_after, sample_server, BenchError, Outcome};
@@ -35,6 +35,11 @@ pub struct IdleConfig {
     /// The server.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub addr: SocketAddr,
+    /// Other servers sharing the rooms (`serve --redis`, the same Redis), repeatable: connection
+    /// c goes to the (c % (P + 1))th of --addr and the P peers, so each room's members are spread
+    /// over every node (`--server-pid` then reads one node; the scale run reads each node's own).
+    #[arg(long)]
+    pub peer: Vec<SocketAddr>,
     /// Members to join (0: connections only).
     #[arg(long, default_value_t = 5000)]
     pub members: usize,
@@ -53,6 +58,14 @@ pub struct IdleConfig {
     /// Bound on connecting plus joining.
     #[arg(long, default_value_t = Seconds(DEFAULT_TIMEOUT))]
     pub timeout: Seconds,
+    /// Once every member is joined (and settled), write the report so far to this file, then
+    /// keep the members joined for `--hold` before ending: a run of several benches (the scale
+    /// run) measures the servers while all of them hold their members.
+    #[arg(long)]
+    pub ready_file: Option<std::path::PathBuf>,
+    /// How long to keep the members joined after writing `--ready-file`.
+    #[arg(long, default_value_t = Seconds(Duration::ZERO))]
+    pub hold: Seconds,
     /// Members never read: their calls are held open and nothing they are sent is consumed, so
     /// their windows fill and stay full (the cost of clients that stopped reading).
     #[arg(long)]
@@ -73,7 +86,8 @@ pub async fn run(cfg: IdleConfig) -> Result<Outcome, BenchError> {
     let self_base = ProcSample::read_self().ok();
 
     let t = Instant::now();
-    let channels = connect_all(cfg.addr, cfg.conns, deadline).await?;
+    let nodes: Vec<SocketAddr> = std::iter::once(cfg.addr).chain(cfg.peer.clone()).collect();
+    let channels = connect_spread(&nodes, cfg.conns, deadline).await?;
     let connect_s = t.elapsed().as_secs_f64();
     let connect_cpu = cpu_since(base, sample_server(cfg.server_pid)?);
     let self_connect_cpu = cpu_since(self_base, ProcSample::read_self().ok());
@@ -136,6 +150,11 @@ pub async fn run(cfg: IdleConfig) -> Result<Outcome, BenchError> {
         .opt_float("client_connect_cpu_s", self_connect_cpu)
         .opt_float("client_join_cpu_s", self_join_cpu);
     let summary = summary(&report, &cfg);
+    if let Some(path) = &cfg.ready_file {
+        std::fs::write(path, format!("{}\n", report.to_json()))
+            .map_err(|e| BenchError::new(format!("writing {}: {e}", path.display())))?;
+        tokio::time::sleep(cfg.hold.0).await;
+    }
     for reader in &readers {
         reader.abort();
     }

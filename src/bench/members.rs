@@ -85,6 +85,33 @@ pub async fn connect_all(
     collect(tasks, deadline, "connecting").await
 }
 
+/// Opens `n` connections as [`connect_all`] does, spread over `nodes` (servers sharing their
+/// rooms through one Redis): connection `i` goes to `nodes[i % nodes.len()]`.
+///
+/// Errors: as [`connect_all`]'s; no nodes at all.
+pub async fn connect_spread(
+    nodes: &[SocketAddr],
+    n: usize,
+    deadline: Instant,
+) -> Result<Vec<Channel>, BenchError> {
+    if nodes.is_empty() {
+        return Err(BenchError::new("no server to connect to"));
+    }
+    let mut each = Vec::with_capacity(nodes.len());
+    for (k, addr) in nodes.iter().enumerate() {
+        // Connections k, k + len, k + 2 len, ... below n.
+        let count = n.saturating_sub(k).div_ceil(nodes.len());
+        each.push(connect_all(*addr, count, deadline).await?.into_iter());
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        if let Some(channel) = each.get_mut(i % nodes.len()).and_then(Iterator::next) {
+            out.push(channel);
+        }
+    }
+    Ok(out)
+}
+
 /// Connection number `i` to `addr` (see [`LOOPBACK_SOURCES`]).
 async fn connect(addr: SocketAddr, i: usize) -> std::io::Result<Channel> {
     let source = match addr {

@@ -39,7 +39,7 @@ use crate::grpc::client::{CallReceiver, CallSender, Channel, ChannelConfig, Clie
 use member::{run_member, MemberCtx, MemberStats, RoomProgress, Slot};
 use sender::{run_sender, SenderCtx, SenderStats};
 
-use super::members::{check_open_files, connect_all, join_all, room_names, JoinSpec};
+use super::members::{check_open_files, connect_spread, join_all, room_names, JoinSpec};
 use super::proc::ProcSample;
 use super::report::{Report, Value};
 use super::ticker::ticker;
@@ -67,12 +67,13 @@ pub struct FanoutConfig {
     /// The server.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub addr: SocketAddr,
-    /// A second server sharing the rooms (`serve --redis`, the same Redis): every odd
-    /// connection goes to it, so the senders (each room's first member, on an even connection
-    /// when --members is even) post on --addr and half the members receive across the nodes;
-    /// their latency is also reported apart (`peer_p50_us`, `peer_p99_us`).
+    /// Other servers sharing the rooms (`serve --redis`, the same Redis), repeatable: with P of
+    /// them, connection c goes to --addr when c % (P + 1) is 0 and to the (c % (P + 1))th peer
+    /// otherwise, so the senders (each room's first member, on connection 0 of its room when
+    /// --members is a multiple of P + 1) post on --addr and the other nodes' members receive
+    /// across nodes; their latency is also reported apart (`peer_p50_us`, `peer_p99_us`).
     #[arg(long)]
-    pub peer: Option<SocketAddr>,
+    pub peer: Vec<SocketAddr>,
     /// Number of rooms.
     #[arg(long, default_value_t = 1)]
     pub rooms: usize,
@@ -147,16 +148,8 @@ pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
     let clock = Clock::new();
 
     let join_start = Instant::now();
-    let mut channels = connect_all(cfg.addr, conns, deadline).await?;
-    if let Some(peer) = cfg.peer {
-        // Every odd connection goes to the peer instead.
-        let mut on_peer = connect_all(peer, conns / 2, deadline).await?.into_iter();
-        for channel in channels.iter_mut().skip(1).step_by(2) {
-            if let Some(p) = on_peer.next() {
-                *channel = p;
-            }
-        }
-    }
+    let nodes: Vec<SocketAddr> = std::iter::once(cfg.addr).chain(cfg.peer.clone()).collect();
+    let channels = connect_spread(&nodes, conns, deadline).await?;
     let names = room_names(cfg.rooms);
     let calls = join_members(&cfg, &names, &channels, conns, deadline).await?;
     let stalled = join_stalled(&cfg, &names, deadline).await?;
@@ -430,7 +423,7 @@ fn add_outcome(
     let conns = cfg.conns.unwrap_or(cfg.rooms * cfg.members).max(1);
     let mut stopped = 0;
     for (g, stats) in members.iter().enumerate() {
-        if cfg.peer.is_some() && (g % conns) % 2 == 1 {
+        if (g % conns) % (cfg.peer.len() + 1) != 0 {
             on_peer.merge(&stats.latency);
         }
         all.delivered += stats.delivered;
@@ -469,7 +462,7 @@ fn add_outcome(
         .float("deliveries_per_s", all.delivered as f64 / elapsed_s)
         .float("posts_per_s", posted as f64 / elapsed_s);
     add_latency(report, &all.latency);
-    if cfg.peer.is_some() {
+    if !cfg.peer.is_empty() {
         let us = |ns: u64| ns as f64 / 1e3;
         report
             .float("peer_p50_us", us(on_peer.quantile(0.50)))

@@ -420,14 +420,7 @@ impl ChatService {
         }
         let posted = match &self.shared {
             Some(shared) => {
-                let poster = member.poster();
-                in_flight.push(shared.post(
-                    poster.room_id(),
-                    poster.name(),
-                    poster.epoch(),
-                    poster.closed_at(),
-                    &msg.text,
-                ));
+                in_flight.push(shared.post(&member.poster(), &msg.text));
                 return Ok(None);
             }
             None => member.post(&msg.text),
@@ -444,17 +437,7 @@ impl ChatService {
         match &self.shared {
             // Boxed (by the engine): a Redis round trip's future is large, and every member's
             // handler would otherwise hold room for it while it waits for a post.
-            Some(shared) => {
-                shared
-                    .post_one(
-                        poster.room_id(),
-                        poster.name(),
-                        poster.epoch(),
-                        poster.closed_at(),
-                        text,
-                    )
-                    .await
-            }
+            Some(shared) => shared.post_one(poster, text).await,
             None => Ok(poster.post(text)),
         }
     }

@@ -25,7 +25,7 @@ use futures_util::StreamExt;
 
 use super::{is_no_script, lock, Engine, Missing};
 use crate::grpc::Status;
-use crate::services::chat::room::Posted;
+use crate::services::chat::room::{Posted, Poster};
 
 /// Posts one member may have sent to Redis and not had answered. Past it the member's stream is
 /// not read until the oldest is answered (its client's window fills, and it waits).
@@ -94,40 +94,25 @@ impl InFlight {
 }
 
 impl Engine {
-    /// Posts `text` as `name` in the shared room (the member's copy is in `epoch`; `closed_at`
-    /// is its close point if the room closed for shutdown), for a caller with one post at a
-    /// time. Errors as [`Engine::post`]'s.
-    pub async fn post_one(
-        self: &Arc<Self>,
-        room_id: &str,
-        name: &str,
-        epoch: &str,
-        closed_at: Option<u64>,
-        text: &str,
-    ) -> Result<Posted, Status> {
+    /// Posts `text` as the member `poster` posts as, for a caller with one post at a time.
+    /// Errors as [`Engine::post`]'s.
+    pub async fn post_one(self: &Arc<Self>, poster: &Poster, text: &str) -> Result<Posted, Status> {
         let mut one = InFlight::default();
-        one.push(self.post(room_id, name, epoch, closed_at, text));
+        one.push(self.post(poster, text));
         one.next().await
     }
 
-    /// Numbers a post of `text` as `name` in the shared room (the member's copy is in `epoch`;
-    /// `closed_at` is its close point if the room closed for shutdown) and returns its sending,
-    /// for an [`InFlight`]: posts numbered one after the other are taken by Redis in that order
-    /// or not at all.
+    /// Numbers a post of `text` as the member `poster` posts as (in its copy's epoch, unless its
+    /// room closed for shutdown) and returns its sending, for an [`InFlight`]: posts numbered
+    /// one after the other are taken by Redis in that order or not at all.
     ///
     /// Errors (in the answer): UNAVAILABLE when Redis cannot be reached (the text is not
     /// posted), when an earlier post of the member did not get there (neither did this one),
     /// when the room's history is gone (the copy is retired), or when the member's claim ran
     /// out (its call is cut): the client joins again.
-    pub fn post(
-        self: &Arc<Self>,
-        room_id: &str,
-        name: &str,
-        epoch: &str,
-        closed_at: Option<u64>,
-        text: &str,
-    ) -> PostFuture {
-        if let Some(at) = closed_at {
+    pub fn post(self: &Arc<Self>, poster: &Poster, text: &str) -> PostFuture {
+        let (room_id, name, epoch) = (poster.room_id(), poster.name(), poster.epoch());
+        if let Some(at) = poster.closed_at() {
             return Box::pin(std::future::ready(Answer::Done(Ok(Posted::Closed(at)))));
         }
         let numbered = lock(&self.claims)
