@@ -8,8 +8,10 @@
 #   benches/ab.sh OLD_BIN NEW_BIN [ROUNDS]     # e.g. the commit before a change, and after it
 #
 # Environment: SERVER_CPU (default 0), LOAD_CPU (default 1), OUT (default target/bench-ab),
-# QUICK=1 for a reduced scale (the figures then only show that it runs). Needs what run.sh needs
-# (taskset, h2load).
+# QUICK=1 for a reduced scale (the figures then only show that it runs), SCENARIOS (default
+# "a b c e"; add "f" for run.sh's scenario (f), two nodes of one Redis against one node: each
+# round starts its own redis-server, see benches/redis.sh). Needs what run.sh needs (taskset,
+# h2load; redis-server for (f)).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,21 +21,26 @@ LOAD_CPU=${LOAD_CPU:-1}
 OUT=${OUT:-target/bench-ab}
 mkdir -p "$OUT"
 if [[ "${QUICK:-0}" == 1 ]]; then
-  A_MSGS=5000 B_MSGS=2500 C_MSGS=400 E_N=50000
+  A_MSGS=5000 B_MSGS=2500 C_MSGS=400 E_N=50000 F_MSGS=1000
 else
-  A_MSGS=50000 B_MSGS=15000 C_MSGS=2000 E_N=300000
+  A_MSGS=50000 B_MSGS=15000 C_MSGS=2000 E_N=300000 F_MSGS=5000
 fi
+SCENARIOS=${SCENARIOS:-a b c e}
 
 pid=
-cleanup() { [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true; }
+others=()
+cleanup() {
+  for p in $pid "${others[@]}"; do kill "$p" 2>/dev/null || true; done
+}
 trap cleanup EXIT
 
-# start BIN NAME: a fresh chat server of BIN on the server CPU; sets $pid and $addr.
+# start BIN NAME [ARGS...]: a fresh chat server of BIN on the server CPU; sets $pid and $addr.
 start() {
   local bin=$1 name=$2 extra=()
+  shift 2
   # The interop service is served by default before --interop existed.
   "$bin" serve --help | grep -q -- '--interop' && extra=(--interop)
-  taskset -c "$SERVER_CPU" "$bin" serve --addr 127.0.0.1:0 --max-post-rate 0 "${extra[@]}" \
+  taskset -c "$SERVER_CPU" "$bin" serve --addr 127.0.0.1:0 --max-post-rate 0 "${extra[@]}" "$@" \
     >/dev/null 2>"$OUT/$name.log" &
   pid=$!
   for _ in $(seq 100); do
@@ -52,10 +59,54 @@ stop() {
 field() { sed -nE "s/.*\"$2\":(\"[^\"]*\"|[^,}]*).*/\1/p" "$OUT/$1.json" | tr -d '"'; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
+# (f) against BIN: 100 members, one sender at 1,000 posts/s, on one node; then over two nodes of
+# one Redis (every other connection on the second). Appends the CPU per delivery on one node, the
+# busier node's over two, and their ratio to $OUT/TAG.txt.
+f_round() {
+  local bin=$1 tag=$2 r=$3 n a_pid b_pid b_addr before after
+  n="$tag-f-$r"
+  start "$bin" "$n-one"
+  taskset -c "$LOAD_CPU" "$new" bench fanout --addr "$addr" --rooms 1 --members 100 --senders 1 \
+    --messages "$F_MSGS" --size 100 --rate 1000 --server-pid "$pid" >"$OUT/$n-one.json" \
+    2>"$OUT/$n-one.txt" || true
+  stop
+  start_redis "$OUT/$n-redis.log" taskset -c "$SERVER_CPU"
+  others=("$redis_pid")
+  start "$bin" "$n-b" --redis "$redis_url"
+  b_pid=$pid b_addr=$addr
+  others+=("$b_pid")
+  start "$bin" "$n-a" --redis "$redis_url"
+  a_pid=$pid
+  for name in "$n-a" "$n-b"; do
+    for _ in $(seq 100); do
+      grep -q "chat is serving" "$OUT/$name.log" && break
+      sleep 0.1
+    done
+  done
+  before="$(cpu_ticks "$a_pid") $(cpu_ticks "$b_pid")"
+  taskset -c "$LOAD_CPU" "$new" bench fanout --addr "$addr" --peer "$b_addr" --rooms 1 \
+    --members 100 --senders 1 --messages "$F_MSGS" --size 100 --rate 1000 \
+    >"$OUT/$n-two.json" 2>"$OUT/$n-two.txt" || true
+  after="$(cpu_ticks "$a_pid") $(cpu_ticks "$b_pid")"
+  stop
+  for p in "$b_pid" "$redis_pid"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  others=()
+  local one node
+  one=$(field "$n-one" server_ns_per_delivery)
+  node=$(echo "$before $after" | awk -v hz="$(getconf CLK_TCK)" -v d="$(field "$n-two" delivered)" '{
+    a = ($3 - $1) / hz * 1e9 / (d / 2); b = ($4 - $2) / hz * 1e9 / (d / 2); printf "%.0f", (a > b ? a : b) }')
+  echo "(f)_one_node_ns_per_delivery $one" >>"$OUT/$tag.txt"
+  echo "(f)_two_nodes_ns_per_delivery $node" >>"$OUT/$tag.txt"
+  echo "(f)_ratio $(awk -v n="$node" -v o="$one" 'BEGIN { if (o > 0) printf "%.2f", n / o }')" >>"$OUT/$tag.txt"
+  echo "(f)_two_nodes_lost $(field "$n-two" lost)" >>"$OUT/$tag.txt"
+}
+
 # One round of every scenario against BIN; appends "figure value" lines to $OUT/TAG.txt.
 round() {
   local bin=$1 tag=$2 r=$3 n
+  [[ " $SCENARIOS " == *" f "* ]] && f_round "$bin" "$tag" "$r"
   for s in a b c; do
+    [[ " $SCENARIOS " == *" $s "* ]] || continue
     n="$tag-$s-$r"
     start "$bin" "$n"
     case $s in
@@ -69,6 +120,7 @@ round() {
     echo "($s)_ns_per_delivery $(field "$n" server_ns_per_delivery)" >>"$OUT/$tag.txt"
     [[ $s == b ]] && echo "(b)_p99_us $(field "$n" p99_us)" >>"$OUT/$tag.txt"
   done
+  [[ " $SCENARIOS " == *" e "* ]] || return 0
   n="$tag-e-$r"
   start "$bin" "$n"
   "$new" bench unary-request --out "$OUT/unary.bin" >/dev/null 2>&1
@@ -87,6 +139,8 @@ round() {
   fi
 }
 
+# shellcheck source=benches/redis.sh
+source benches/redis.sh
 rm -f "$OUT/old.txt" "$OUT/new.txt"
 load_before=$(cut -d' ' -f1 /proc/loadavg)
 for r in $(seq "$rounds"); do
@@ -103,7 +157,9 @@ echo
 echo "| figure | old (median) | new (median) | new / old |"
 echo "|---|---|---|---|"
 for f in "(a)_ns_per_delivery" "(b)_ns_per_delivery" "(b)_p99_us" "(c)_ns_per_delivery" \
-  "(e)_us_per_request" "(e)_req_per_s"; do
+  "(e)_us_per_request" "(e)_req_per_s" "(f)_one_node_ns_per_delivery" \
+  "(f)_two_nodes_ns_per_delivery" "(f)_ratio" "(f)_two_nodes_lost"; do
+  grep -q "^$f " "$OUT/old.txt" "$OUT/new.txt" 2>/dev/null || continue
   o=$(median old "$f") n=$(median new "$f")
   ratio=$(awk -v o="${o:-0}" -v n="${n:-0}" 'BEGIN { if (o > 0 && n > 0) printf "%.2f", n / o; else print "n/a" }')
   echo "| ${f//_/ } | ${o:-n/a} | ${n:-n/a} | $ratio |"

@@ -161,7 +161,7 @@ cat <<EOF
 
 ## Scale run ($NODES nodes of one Redis)
 
-$(date -u +%Y-%m-%d), $(nproc) CPUs, every process on CPUs $(taskset -pc $$ | sed 's/.*: //') (nodes, Redis and benches share them);
+$(date -u +%Y-%m-%d), $(nproc --all) CPUs, every process on CPUs $(taskset -pc $$ | sed 's/.*: //') (nodes, Redis and benches share them);
 load average $(cut -d' ' -f1-3 /proc/loadavg) at the end.
 
 | Figure | Measured |

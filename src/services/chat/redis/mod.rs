@@ -38,7 +38,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tracing::{debug, warn};
 
 use crate::grpc::Status;
@@ -58,6 +58,10 @@ pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(15);
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Times a join makes a new local copy of its room when the last one was emptied meanwhile.
 const ADMIT_TRIES: usize = 3;
+/// Scripts one node may have sent to Redis and not had answered; more wait in the node, in
+/// order. Without it a burst of joins (tens of thousands of members connecting at once) queues
+/// in Redis, where each waits against [`REDIS_TIMEOUT`] and a slow answer counts as Redis down.
+pub const MAX_SCRIPTS_IN_FLIGHT: usize = 128;
 
 /// Where the shared rooms live, and how long presence lasts.
 #[derive(Clone, Debug)]
@@ -146,6 +150,8 @@ pub struct Engine {
     commands_up: AtomicBool,
     /// Whether the subscription is connected and every copy filled since.
     pubsub_up: AtomicBool,
+    /// Room for scripts in flight ([`MAX_SCRIPTS_IN_FLIGHT`]).
+    scripts_in_flight: Semaphore,
     health: OnceLock<HealthHandle>,
     health_lock: Mutex<Option<ServingStatus>>,
 }
@@ -186,6 +192,7 @@ impl Engine {
             requests,
             commands_up: AtomicBool::new(false),
             pubsub_up: AtomicBool::new(false),
+            scripts_in_flight: Semaphore::new(MAX_SCRIPTS_IN_FLIGHT),
             health: OnceLock::new(),
             health_lock: Mutex::new(None),
         });
@@ -271,6 +278,8 @@ impl Engine {
         for arg in args {
             cmd.arg(*arg);
         }
+        // Never closed; waiters are served in order (a member's posts stay in theirs).
+        let _permit = self.scripts_in_flight.acquire().await.ok();
         let mut con = self.commands.clone();
         let mut reply = cmd.query_async(&mut con).await;
         if missing == Missing::Load && reply.as_ref().err().is_some_and(is_no_script) {
