@@ -47,30 +47,40 @@ async fn renew(engine: &Engine) {
         return;
     }
     let ttl_ms = engine.ttl.as_millis().to_string();
-    for (room, (epoch, members)) in by_room {
-        let mut args: Vec<&[u8]> = vec![epoch.as_bytes(), ttl_ms.as_bytes()];
-        for (name, token) in &members {
-            args.push(name.as_bytes());
-            args.push(token.as_bytes());
+    // Every room at once (as many scripts in flight as the engine allows): one after the other,
+    // a node with thousands of rooms on a busy core took longer than the TTL, and its members'
+    // claims ran out while it was still renewing them.
+    let rounds = by_room
+        .into_iter()
+        .map(|(room, claims)| renew_room(engine, room, claims, &ttl_ms));
+    futures_util::future::join_all(rounds).await;
+}
+
+/// Renews the claims of one room's local members; loses those Redis no longer has, and retires
+/// the room's copy if its history is gone.
+async fn renew_room(engine: &Engine, room: String, (epoch, members): RoomClaims, ttl_ms: &str) {
+    let mut args: Vec<&[u8]> = vec![epoch.as_bytes(), ttl_ms.as_bytes()];
+    for (name, token) in &members {
+        args.push(name.as_bytes());
+        args.push(token.as_bytes());
+    }
+    let reply: Vec<String> = match engine.run(&engine.scripts.renew, &room, &args).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            debug!(room, error = %e, "redis: renewal failed");
+            return;
         }
-        let reply: Vec<String> = match engine.run(&engine.scripts.renew, &room, &args).await {
-            Ok(reply) => reply,
-            Err(e) => {
-                debug!(room, error = %e, "redis: renewal failed");
-                return;
+    };
+    match reply.split_first() {
+        Some((ok, lost)) if ok == "ok" => {
+            for name in lost {
+                engine.lose(&room, name);
             }
-        };
-        match reply.split_first() {
-            Some((ok, lost)) if ok == "ok" => {
-                for name in lost {
-                    engine.lose(&room, name);
-                }
-            }
-            _ => {
-                // The room's history is gone in Redis: its members resume into a new epoch.
-                lock(&engine.claims).retain(|(r, _), c| !(r == &room && c.epoch == epoch));
-                engine.rooms.retire_shared(&room, &epoch);
-            }
+        }
+        _ => {
+            // The room's history is gone in Redis: its members resume into a new epoch.
+            lock(&engine.claims).retain(|(r, _), c| !(r == &room && c.epoch == epoch));
+            engine.rooms.retire_shared(&room, &epoch);
         }
     }
 }
