@@ -10,7 +10,10 @@
 # Environment: SERVER_CPU (default 0), LOAD_CPU (default 1), OUT (default target/bench-ab),
 # QUICK=1 for a reduced scale (the figures then only show that it runs), SCENARIOS (default
 # "a b c e"; add "f" for run.sh's scenario (f), two nodes of one Redis against one node: each
-# round starts its own redis-server, see benches/redis.sh). Needs what run.sh needs (taskset,
+# round starts its own redis-server, see benches/redis.sh; F_RATE posts/s, default 1,000, and
+# F_POSTS posts; F_REDIS_NICE, e.g. -10, runs Redis at that nice: on a shared core it otherwise gets
+# one thread's share among many, while in production it has a core of its own). Needs what
+# run.sh needs (taskset,
 # h2load; redis-server for (f)).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +29,8 @@ else
   A_MSGS=50000 B_MSGS=15000 C_MSGS=2000 E_N=300000 F_MSGS=5000
 fi
 SCENARIOS=${SCENARIOS:-a b c e}
+F_RATE=${F_RATE:-1000}
+F_MSGS=${F_POSTS:-$F_MSGS}
 
 pid=
 others=()
@@ -59,7 +64,7 @@ stop() {
 field() { sed -nE "s/.*\"$2\":(\"[^\"]*\"|[^,}]*).*/\1/p" "$OUT/$1.json" | tr -d '"'; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
-# (f) against BIN: 100 members, one sender at 1,000 posts/s, on one node; then over two nodes of
+# (f) against BIN: 100 members, one sender at F_RATE posts/s, on one node; then over two nodes of
 # one Redis (every other connection on the second). Appends the CPU per delivery on one node, the
 # busier node's over two, and their ratio to $OUT/TAG.txt.
 f_round() {
@@ -67,10 +72,10 @@ f_round() {
   n="$tag-f-$r"
   start "$bin" "$n-one"
   taskset -c "$LOAD_CPU" "$new" bench fanout --addr "$addr" --rooms 1 --members 100 --senders 1 \
-    --messages "$F_MSGS" --size 100 --rate 1000 --server-pid "$pid" >"$OUT/$n-one.json" \
+    --messages "$F_MSGS" --size 100 --rate "$F_RATE" --server-pid "$pid" >"$OUT/$n-one.json" \
     2>"$OUT/$n-one.txt" || true
   stop
-  start_redis "$OUT/$n-redis.log" taskset -c "$SERVER_CPU"
+  start_redis "$OUT/$n-redis.log" ${F_REDIS_NICE:+nice -n "$F_REDIS_NICE"} taskset -c "$SERVER_CPU"
   others=("$redis_pid")
   start "$bin" "$n-b" --redis "$redis_url"
   b_pid=$pid b_addr=$addr
@@ -85,7 +90,7 @@ f_round() {
   done
   before="$(cpu_ticks "$a_pid") $(cpu_ticks "$b_pid")"
   taskset -c "$LOAD_CPU" "$new" bench fanout --addr "$addr" --peer "$b_addr" --rooms 1 \
-    --members 100 --senders 1 --messages "$F_MSGS" --size 100 --rate 1000 \
+    --members 100 --senders 1 --messages "$F_MSGS" --size 100 --rate "$F_RATE" \
     >"$OUT/$n-two.json" 2>"$OUT/$n-two.txt" || true
   after="$(cpu_ticks "$a_pid") $(cpu_ticks "$b_pid")"
   stop

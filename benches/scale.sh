@@ -15,7 +15,7 @@
 #   benches/scale.sh                     # 4 nodes x 15,000 members, then one room of 10,000
 #   taskset -c 1 benches/scale.sh        # everything on one core (children inherit the mask)
 #
-# Environment: NODES (4), PER_NODE (15000), ROOM_MEMBERS (10000), ROOM_CONNS (400), ROOM_RATE
+# Environment: ROOM_ONLY=1 (phase 2 alone), NODES (4), PER_NODE (15000), ROOM_MEMBERS (10000), ROOM_CONNS (400), ROOM_RATE
 # (100), ROOM_MSGS (500), HOLD (the longest a bench keeps its members joined, 900 s: the script
 # stops the benches by PID once it has measured), OUT (target/bench-scale). Every process is stopped by its PID; every wait is bounded.
 # Needs: redis-server (installed when missing and running as root: benches/redis.sh), /proc, and
@@ -24,6 +24,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+ROOM_ONLY=${ROOM_ONLY:-0}
 NODES=${NODES:-4}
 PER_NODE=${PER_NODE:-15000}
 ROOM_MEMBERS=${ROOM_MEMBERS:-10000}
@@ -94,7 +95,20 @@ spread() {
   echo "${args[@]}"
 }
 
+# members_in_redis: every member Redis holds a claim for.
+members_in_redis() {
+  local n=0 key
+  for key in $(redis-cli -p "$port" --scan --pattern 'h2chat:order:*'); do
+    n=$((n + $(redis-cli -p "$port" zcard "$key")))
+  done
+  echo "$n"
+}
+
+rows=()
+row() { rows+=("| $1 | $2 |"); }
+
 # 1. NODES x PER_NODE idle members.
+if ((!ROOM_ONLY)); then
 base_rss=() mem_before=$(mem_available_mib)
 for p in "${node_pids[@]}"; do base_rss+=("$(rss_kib "$p")"); done
 t0=$(date +%s.%N)
@@ -116,16 +130,16 @@ t1=$(date +%s.%N)
 joined_rss=() mem_joined=$(mem_available_mib)
 for p in "${node_pids[@]}"; do joined_rss+=("$(rss_kib "$p")"); done
 redis_joined=$(redis_mem)
-in_redis=0
-for key in $(redis-cli -p "$port" --scan --pattern 'h2chat:order:*'); do
-  in_redis=$((in_redis + $(redis-cli -p "$port" zcard "$key")))
-done
+in_redis=$(members_in_redis)
 rooms_in_redis=$(redis-cli -p "$port" --scan --pattern 'h2chat:meta:*' | wc -l)
 for p in "${bench_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 for p in "${bench_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+# Their leaves announced (at most two minutes) before the next phase joins anyone.
+for _ in $(seq 120); do
+  (($(members_in_redis) == 0)) && break
+  sleep 1
+done
 
-rows=()
-row() { rows+=("| $1 | $2 |"); }
 total=$((NODES * PER_NODE))
 all_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
 each=""
@@ -141,6 +155,7 @@ done
 row "server RSS per member (connection + member) on each node" "${per_node% } KiB"
 row "Redis memory" "$(awk -v a="$redis_base" -v b="$redis_joined" -v n="$total" 'BEGIN { printf "%.0f MiB (%.0f bytes per member)", b / 1048576, (b - a) / n }')"
 row "machine memory available" "$mem_before MiB before, $mem_joined MiB with every member joined"
+fi
 
 # 2. One room of ROOM_MEMBERS over every node, one sender at ROOM_RATE posts/s.
 # shellcheck disable=SC2046
