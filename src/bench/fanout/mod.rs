@@ -423,7 +423,7 @@ fn add_outcome(
     let conns = cfg.conns.unwrap_or(cfg.rooms * cfg.members).max(1);
     let mut stopped = 0;
     for (g, stats) in members.iter().enumerate() {
-        if (g % conns) % (cfg.peer.len() + 1) != 0 {
+        if !(g % conns).is_multiple_of(cfg.peer.len() + 1) {
             on_peer.merge(&stats.latency);
         }
         all.delivered += stats.delivered;
