@@ -264,8 +264,12 @@ impl Attacker {
         })
         .await;
         let (response, mut body_tx) = send.send_request(req, false).expect("send request");
+        // A server may answer and end the stream before it reads the request body (an unknown
+        // method's UNIMPLEMENTED does): the send then fails, and the response says what the
+        // server answered, which is what the caller asserts on.
+        // (Any other failure shows there too: a stream h2 could not send on has no answer.)
         if !body.is_empty() || end {
-            body_tx.send_data(body, end).expect("send request body");
+            let _ = body_tx.send_data(body, end);
         }
         (response, body_tx)
     }

@@ -700,7 +700,7 @@ async fn drive_call(shared: &Shared, call: &Call) {
         return refuse_unimplemented(call, status);
     };
     let labels = MethodLabels::served(&call.info().path);
-    stats::call_started(labels);
+    stats::call_started(*labels);
     let started = Instant::now();
     // The call ends at its deadline or when its principal's credential expires, whichever is
     // first. Boxed, and only when there is one: a timer is large, and most calls have none.
@@ -720,12 +720,7 @@ async fn drive_call(shared: &Shared, call: &Call) {
         Some(sleep) => sleep.as_mut().poll(cx),
         None => Poll::Pending,
     });
-    let send_stalled = async {
-        match shared.config.send_timeout {
-            Some(timeout) => call.send_stalled(timeout).await,
-            None => std::future::pending().await,
-        }
-    };
+    let send_stalled = call.send_stalled(shared.config.send_timeout);
     let outcome = tokio::select! {
         // The handler first: on shutdown it may still say goodbye (health sends NOT_SERVING).
         biased;
@@ -758,7 +753,7 @@ async fn drive_call(shared: &Shared, call: &Call) {
         Some(Ok(())) => Code::Ok,
         Some(Err(status)) => status.code(),
     };
-    stats::call_handled(labels, code, started.elapsed());
+    stats::call_handled(*labels, code, started.elapsed());
     if let Some(Err(status)) = &outcome {
         log_failed_call(call, status, shared.signal.is_shutting_down());
     }

@@ -187,14 +187,16 @@ impl ChatService {
 
     async fn chat(&self, call: &Call) -> CallResult {
         // The join message lives only in this block: the member's task keeps what it needs, and
-        // its size is per-member memory for as long as the member stays.
+        // its size is per-member memory for as long as the member stays. The join's future is
+        // boxed for the same reason: it is twice the size of the member's loop, and only needed
+        // once.
         let mut joined = {
             let Some(first) = call.recv::<ChatMessage>().await? else {
                 return Err(Status::invalid_argument(
                     "the first message must join: room_id and sender_id are required",
                 ));
             };
-            self.join(call, first).await?
+            Box::pin(self.join(call, first)).await?
         };
         // However this ends — returned, or stopped by the server on cancel, deadline or
         // shutdown — dropping `joined` posts the leave with the reason the call's state tells.
@@ -327,23 +329,15 @@ impl ChatService {
                 .as_ref()
                 .is_some_and(|(at, _)| member.cursor() > *at);
             // Unbiased on purpose: neither the member's own posts nor its deliveries may starve.
+            let send_wait = if sending {
+                SendWait::Flush
+            } else if window_wait {
+                SendWait::Window
+            } else {
+                SendWait::News { drained }
+            };
             tokio::select! {
-                sent = flush_or_block(call, &blocker), if sending => sent?,
-                // Window first, then the batch (next time round): the wait holds nothing.
-                room = call.send_capacity(MAX_BATCH_BYTES), if window_wait => {
-                    room?;
-                }
-                // Both waits resolve at once when already true, so dropping this one loses nothing.
-                () = async {
-                    if !drained {
-                        member.changed().await;
-                        // News while the last batch is unwritten: blocked until h2 writes it.
-                        if !call.is_send_idle() {
-                            blocker.set(true);
-                        }
-                    }
-                    call.written().await
-                }, if !sending && !window_wait => {}
+                sent = send_side(call, &blocker, member, send_wait) => sent?,
                 posted = next_post(call, &mut bucket, &blocker), if reading => match posted? {
                     Some(msg) => {
                         if let Some(Posted::Closed(at)) = self.post(member, msg, &mut in_flight)? {
@@ -400,7 +394,7 @@ impl ChatService {
     fn post(
         &self,
         member: &Member,
-        msg: ChatMessage,
+        msg: Box<ChatMessage>,
         in_flight: &mut redis::InFlight,
     ) -> Result<Option<Posted>, Status> {
         let same_room = || {
@@ -566,6 +560,44 @@ fn shutdown_begun(signal: &ShutdownSignal) -> impl std::future::Future<Output = 
     })
 }
 
+/// What the member's loop waits for on the sending side this turn: one of three, so one future
+/// (the member's handler holds room for the largest of them, not for all three).
+#[derive(Clone, Copy)]
+enum SendWait {
+    /// Queued bytes: flush them.
+    Flush,
+    /// Events are due but the window is zero: wait for window first, then the batch (next time
+    /// round); the wait holds nothing.
+    Window,
+    /// Nothing queued: wait for news (unless drained), then for h2 to have written the last
+    /// batch. Both waits resolve at once when already true, so dropping this one loses nothing.
+    News { drained: bool },
+}
+
+/// The member's sending side for one turn of its loop (see [`SendWait`]).
+async fn send_side(
+    call: &Call,
+    blocker: &Blocker,
+    member: &mut Member,
+    wait: SendWait,
+) -> Result<(), Status> {
+    match wait {
+        SendWait::Flush => flush_or_block(call, blocker).await,
+        SendWait::Window => call.send_capacity(MAX_BATCH_BYTES).await.map(drop),
+        SendWait::News { drained } => {
+            if !drained {
+                member.changed().await;
+                // News while the last batch is unwritten: blocked until h2 writes it.
+                if !call.is_send_idle() {
+                    blocker.set(true);
+                }
+            }
+            call.written().await;
+            Ok(())
+        }
+    }
+}
+
 /// Flushes the member's queued bytes; if they must wait for the client's window, the member is
 /// blocked meanwhile (see [`Member::set_blocked`]).
 async fn flush_or_block(call: &Call, blocker: &Blocker) -> Result<(), Status> {
@@ -596,7 +628,7 @@ async fn next_post(
     call: &Call,
     bucket: &mut TokenBucket,
     gate: &Blocker,
-) -> Result<Option<ChatMessage>, Status> {
+) -> Result<Option<Box<ChatMessage>>, Status> {
     gate.ready().await;
     let wait = bucket.wait();
     if let Some(wait) = wait {
@@ -620,7 +652,9 @@ async fn next_post(
             }
         }
     }
-    Ok(msg)
+    // Boxed: a message is 264 bytes, and the member's loop would otherwise keep room for
+    // several copies of it in every member's handler, read or not.
+    Ok(msg.map(Box::new))
 }
 
 /// Lines saying a member hit the post rate: a few a second at most, however many members do.

@@ -241,10 +241,18 @@ impl Call {
     /// flow-control window, having reset the stream (CANCEL): the handler should be stopped, and
     /// every byte the call held goes back to the send budget. Polled beside the handler, in its
     /// task: a stall only begins while the handler polls a flush, and the timer is armed only
-    /// then (and reused), so a call that never stalls never touches the timer.
-    pub(in crate::grpc) async fn send_stalled(&self, timeout: Duration) {
+    /// then (and reused), so a call that never stalls never touches the timer. With no timeout it
+    /// never resolves. A plain poll function, not an `async fn`: it is part of every call's task
+    /// for as long as the call runs, and this way it is 32 bytes.
+    pub(in crate::grpc) fn send_stalled(
+        &self,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = ()> + Send + '_ {
         let mut timer: Option<Pin<Box<Sleep>>> = None;
-        poll_fn(|cx| {
+        poll_fn(move |cx| {
+            let Some(timeout) = timeout else {
+                return Poll::Pending;
+            };
             let Some(since) = self.lock().stalled_since else {
                 return Poll::Pending;
             };
@@ -273,7 +281,6 @@ impl Call {
                 return Poll::Ready(());
             }
         })
-        .await
     }
 }
 
