@@ -19,6 +19,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
@@ -78,16 +79,24 @@ impl InFlight {
     }
 
     /// The oldest post's answer; pending while there is none. A post to send again goes first,
-    /// alone in its turn: every post before it is accepted.
-    pub async fn next(&mut self) -> Result<Posted, Status> {
+    /// alone in its turn: every post before it is accepted. (A poll function, not an `async
+    /// fn`: every member's handler holds this wait, so it holds one reference and nothing else.)
+    pub fn next(&mut self) -> impl Future<Output = Result<Posted, Status>> + '_ {
+        std::future::poll_fn(|cx| self.poll_next(cx))
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Posted, Status>> {
         let Some(q) = self.0.as_mut() else {
-            return std::future::pending().await;
+            return Poll::Pending;
         };
         loop {
-            match q.next().await {
-                Some(Answer::Done(answer)) => return answer,
-                Some(Answer::Again(post)) => q.push_front(Box::pin(post.send(Missing::Load))),
-                None => return std::future::pending().await,
+            match q.poll_next_unpin(cx) {
+                Poll::Ready(Some(Answer::Done(answer))) => return Poll::Ready(answer),
+                Poll::Ready(Some(Answer::Again(post))) => {
+                    q.push_front(Box::pin(post.send(Missing::Load)))
+                }
+                // Empty: the member's loop waits on it only while a post is in flight.
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
             }
         }
     }
