@@ -347,7 +347,7 @@ impl ChatService {
                     None => inbound_open = false,
                 },
                 // A post's answer from Redis, oldest first; the first that failed ends the call.
-                answer = in_flight.next(), if !in_flight.is_empty() => {
+                answer = in_flight.answer(), if !in_flight.is_empty() => {
                     match answer? {
                         Posted::At(_) => stats::posted(),
                         Posted::Closed(at) => {

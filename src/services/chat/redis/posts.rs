@@ -81,7 +81,7 @@ impl InFlight {
     /// The oldest post's answer; pending while there is none. A post to send again goes first,
     /// alone in its turn: every post before it is accepted. (A poll function, not an `async
     /// fn`: every member's handler holds this wait, so it holds one reference and nothing else.)
-    pub fn next(&mut self) -> impl Future<Output = Result<Posted, Status>> + '_ {
+    pub fn answer(&mut self) -> impl Future<Output = Result<Posted, Status>> + '_ {
         std::future::poll_fn(|cx| self.poll_next(cx))
     }
 
@@ -108,7 +108,7 @@ impl Engine {
     pub async fn post_one(self: &Arc<Self>, poster: &Poster, text: &str) -> Result<Posted, Status> {
         let mut one = InFlight::default();
         one.push(self.post(poster, text));
-        one.next().await
+        one.answer().await
     }
 
     /// Numbers a post of `text` as the member `poster` posts as (in its copy's epoch, unless its
