@@ -123,7 +123,11 @@ round() {
       --server-pid "$pid" >"$OUT/$n.json" 2>"$OUT/$n.txt" || true
     stop
     echo "($s)_ns_per_delivery $(field "$n" server_ns_per_delivery)" >>"$OUT/$tag.txt"
-    [[ $s == b ]] && echo "(b)_p99_us $(field "$n" p99_us)" >>"$OUT/$tag.txt"
+    if [[ $s == b ]]; then
+      echo "(b)_p99_us $(field "$n" p99_us)" >>"$OUT/$tag.txt"
+      echo "(b)_user_ns_per_delivery $(field "$n" server_user_ns_per_delivery)" >>"$OUT/$tag.txt"
+      echo "(b)_write_calls_per_delivery $(field "$n" server_write_calls_per_delivery)" >>"$OUT/$tag.txt"
+    fi
   done
   [[ " $SCENARIOS " == *" e "* ]] || return 0
   n="$tag-e-$r"
@@ -161,7 +165,8 @@ echo "$rounds rounds, alternating; load average $load_before before, $(cut -d' '
 echo
 echo "| figure | old (median) | new (median) | new / old |"
 echo "|---|---|---|---|"
-for f in "(a)_ns_per_delivery" "(b)_ns_per_delivery" "(b)_p99_us" "(c)_ns_per_delivery" \
+for f in "(a)_ns_per_delivery" "(b)_ns_per_delivery" "(b)_user_ns_per_delivery" \
+  "(b)_write_calls_per_delivery" "(b)_p99_us" "(c)_ns_per_delivery" \
   "(e)_us_per_request" "(e)_req_per_s" "(f)_one_node_ns_per_delivery" \
   "(f)_two_nodes_ns_per_delivery" "(f)_ratio" "(f)_two_nodes_lost"; do
   grep -q "^$f " "$OUT/old.txt" "$OUT/new.txt" 2>/dev/null || continue

@@ -13,12 +13,19 @@
 //! take; the gain, measured with `h2load` on unary calls, was about 30% more requests per second.
 //! A flush that is already large (a member's batch of many events) gains nothing from waiting and
 //! goes at once: putting those off doubled the CPU per delivery of flat-out fan-out.
+//!
+//! A connection with at most one running call has no other call to wait for: its writes go at
+//! once ([`CoalescedWrites::unless_alone`]). Its one call hands over what it has together (a chat
+//! member, its whole batch), and with one connection per member the turn was one more poll of
+//! the connection for every write, gathering nothing.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::grpc::server::lifetime::Activity;
 
 /// Writes at least this large go at once: they already carry many frames.
 pub const PUT_OFF_BELOW_BYTES: usize = 4096;
@@ -39,6 +46,8 @@ enum Turn {
 pub struct CoalescedWrites<T> {
     io: T,
     turn: Turn,
+    /// The connection's running calls, if writes go at once while there is at most one.
+    calls: Option<std::sync::Arc<Activity>>,
 }
 
 impl<T> CoalescedWrites<T> {
@@ -47,7 +56,26 @@ impl<T> CoalescedWrites<T> {
         CoalescedWrites {
             io,
             turn: Turn::Idle,
+            calls: None,
         }
+    }
+
+    /// Wraps a transport whose writes wait a turn only while more than one call runs on the
+    /// connection (`calls` counts them): one call alone has nobody to wait for.
+    pub(in crate::grpc) fn unless_alone(
+        io: T,
+        calls: std::sync::Arc<Activity>,
+    ) -> CoalescedWrites<T> {
+        CoalescedWrites {
+            io,
+            turn: Turn::Idle,
+            calls: Some(calls),
+        }
+    }
+
+    /// Whether at most one call runs on the connection (never, for a plain [`new`](Self::new)).
+    fn alone(&self) -> bool {
+        self.calls.as_ref().is_some_and(|a| a.running() <= 1)
     }
 
     /// Whether this write of `len` bytes should wait one turn (and if so, arranges to be polled
@@ -55,7 +83,7 @@ impl<T> CoalescedWrites<T> {
     /// system call, and goes at once.
     fn put_off(&mut self, cx: &mut Context<'_>, len: usize) -> bool {
         match self.turn {
-            Turn::Idle if len >= PUT_OFF_BELOW_BYTES => {
+            Turn::Idle if len >= PUT_OFF_BELOW_BYTES || self.alone() => {
                 self.turn = Turn::Writing;
                 false
             }
@@ -175,6 +203,28 @@ mod tests {
             Poll::Ready(Ok(n)) if n == PUT_OFF_BELOW_BYTES
         ));
         assert_eq!(waker.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_small_write_goes_at_once_while_one_call_runs_alone() {
+        let (near, _far) = tokio::io::duplex(1024);
+        let calls = Activity::new();
+        let mut io = CoalescedWrites::unless_alone(near, calls.clone());
+        let waker = std::sync::Arc::new(CountingWaker::default());
+        let w = std::task::Waker::from(waker.clone());
+        let mut cx = Context::from_waker(&w);
+        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(2));
+        let permit = || permits.clone().try_acquire_owned().expect("a permit");
+        let _one = calls.enter(permit());
+        assert!(matches!(
+            Pin::new(&mut io).poll_write(&mut cx, b"x"),
+            Poll::Ready(Ok(1))
+        ));
+        assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
+        // A second call: the next flush's first small write waits its turn again.
+        let _two = calls.enter(permit());
+        assert!(Pin::new(&mut io).poll_write(&mut cx, b"x").is_pending());
+        assert_eq!(waker.0.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[derive(Default)]

@@ -47,6 +47,11 @@ impl Activity {
         }
     }
 
+    /// How many calls are running on the connection.
+    pub(in crate::grpc) fn running(&self) -> usize {
+        self.calls.load(Ordering::Relaxed)
+    }
+
     /// Since when the connection has had no call, if it has none.
     fn idle_since(&self) -> Option<Instant> {
         let since = *self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
@@ -114,6 +119,11 @@ impl Lifetime {
         }
     }
 
+    /// The connection's running calls.
+    pub(in crate::grpc) fn activity(&self) -> Arc<Activity> {
+        self.activity.clone()
+    }
+
     /// Counts a call as running on this connection (see [`Activity::enter`]).
     pub(in crate::grpc) fn enter(&self, permit: OwnedSemaphorePermit) -> CallSlot {
         self.activity.enter(permit)
@@ -159,7 +169,10 @@ impl Lifetime {
             let timer = self
                 .timer
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-            if timer.deadline() != at {
+            // Only when it must fire sooner, or has fired: while the connection is busy the idle
+            // deadline moves on with every poll, and a timer that fires early only looks again
+            // (a reset on every poll of a busy connection was a timer-wheel update per write).
+            if timer.deadline() > at || timer.is_elapsed() {
                 timer.as_mut().reset(at);
             }
             if timer.as_mut().poll(cx).is_pending() {

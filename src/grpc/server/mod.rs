@@ -525,6 +525,14 @@ async fn serve_connection<T>(
     let connection_window = stream_window
         .saturating_mul(cfg.max_concurrent_streams.max(1))
         .min(MAX_WINDOW_BYTES);
+    // Boxed: the deadlines are needed rarely, and this task lives as long as the connection.
+    let mut lifetime = Box::new(Lifetime::new(
+        Activity::new(),
+        cfg.max_connection_idle,
+        cfg.max_connection_age,
+        cfg.max_connection_age_grace.unwrap_or(Duration::MAX),
+        conn_info.id,
+    ));
     let handshake = {
         let mut builder = h2::server::Builder::new();
         builder
@@ -539,8 +547,9 @@ async fn serve_connection<T>(
             .initial_window_size(stream_window)
             .initial_connection_window_size(connection_window);
         // Writes wait one scheduler turn, so that frames from every call answering at once leave
-        // together (see `coalesce`).
-        Box::pin(builder.handshake::<_, Chunk>(CoalescedWrites::new(socket)))
+        // together; a call alone on its connection has nobody to wait for (see `coalesce`).
+        let socket = CoalescedWrites::unless_alone(socket, lifetime.activity());
+        Box::pin(builder.handshake::<_, Chunk>(socket))
     };
     // Matched in place: a named result would keep a second connection-sized slot in this task for
     // the connection's whole life.
@@ -565,14 +574,6 @@ async fn serve_connection<T>(
         DEFAULT_SEND_RESERVE_PER_CONNECTION,
         shared.send_total.clone(),
     );
-    // Boxed: the deadlines are needed rarely, and this task lives as long as the connection.
-    let mut lifetime = Box::new(Lifetime::new(
-        Activity::new(),
-        cfg.max_connection_idle,
-        cfg.max_connection_age,
-        cfg.max_connection_age_grace.unwrap_or(Duration::MAX),
-        conn_info.id,
-    ));
     let mut draining = false;
     let mut keepalive = conn
         .ping_pong()
@@ -777,9 +778,9 @@ mod tests {
         let deadline = handshake_deadline(&shared.config);
         let task = serve_connection(shared, io, ConnInfo::new(peer, None), deadline, None);
         let size = std::mem::size_of_val(&task);
-        // 2 KiB, and 8 bytes for the connection's send budget (the idle and age deadlines are
-        // boxed).
-        assert!(size <= 2056, "the connection task is {size} bytes");
+        // 2 KiB, 8 bytes for the connection's send budget (the idle and age deadlines are
+        // boxed) and 8 for the running calls its writes look at (`coalesce`).
+        assert!(size <= 2064, "the connection task is {size} bytes");
     }
 
     /// A call's task lives as long as the call (a chat member's, for hours), so its size is
