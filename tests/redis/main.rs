@@ -8,6 +8,7 @@ mod support;
 
 mod bench;
 mod cluster;
+mod limits;
 mod nodes;
 mod outage;
 mod posts;

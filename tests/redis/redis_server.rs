@@ -1,6 +1,7 @@
 //! A real `redis-server` for one test: on a free loopback port below 32768 (a random one, another
 //! when it cannot bind), persistence off (`--save '' --appendonly no`) in its own temp dir,
-//! stopped by its PID when dropped and killed by the kernel if the test process dies first.
+//! stopped by its PID when dropped and killed by the kernel if the test process dies first. A
+//! test can pause it (SIGSTOP: its sockets stay open, commands get no answer) and let it go on.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -92,6 +93,59 @@ impl RedisServer {
             .await
             .unwrap_or_else(|| panic!("redis-server could not bind port {} again", self.port));
         self.child = Some(child);
+    }
+}
+
+impl RedisServer {
+    /// Stops the server with SIGSTOP and waits until the kernel says it is stopped: connections
+    /// stay up and take commands, which get no answer, until the guard is dropped (SIGCONT).
+    pub async fn pause(&self) -> Paused<'_> {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("redis is running");
+        crate::support::process::send_signal(pid, libc::SIGSTOP);
+        let stopped = tokio::task::spawn_blocking(move || wait_stopped(pid));
+        within(PATIENCE, "redis-server to stop on SIGSTOP", stopped)
+            .await
+            .expect("the stop waiter")
+            .expect("waitid on redis-server");
+        Paused { _redis: self, pid }
+    }
+}
+
+/// A paused `redis-server` ([`RedisServer::pause`]); dropping it sends SIGCONT.
+pub struct Paused<'a> {
+    _redis: &'a RedisServer,
+    pid: u32,
+}
+
+impl Paused<'_> {
+    /// Lets the server go on (SIGCONT): it answers what it was sent meanwhile, in order.
+    pub fn resume(self) {}
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.pid) {
+            // SAFETY: kill(2) on the redis-server this test started (it outlives the guard).
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+        }
+    }
+}
+
+/// Blocks until the child `pid` is stopped, leaving its state to be reaped as usual (WNOWAIT).
+fn wait_stopped(pid: u32) -> std::io::Result<()> {
+    let id = libc::id_t::from(pid);
+    // SAFETY: a zeroed siginfo_t is valid for waitid(2) to fill in.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid(2) on a child of this process, writing only into `info`.
+    let rc = unsafe { libc::waitid(libc::P_PID, id, &mut info, libc::WSTOPPED | libc::WNOWAIT) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

@@ -384,6 +384,33 @@ struct RedisArgs {
     /// every third of it): a server that dies loses its members within about this time.
     #[arg(long, value_parser = flags::decimal(0.1, true, Some(86_400.0)), default_value_t = chat::redis::DEFAULT_PRESENCE_TTL.as_secs_f64())]
     redis_presence_ttl: f64,
+    /// Milliseconds a Redis command, a connection attempt or the subscription's connection may
+    /// take before it counts as failed: a post that waits longer is refused UNAVAILABLE.
+    #[arg(long, value_parser = flags::whole::<u64>(1, Some(3_600_000)), default_value_t = chat::redis::DEFAULT_REDIS_TIMEOUT.as_millis() as u64)]
+    redis_timeout_ms: u64,
+    /// Posts one member may have sent to Redis and not had answered; past it the member's
+    /// stream is not read (its client's window fills) until the oldest is answered.
+    #[arg(long, value_parser = flags::whole::<usize>(1, Some(4096)), default_value_t = chat::redis::DEFAULT_POSTS_IN_FLIGHT)]
+    redis_posts_in_flight: usize,
+    /// Scripts (joins, posts, leaves, renewals) this server may have sent to Redis and not had
+    /// answered; more wait in the server, in order.
+    #[arg(long, value_parser = flags::whole::<usize>(1, Some(1 << 20)), default_value_t = chat::redis::DEFAULT_SCRIPTS_IN_FLIGHT)]
+    redis_scripts_in_flight: usize,
+}
+
+impl RedisArgs {
+    /// The shared rooms' configuration; `None` without `--redis` (the URL was checked when
+    /// parsed).
+    fn config(&self, secs: fn(f64) -> Duration) -> Option<chat::redis::RedisConfig> {
+        let url = self.redis.as_ref()?;
+        let config = chat::redis::RedisConfig::new(url, secs(self.redis_presence_ttl)).ok()?;
+        Some(chat::redis::RedisConfig {
+            timeout: Duration::from_millis(self.redis_timeout_ms),
+            posts_in_flight: self.redis_posts_in_flight,
+            scripts_in_flight: self.redis_scripts_in_flight,
+            ..config
+        })
+    }
 }
 
 /// What a peer can make the server hold: budgets and the limits on connections (issue 12).
@@ -485,9 +512,7 @@ impl ServeArgs {
                 post_burst: self.post_burst,
                 max_joins_per_connection: self.max_joins_per_connection,
                 shutdown_drain: chat::DEFAULT_SHUTDOWN_DRAIN,
-                redis: self.redis.redis.as_ref().and_then(|url| {
-                    chat::redis::RedisConfig::new(url, secs(self.redis.redis_presence_ttl)).ok()
-                }),
+                redis: self.redis.config(secs),
             },
             logs: self.logs.config(ring),
             interop: self.budgets.interop,

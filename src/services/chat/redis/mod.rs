@@ -48,32 +48,45 @@ use crate::services::chat::identity;
 use crate::services::chat::room::{Member, Room, RoomLimits, Rooms, SharedRooms, StartAt};
 use crate::services::health::HealthHandle;
 
-pub use posts::{Answer, InFlight, Post, PostFuture, MAX_POSTS_IN_FLIGHT};
+pub use posts::{Answer, InFlight, Post, PostFuture, DEFAULT_POSTS_IN_FLIGHT};
 use script::Scripts;
 
 /// Default time a node's claim on its members' names lasts without renewal: a node that dies
 /// loses its members within it (and one renewal period, a third of it).
 pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(15);
-/// Longest a Redis command or connection attempt may take before it counts as failed.
-pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default longest a Redis command, a connection attempt or the subscription's connection may
+/// take before it counts as failed (`--redis-timeout-ms`).
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Times a join makes a new local copy of its room when the last one was emptied meanwhile.
 const ADMIT_TRIES: usize = 3;
-/// Scripts one node may have sent to Redis and not had answered; more wait in the node, in
-/// order. Without it a burst of joins (tens of thousands of members connecting at once) queues
-/// in Redis, where each waits against [`REDIS_TIMEOUT`] and a slow answer counts as Redis down.
-pub const MAX_SCRIPTS_IN_FLIGHT: usize = 128;
+/// Default scripts one node may have sent to Redis and not had answered
+/// (`--redis-scripts-in-flight`); more wait in the node, in order. Without a bound a burst of
+/// joins (tens of thousands of members connecting at once) queues in Redis, where each waits
+/// against the Redis timeout and a slow answer counts as Redis down.
+pub const DEFAULT_SCRIPTS_IN_FLIGHT: usize = 128;
 
-/// Where the shared rooms live, and how long presence lasts.
+/// Where the shared rooms live, how long presence lasts, and how much a node asks of Redis at
+/// once.
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
     /// The Redis server (`redis://HOST:PORT[/DB]` or `rediss://` for TLS).
     pub client: Client,
     /// How long a node's claim on its members' names lasts without renewal.
     pub presence_ttl: Duration,
+    /// Longest a command, a connection attempt or the subscription's connection may take before
+    /// it counts as failed (a post then is UNAVAILABLE). Default [`DEFAULT_REDIS_TIMEOUT`].
+    pub timeout: Duration,
+    /// Posts one member may have sent to Redis and not had answered; past it its stream is not
+    /// read. At least 1 (0 is taken as 1). Default [`DEFAULT_POSTS_IN_FLIGHT`].
+    pub posts_in_flight: usize,
+    /// Scripts the node may have sent to Redis and not had answered; more wait in the node, in
+    /// order. At least 1 (0 is taken as 1). Default [`DEFAULT_SCRIPTS_IN_FLIGHT`].
+    pub scripts_in_flight: usize,
 }
 
 impl RedisConfig {
-    /// The configuration for `url`; an error naming what is wrong with it.
+    /// The configuration for `url`, with the default timeout and bounds in flight; an error
+    /// naming what is wrong with it.
     pub fn new(url: &str, presence_ttl: Duration) -> Result<RedisConfig, String> {
         if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
             return Err(format!(
@@ -84,6 +97,9 @@ impl RedisConfig {
         Ok(RedisConfig {
             client,
             presence_ttl,
+            timeout: DEFAULT_REDIS_TIMEOUT,
+            posts_in_flight: DEFAULT_POSTS_IN_FLIGHT,
+            scripts_in_flight: DEFAULT_SCRIPTS_IN_FLIGHT,
         })
     }
 }
@@ -136,6 +152,10 @@ pub struct Engine {
     commands: ConnectionManager,
     scripts: Scripts,
     ttl: Duration,
+    /// [`RedisConfig::timeout`].
+    timeout: Duration,
+    /// [`RedisConfig::posts_in_flight`].
+    posts_in_flight: usize,
     /// This process's name in claim tokens.
     node: String,
     tokens: AtomicU64,
@@ -150,7 +170,7 @@ pub struct Engine {
     commands_up: AtomicBool,
     /// Whether the subscription is connected and every copy filled since.
     pubsub_up: AtomicBool,
-    /// Room for scripts in flight ([`MAX_SCRIPTS_IN_FLIGHT`]).
+    /// Room for scripts in flight ([`RedisConfig::scripts_in_flight`]).
     scripts_in_flight: Semaphore,
     health: OnceLock<HealthHandle>,
     health_lock: Mutex<Option<ServingStatus>>,
@@ -165,8 +185,8 @@ impl Engine {
     /// subscription and its renewal task. Call inside a Tokio runtime.
     pub fn start(config: &RedisConfig, rooms: Arc<Rooms>, limits: RoomLimits) -> Arc<Engine> {
         let manager_config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(config.timeout))
+            .set_connection_timeout(Some(config.timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let commands =
@@ -184,6 +204,8 @@ impl Engine {
             commands,
             scripts: Scripts::new(),
             ttl: config.presence_ttl,
+            timeout: config.timeout,
+            posts_in_flight: config.posts_in_flight.max(1),
             node: node_name(),
             tokens: AtomicU64::new(1),
             claims: Mutex::new(HashMap::new()),
@@ -192,7 +214,7 @@ impl Engine {
             requests,
             commands_up: AtomicBool::new(false),
             pubsub_up: AtomicBool::new(false),
-            scripts_in_flight: Semaphore::new(MAX_SCRIPTS_IN_FLIGHT),
+            scripts_in_flight: Semaphore::new(config.scripts_in_flight.max(1)),
             health: OnceLock::new(),
             health_lock: Mutex::new(None),
         });
@@ -477,7 +499,7 @@ impl Engine {
         let _ = self
             .requests
             .send(subscriber::Request::Subscribe(room_id.to_owned(), ack));
-        match tokio::time::timeout(REDIS_TIMEOUT, done).await {
+        match tokio::time::timeout(self.timeout, done).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => Err(unavailable(&e)),
             _ => Err(unreachable()),

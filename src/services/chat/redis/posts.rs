@@ -3,8 +3,8 @@
 //! A post is one script call, a round trip to Redis. Were each awaited before the member's next
 //! post is read, one member could post no faster than one round trip at a time, and every post
 //! would reach the rooms' other members alone (one write each) however fast its sender sends.
-//! So a member's posts are sent as they are read, up to [`MAX_POSTS_IN_FLIGHT`] unanswered, and
-//! their answers are taken in order ([`InFlight`]).
+//! So a member's posts are sent as they are read, up to `--redis-posts-in-flight` unanswered
+//! ([`DEFAULT_POSTS_IN_FLIGHT`]), and their answers are taken in order ([`InFlight`]).
 //!
 //! Order is Redis's to keep, not the connection's: the node numbers each member's posts as it
 //! reads them (from 1 per claim), and the post script takes a post only if it carries the next
@@ -28,9 +28,10 @@ use super::{is_no_script, lock, Engine, Missing};
 use crate::grpc::Status;
 use crate::services::chat::room::{Posted, Poster};
 
-/// Posts one member may have sent to Redis and not had answered. Past it the member's stream is
-/// not read until the oldest is answered (its client's window fills, and it waits).
-pub const MAX_POSTS_IN_FLIGHT: usize = 32;
+/// Default posts one member may have sent to Redis and not had answered
+/// (`--redis-posts-in-flight`). Past it the member's stream is not read until the oldest is
+/// answered (its client's window fills, and it waits).
+pub const DEFAULT_POSTS_IN_FLIGHT: usize = 32;
 
 /// One post on its way: its answer from Redis.
 pub type PostFuture = Pin<Box<dyn Future<Output = Answer> + Send>>;
@@ -66,11 +67,10 @@ impl InFlight {
         self.0.as_ref().is_none_or(|q| q.is_empty())
     }
 
-    /// Whether [`MAX_POSTS_IN_FLIGHT`] posts are waiting: read no more until one is answered.
-    pub fn is_full(&self) -> bool {
-        self.0
-            .as_ref()
-            .is_some_and(|q| q.len() >= MAX_POSTS_IN_FLIGHT)
+    /// Whether `limit` posts (the engine's [`Engine::posts_in_flight`]) are waiting: read no
+    /// more until one is answered.
+    pub fn is_full(&self, limit: usize) -> bool {
+        self.0.as_ref().is_some_and(|q| q.len() >= limit)
     }
 
     /// Adds a post (it is sent when next polled: posts go out in the order they are pushed).
@@ -103,6 +103,12 @@ impl InFlight {
 }
 
 impl Engine {
+    /// Posts one member may have sent to Redis and not had answered (`--redis-posts-in-flight`,
+    /// at least 1): past it the member's [`InFlight`] is full.
+    pub fn posts_in_flight(&self) -> usize {
+        self.posts_in_flight
+    }
+
     /// Posts `text` as the member `poster` posts as, for a caller with one post at a time.
     /// Errors as [`Engine::post`]'s.
     pub async fn post_one(self: &Arc<Self>, poster: &Poster, text: &str) -> Result<Posted, Status> {

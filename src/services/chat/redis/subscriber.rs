@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::script::{channel, CHANNEL_PREFIX};
-use super::{lock, Engine, REDIS_TIMEOUT};
+use super::{lock, Engine};
 use crate::services::chat::room::Delivered;
 
 /// What the engine asks of the subscription.
@@ -43,7 +43,7 @@ pub(super) async fn run(engine: Arc<Engine>, mut requests: mpsc::UnboundedReceiv
     loop {
         engine.pubsub_ok(false);
         let pubsub =
-            match tokio::time::timeout(REDIS_TIMEOUT, engine.client.get_async_pubsub()).await {
+            match tokio::time::timeout(engine.timeout, engine.client.get_async_pubsub()).await {
                 Ok(Ok(pubsub)) => pubsub,
                 failed => {
                     let error = match failed {
