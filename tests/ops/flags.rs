@@ -72,6 +72,9 @@ const REFUSED_SERVE: &[(&str, &str, &str)] = &[
     ("--post-burst", "0.5", "at least 1"),
     ("--log-history", "0", "at least 1"),
     ("--watch-poll-ms", "0", "at least 1"),
+    ("--redis-timeout-ms", "0", "from 1 to 3600000"),
+    ("--redis-posts-in-flight", "0", "from 1 to 4096"),
+    ("--redis-scripts-in-flight", "0", "from 1 to 1048576"),
     ("--addr", "nonsense", "HOST:PORT"),
 ];
 

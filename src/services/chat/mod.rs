@@ -323,11 +323,12 @@ impl ChatService {
             // member blocked too long.
             let sending = call.has_queued();
             member.set_blocked(!progressed && (sending || member.has_news()));
-            let full = self
-                .shared
-                .as_ref()
-                .is_some_and(|s| in_flight.is_full(s.posts_in_flight()));
-            let reading = inbound_open && closing.is_none() && !full;
+            let reading = inbound_open
+                && closing.is_none()
+                && !self
+                    .shared
+                    .as_ref()
+                    .is_some_and(|s| in_flight.is_full(s.posts_in_flight()));
             // Past the close point nothing new matters: only the last write is awaited.
             let drained = closing
                 .as_ref()
