@@ -11,6 +11,7 @@ mod cluster;
 mod nodes;
 mod outage;
 mod posts;
+mod presence;
 mod readme;
 mod redis_server;
 mod rooms;
