@@ -82,16 +82,12 @@ async fn count_within(mut call: ClientCall, until: &str, budget: Budget) -> (Cli
     let mut seen = Seen::default();
     loop {
         let m = next(&mut call).await;
-        match kind(&m) {
-            EventKind::Message if m.text == until => return (call, seen),
-            EventKind::Joined => seen.joins += 1,
-            EventKind::Left => seen.leaves += 1,
-            EventKind::Presence => {
-                seen.joins += m.joined_count;
-                seen.leaves += m.left_count;
-            }
-            _ => {}
+        if kind(&m) == EventKind::Message && m.text == until {
+            return (call, seen);
         }
+        let (joins, leaves) = presence_counts(&m);
+        seen.joins += joins;
+        seen.leaves += leaves;
         seen.events += 1;
         if !budget.spend() {
             return (call, seen);

@@ -81,7 +81,7 @@ fn table_rows(readme: &str) -> Vec<(Vec<String>, String)> {
 }
 
 /// What a README default says in `--help`'s terms: `Some(Some(value))` for a value
-/// (`4194304 (4 MiB)` → 4194304, `1 MiB` → 1048576, `300 s` → 300, `100/s` → 100,
+/// (`4194304 (4 MiB)` → 4194304, `1 MiB` → 1048576, `300 s` → 300, `0.002 s` → 0.002, `100/s` → 100,
 /// `` `text` `` → text), `Some(None)` for `none` or `off` (the help shows no default, or 0),
 /// `None` for prose the test cannot read (such a row is not checked).
 fn readme_value(cell: &str) -> Option<Option<String>> {
@@ -92,7 +92,14 @@ fn readme_value(cell: &str) -> Option<Option<String>> {
     if let Some(inner) = cell.strip_prefix('`').and_then(|c| c.strip_suffix('`')) {
         return (!inner.contains('`')).then(|| Some(inner.replace(',', " ")));
     }
-    let digits: String = cell.chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = cell
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    if digits.contains('.') {
+        // A decimal (`0.002 s`) is shown by --help as written.
+        return digits.parse::<f64>().ok().map(|_| Some(digits));
+    }
     let n: u64 = digits.parse().ok()?;
     let unit = cell[digits.len()..]
         .split_whitespace()

@@ -12,6 +12,7 @@ mod limits;
 mod nodes;
 mod outage;
 mod posts;
+mod presence;
 mod readme;
 mod redis_server;
 mod rooms;

@@ -70,7 +70,7 @@ async fn a_post_out_of_its_members_order_is_refused_by_redis_and_not_posted() {
 
         // The post script as the node runs it, for alice's claim, with a number past her next
         // (2): as if her second post had not reached Redis and her third had.
-        let [meta, stream, names, skels, order, alive, posts] = keys("order");
+        let [meta, stream, names, skels, order, alive, posts, pending] = keys("order");
         let held: String = redis.cmd(&["HGET", &names, "alice"]).await;
         let token = held.split(' ').next().expect("TOKEN SKELETON").to_owned();
         let script = Scripts::new().post;
@@ -78,7 +78,7 @@ async fn a_post_out_of_its_members_order_is_refused_by_redis_and_not_posted() {
             .cmd(&[
                 "EVALSHA",
                 script.get_hash(),
-                "7",
+                "8",
                 &meta,
                 &stream,
                 &names,
@@ -86,10 +86,14 @@ async fn a_post_out_of_its_members_order_is_refused_by_redis_and_not_posted() {
                 &order,
                 &alive,
                 &posts,
+                &pending,
                 "order",
                 "h2chat:room:order",
                 "1000",
                 "1048576",
+                "100",
+                "2000",
+                "10000000",
                 &alice.epoch,
                 "alice",
                 &token,

@@ -83,6 +83,17 @@ pub fn kind(m: &ChatMessage) -> EventKind {
     EventKind::try_from(m.kind).unwrap_or(EventKind::Message)
 }
 
+/// The joins and leaves an event announces: one for `JOINED` or `LEFT`, a presence event's
+/// counts, none for any other event.
+pub fn presence_counts(m: &ChatMessage) -> (u64, u64) {
+    match kind(m) {
+        EventKind::Joined => (1, 0),
+        EventKind::Left => (0, 1),
+        EventKind::Presence => (m.joined_count, m.left_count),
+        _ => (0, 0),
+    }
+}
+
 /// The leave reason.
 pub fn reason(m: &ChatMessage) -> LeaveReason {
     LeaveReason::try_from(m.leave_reason).unwrap_or(LeaveReason::Unspecified)

@@ -335,6 +335,13 @@ struct ServeArgs {
     /// per interval listing who came and went (0: every room); smaller rooms, one event each.
     #[arg(long, value_parser = flags::whole::<usize>(0, None), default_value_t = presence::DEFAULT_PRESENCE_BATCH_ABOVE)]
     presence_batch_above: usize,
+    /// Seconds between a batching room's presence events, per member of the room (the room's
+    /// interval grows with it, up to --presence-max-interval).
+    #[arg(long, value_parser = flags::seconds(), default_value_t = presence::DEFAULT_PRESENCE_INTERVAL_PER_MEMBER.as_secs_f64())]
+    presence_interval_per_member: f64,
+    /// Longest wait in seconds between a batching room's presence events.
+    #[arg(long, value_parser = flags::seconds(), default_value_t = presence::DEFAULT_PRESENCE_MAX_INTERVAL.as_secs_f64())]
+    presence_max_interval: f64,
     /// Joined chat calls per connection.
     #[arg(long, value_parser = flags::whole::<usize>(1, None), default_value_t = chat::DEFAULT_MAX_JOINS_PER_CONNECTION)]
     max_joins_per_connection: usize,
@@ -503,7 +510,8 @@ impl ServeArgs {
                     },
                     presence: presence::PresenceLimits {
                         batch_above: self.presence_batch_above,
-                        ..Default::default()
+                        interval_per_member: secs(self.presence_interval_per_member),
+                        max_interval: secs(self.presence_max_interval),
                     },
                 },
                 max_id_bytes: self.max_id_bytes,

@@ -1039,8 +1039,9 @@ impl Rooms {
         stats::rooms(reg.rooms.len());
     }
 
-    /// Admits `name` to the local copy `room`, whose join event (numbered by Redis) is
-    /// `joined_seq`, starting where `start` says. Errors as [`Rooms::join`]'s local checks (the
+    /// Admits `name` to the local copy `room`, whose join Redis numbered `joined_seq` with
+    /// `first_live` the first event the member gets live (the same, or the next after its place
+    /// when the join waits in the room's presence batch), starting where `start` says. Errors as [`Rooms::join`]'s local checks (the
     /// name's uniqueness across nodes and the resume's range were checked in Redis); ABORTED
     /// when `room` is no longer the registry's copy (its last local member left meanwhile): make
     /// a new copy and admit again.
@@ -1048,7 +1049,7 @@ impl Rooms {
         self: &Arc<Self>,
         room: &Arc<Room>,
         name: &str,
-        joined_seq: u64,
+        (joined_seq, first_live): (u64, u64),
         start: StartAt,
     ) -> Result<Member, Status> {
         let skeleton = identity::skeleton(name);
@@ -1092,7 +1093,7 @@ impl Rooms {
         st.members.insert(name.clone(), order);
         Arc::make_mut(&mut st.roster).push(name.clone());
         st.skeletons.insert(skeleton, name.clone());
-        let (cursor, reset) = self.start_point(room, &st, joined_seq, start);
+        let (cursor, reset) = self.start_point(room, &st, first_live, start);
         let blocked_since = Arc::new(BlockedSince::default());
         let span = (st.ring.first_seq(), st.ring.next_seq());
         let reader = st.flow.join(cursor, blocked_since.clone(), span);

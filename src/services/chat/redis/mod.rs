@@ -29,7 +29,7 @@ pub mod script;
 mod subscriber;
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -165,6 +165,8 @@ pub struct Engine {
     pending: Mutex<HashMap<MemberKey, Pending>>,
     /// Rooms with a join under way (they keep their subscription).
     joining: Mutex<HashMap<String, usize>>,
+    /// Rooms whose pending presence batch this node will look at when it falls due.
+    flushing: Mutex<HashSet<String>>,
     requests: mpsc::UnboundedSender<subscriber::Request>,
     /// Whether the last command reached Redis.
     commands_up: AtomicBool,
@@ -211,6 +213,7 @@ impl Engine {
             claims: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             joining: Mutex::new(HashMap::new()),
+            flushing: Mutex::new(HashSet::new()),
             requests,
             commands_up: AtomicBool::new(false),
             pubsub_up: AtomicBool::new(false),
@@ -293,10 +296,14 @@ impl Engine {
         let keys = script::keys(room);
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(script.get_hash()).arg(keys.len()).arg(&keys);
+        let presence = &self.limits.presence;
         cmd.arg(room)
             .arg(script::channel(room))
             .arg(self.limits.history_events)
-            .arg(self.limits.history_bytes);
+            .arg(self.limits.history_bytes)
+            .arg(presence.batch_above)
+            .arg(micros(presence.interval_per_member))
+            .arg(micros(presence.max_interval));
         for arg in args {
             cmd.arg(*arg);
         }
@@ -360,8 +367,15 @@ impl Engine {
             )
             .await
             .map_err(|e| unavailable(&e))?;
-        let (epoch, joined_seq) = match reply.as_slice() {
-            [ok, epoch, seq] if ok == "ok" => (epoch.clone(), seq.parse::<u64>().unwrap_or(0)),
+        let (epoch, joined_seq, first_live) = match reply.as_slice() {
+            [ok, epoch, seq, first, wait] if ok == "ok" => {
+                self.flush_later(room_id, wait);
+                (
+                    epoch.clone(),
+                    seq.parse::<u64>().unwrap_or(0),
+                    first.parse::<u64>().unwrap_or(0),
+                )
+            }
             [what, who] if what == "exists" => {
                 return Err(Status::already_exists(format!(
                     "{who} is already in room {room_id}"
@@ -387,7 +401,10 @@ impl Engine {
             token,
             posted: 0,
         };
-        match self.admit(room_id, name, &epoch, joined_seq, start).await {
+        match self
+            .admit(room_id, name, &epoch, (joined_seq, first_live), start)
+            .await
+        {
             Ok(member) => {
                 lock(&self.claims).insert((room_id.to_owned(), name.to_owned()), claim);
                 Ok(member)
@@ -407,17 +424,14 @@ impl Engine {
         room_id: &str,
         name: &str,
         epoch: &Arc<str>,
-        joined_seq: u64,
+        seqs: (u64, u64),
         start: StartAt,
     ) -> Result<Member, Status> {
         // A copy can be removed between its making and the admission (its last local member
         // left): then another is made.
         for _ in 0..ADMIT_TRIES {
             let copy = self.copy_of(room_id, epoch).await?;
-            match self
-                .rooms
-                .admit_shared(&copy, name, joined_seq, start.clone())
-            {
+            match self.rooms.admit_shared(&copy, name, seqs, start.clone()) {
                 Err(status) if status.code() == crate::grpc::Code::Aborted => continue,
                 admitted => return admitted,
             }
@@ -573,7 +587,7 @@ impl Engine {
         owed: &Pending,
     ) -> Result<(), Status> {
         let reason = (owed.reason as i32).to_string();
-        let _: Vec<String> = self
+        let reply: Vec<String> = self
             .run(
                 &self.scripts.leave,
                 room_id,
@@ -586,7 +600,47 @@ impl Engine {
             )
             .await
             .map_err(|e| unavailable(&e))?;
+        if let [ok, wait] = reply.as_slice() {
+            if ok == "ok" {
+                self.flush_later(room_id, wait);
+            }
+        }
         Ok(())
+    }
+
+    /// Looks at the room's pending presence batch again when it falls due, `wait` ms from now
+    /// as a script said (`-1`: nothing pending), unless this node already will. A batch no node
+    /// looks at (its node died) is numbered by the next change, post or renewal of the room.
+    fn flush_later(&self, room_id: &str, wait: &str) {
+        let Ok(wait) = wait.parse::<u64>() else {
+            return;
+        };
+        if !lock(&self.flushing).insert(room_id.to_owned()) {
+            return;
+        }
+        let engine = self.me();
+        let room = room_id.to_owned();
+        tokio::spawn(async move {
+            let mut wait = wait;
+            loop {
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                let reply: Result<Vec<String>, _> =
+                    engine.run(&engine.scripts.flush, &room, &[]).await;
+                match reply
+                    .as_deref()
+                    .map(|r| r.first().map(|w| w.parse::<u64>()))
+                {
+                    Ok(Some(Ok(next))) => wait = next,
+                    Err(e) => {
+                        debug!(room, error = %e, "redis: presence flush failed");
+                        break;
+                    }
+                    // -1: nothing pending.
+                    Ok(_) => break,
+                }
+            }
+            lock(&engine.flushing).remove(&room);
+        });
     }
 
     fn me(&self) -> Arc<Engine> {
@@ -645,6 +699,11 @@ enum Missing {
     Load,
     /// Answers the error (NOSCRIPT): a post in flight is sent again only in its turn.
     Answer,
+}
+
+/// `d` in whole microseconds, as the scripts take the presence intervals.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Whether `e` is Redis saying it does not have the script (NOSCRIPT).
@@ -741,7 +800,7 @@ mod tests {
             .open_shared("r", "e1", 3, vec![frame(3, "a"), frame(4, "b")])
             .unwrap();
         let mut m = rooms
-            .admit_shared(&copy, "x", 4, StartAt::RecentHistory)
+            .admit_shared(&copy, "x", (4, 4), StartAt::RecentHistory)
             .unwrap();
         assert_eq!(copy.deliver(4, frame(4, "b")), Delivered::Held);
         assert_eq!(copy.deliver(6, frame(6, "d")), Delivered::Missing(5));
@@ -766,7 +825,7 @@ mod tests {
             .open_shared("r", "e1", 1, vec![frame(1, "a")])
             .unwrap();
         let mut m = rooms
-            .admit_shared(&copy, "x", 1, StartAt::RecentHistory)
+            .admit_shared(&copy, "x", (1, 1), StartAt::RecentHistory)
             .unwrap();
         drain(&mut m);
         // The stream was trimmed past 2..=4 before this copy could read them.
@@ -787,14 +846,14 @@ mod tests {
             .open_shared("r", "e1", 1, vec![frame(1, "a")])
             .unwrap();
         let m = rooms
-            .admit_shared(&copy, "x", 1, StartAt::RecentHistory)
+            .admit_shared(&copy, "x", (1, 1), StartAt::RecentHistory)
             .unwrap();
         assert!(m.ended().is_none());
         rooms.retire_shared("r", "e1");
         assert_eq!(m.ended().map(|s| s.code()), Some(Code::Unavailable));
         assert!(rooms.shared_room("r").is_none());
         let err = rooms
-            .admit_shared(&copy, "y", 2, StartAt::RecentHistory)
+            .admit_shared(&copy, "y", (2, 2), StartAt::RecentHistory)
             .err()
             .unwrap();
         assert_eq!(err.code(), Code::Aborted);
@@ -806,7 +865,7 @@ mod tests {
             epoch: Some("e1".into()),
             after: 1,
         };
-        let mut back = rooms.admit_shared(&fresh, "x2", 1, start).unwrap();
+        let mut back = rooms.admit_shared(&fresh, "x2", (1, 1), start).unwrap();
         assert_eq!(drain(&mut back)[0].kind(), EventKind::Reset);
     }
 }

@@ -15,7 +15,19 @@
 //!   a member's posts as it reads them and may send several before the first is answered; the
 //!   post script takes only the next number, so what Redis accepted of one call is always the
 //!   call's first posts, in order (a post after one that failed is refused, never reordered).
+//! - `h2chat:pending:R` — list: the joins (`j` + name) and leaves (`l` + name) of a room above
+//!   `--presence-batch-above` not yet announced, at most [`PRESENCE_NAMES_MAX`] of each kind (the
+//!   counts, `pj` and `pl`, and the last batch's Redis time in ms, `pt`, are fields of `meta`).
 //! - channel `h2chat:room:R` — every event as `SEQ EPOCH FRAME`.
+//!
+//! Presence is batched as a local room batches it ([`crate::services::chat::presence`]): a room
+//! of at most `--presence-batch-above` members announces each join and leave as an event of its
+//! own; above it, a change waits in the room's pending batch, which becomes one
+//! `EVENT_KIND_PRESENCE` event when it holds half the room's size in changes, when the interval
+//! since the last batch has passed (the script that finds it due numbers it; a node that leaves a
+//! batch pending looks again when it falls due, and every renewal looks too), before any post
+//! (so a member's join is announced before its first message), and when the room shrinks to the
+//! threshold. Every node must run with the same presence limits.
 //!
 //! Scripts encode events themselves (protobuf `chat.v1.ChatMessage`, field by field as the spec
 //! lays them out, `sent_at` from Redis's clock), so every node receives the same bytes and only
@@ -24,11 +36,13 @@
 
 use redis::Script;
 
+use crate::services::chat::presence::{FLUSH_SHARE, PRESENCE_NAMES_MAX};
+
 /// Prefix of a room's channel; the rest is the room id.
 pub const CHANNEL_PREFIX: &str = "h2chat:room:";
 
 /// The keys of room `room` in the order every script takes them.
-pub fn keys(room: &str) -> [String; 7] {
+pub fn keys(room: &str) -> [String; 8] {
     [
         format!("h2chat:meta:{room}"),
         format!("h2chat:stream:{room}"),
@@ -37,6 +51,7 @@ pub fn keys(room: &str) -> [String; 7] {
         format!("h2chat:order:{room}"),
         format!("h2chat:alive:{room}"),
         format!("h2chat:posts:{room}"),
+        format!("h2chat:pending:{room}"),
     ]
 }
 
@@ -45,12 +60,17 @@ pub fn channel(room: &str) -> String {
     format!("{CHANNEL_PREFIX}{room}")
 }
 
-/// Shared by every script. ARGV[1..=4]: room id, channel, history events, history bytes.
+/// Shared by every script. ARGV[1..=7]: room id, channel, history events, history bytes, presence
+/// batch above, presence interval per member (µs), presence max interval (µs).
 const PRELUDE: &str = r#"
 local meta, stream, names, skels, order, alive = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local posts = KEYS[7]
 local room, channel = ARGV[1], ARGV[2]
 local max_events, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
+local pending = KEYS[8]
+local batch_above = tonumber(ARGV[5])
+local per_member_us, max_interval_us = tonumber(ARGV[6]), tonumber(ARGV[7])
+local NAMES_MAX, FLUSH_SHARE = @NAMES_MAX@, @FLUSH_SHARE@
 
 local char, floor = string.char, math.floor
 -- Every byte at once (no table): a post encodes about ten of these.
@@ -77,14 +97,13 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
--- Numbers, encodes, stores (trimmed to the history bounds) and publishes one event.
-local function append(epoch, sender, kind, text, reason)
-  local seq = redis.call('HINCRBY', meta, 'seq', 1)
+local function timestamp()
   local t = redis.call('TIME')
-  local ts = int_field(1, tonumber(t[1])) .. int_field(2, tonumber(t[2]) * 1000)
-  local msg = len_field(1, room) .. len_field(2, sender) .. len_field(3, text)
-    .. varint(4 * 8 + 2) .. varint(#ts) .. ts
-    .. int_field(5, seq) .. int_field(6, kind) .. int_field(10, reason)
+  return int_field(1, tonumber(t[1])) .. int_field(2, tonumber(t[2]) * 1000)
+end
+-- Stores event `seq` (its encoded ChatMessage `msg`) trimmed to the history bounds, and
+-- publishes it.
+local function store(epoch, seq, msg)
   local frame = string.char(0) .. struct.pack('>I4', #msg) .. msg
   redis.call('XADD', stream, seq .. '-1', 'f', frame)
   local bytes = redis.call('HINCRBY', meta, 'bytes', #frame)
@@ -97,6 +116,79 @@ local function append(epoch, sender, kind, text, reason)
   end
   redis.call('PUBLISH', channel, seq .. ' ' .. epoch .. ' ' .. frame)
   return seq
+end
+-- Numbers, encodes, stores and publishes one event.
+local function append(epoch, sender, kind, text, reason)
+  local seq = redis.call('HINCRBY', meta, 'seq', 1)
+  local ts = timestamp()
+  local msg = len_field(1, room) .. len_field(2, sender) .. len_field(3, text)
+    .. varint(4 * 8 + 2) .. varint(#ts) .. ts
+    .. int_field(5, seq) .. int_field(6, kind) .. int_field(10, reason)
+  return store(epoch, seq, msg)
+end
+local function changes()
+  return tonumber(redis.call('HGET', meta, 'pj') or '0')
+    + tonumber(redis.call('HGET', meta, 'pl') or '0')
+end
+-- Numbers the pending batch as one presence event (kind 5, covering its own seq); returns its
+-- seq, or nil when nothing is pending.
+local function flush(epoch)
+  local pj = tonumber(redis.call('HGET', meta, 'pj') or '0')
+  local pl = tonumber(redis.call('HGET', meta, 'pl') or '0')
+  if pj + pl == 0 then return nil end
+  local joined, left = {}, {}
+  for _, e in ipairs(redis.call('LRANGE', pending, 0, -1)) do
+    local name = string.sub(e, 2)
+    local field = varint(14 * 8 + 2)
+    if string.sub(e, 1, 1) == 'l' then field = varint(16 * 8 + 2) end
+    local list = joined
+    if string.sub(e, 1, 1) == 'l' then list = left end
+    list[#list + 1] = field .. varint(#name) .. name
+  end
+  redis.call('DEL', pending)
+  redis.call('HSET', meta, 'pj', 0, 'pl', 0, 'pjn', 0, 'pln', 0, 'pt', now_ms())
+  local seq = redis.call('HINCRBY', meta, 'seq', 1)
+  local ts = timestamp()
+  local msg = len_field(1, room) .. varint(4 * 8 + 2) .. varint(#ts) .. ts
+    .. int_field(5, seq) .. int_field(6, 5) .. int_field(13, seq)
+    .. table.concat(joined) .. int_field(15, pj) .. table.concat(left) .. int_field(17, pl)
+  return store(epoch, seq, msg)
+end
+-- Milliseconds until the pending batch is due in a room of `members` (0: now), -1 when nothing
+-- is pending.
+local function due_in(members)
+  local n = changes()
+  if n == 0 then return -1 end
+  if members <= batch_above or n * FLUSH_SHARE >= members then return 0 end
+  local pt = redis.call('HGET', meta, 'pt')
+  if not pt then return 0 end
+  local wait = tonumber(pt) + math.min(per_member_us * members, max_interval_us) / 1000 - now_ms()
+  if wait <= 0 then return 0 end
+  return math.ceil(wait)
+end
+-- Numbers the pending batch if it is due; returns its seq (or nil) and the milliseconds until
+-- what stays pending is due (-1: nothing pending).
+local function settle(epoch)
+  local wait = due_in(redis.call('ZCARD', order))
+  if wait ~= 0 then return nil, wait end
+  return flush(epoch), -1
+end
+-- Announces the join (kind 1) or leave (kind 2) of `name` in a room of `size` members (the
+-- leaving one counted): an event of its own at most `batch_above`, the batch pending first;
+-- above it, a change in the batch. Returns the seq of the event that carries it now, or nil.
+local function presence(epoch, name, kind, reason, size)
+  if size <= batch_above then
+    flush(epoch)
+    return append(epoch, name, kind, '', reason)
+  end
+  local count, kept, tag = 'pj', 'pjn', 'j'
+  if kind == 2 then count, kept, tag = 'pl', 'pln', 'l' end
+  redis.call('HINCRBY', meta, count, 1)
+  if tonumber(redis.call('HGET', meta, kept) or '0') < NAMES_MAX then
+    redis.call('HINCRBY', meta, kept, 1)
+    redis.call('RPUSH', pending, tag .. name)
+  end
+  return nil
 end
 local function forget(name)
   local held = redis.call('HGET', names, name)
@@ -117,68 +209,81 @@ local function sweep(epoch)
   local dead = redis.call('ZRANGEBYSCORE', alive, '-inf', now_ms())
   for _, name in ipairs(dead) do
     forget(name)
-    append(epoch, name, 2, '', 2)
+    presence(epoch, name, 2, 2, redis.call('ZCARD', order) + 1)
   end
 end
 "#;
 
-/// ARGV[5..]: candidate epoch, name, skeleton, token, resume epoch (or ''), resume after (or
-/// ''), claim ms. Replies `{ok, epoch, seq}`, `{exists, name}`, `{like, name}` or `{range, last}`.
+/// ARGV[8..]: candidate epoch, name, skeleton, token, resume epoch (or ''), resume after (or
+/// ''), claim ms. Replies `{ok, epoch, joined seq, first live seq, wait}` (the join's own event
+/// if it was numbered now, both the same; else the last event before it and the next: the join
+/// waits in the room's batch, due in `wait` ms), `{exists, name}`, `{like, name}` or
+/// `{range, last}`.
 const JOIN: &str = r#"
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then
-  redis.call('DEL', stream, names, skels, order, alive, posts)
-  epoch = ARGV[5]
+  redis.call('DEL', stream, names, skels, order, alive, posts, pending)
+  epoch = ARGV[8]
   redis.call('HSET', meta, 'epoch', epoch, 'seq', 0, 'bytes', 0)
 end
 sweep(epoch)
-local name, skeleton, token = ARGV[6], ARGV[7], ARGV[8]
+local name, skeleton, token = ARGV[9], ARGV[10], ARGV[11]
 if redis.call('HEXISTS', names, name) == 1 then return {'exists', name} end
 local like = redis.call('HGET', skels, skeleton)
 if like then return {'like', like} end
 local last = tonumber(redis.call('HGET', meta, 'seq'))
-if ARGV[9] == epoch and ARGV[10] ~= '' and tonumber(ARGV[10]) > last then
+if ARGV[12] == epoch and ARGV[13] ~= '' and tonumber(ARGV[13]) > last then
   return {'range', tostring(last)}
 end
 redis.call('HSET', names, name, token .. ' ' .. skeleton)
 redis.call('HSET', skels, skeleton, name)
-redis.call('ZADD', alive, now_ms() + tonumber(ARGV[11]), name)
-local seq = append(epoch, name, 1, '', 0)
-redis.call('ZADD', order, seq, name)
-return {'ok', epoch, tostring(seq)}
+redis.call('ZADD', alive, now_ms() + tonumber(ARGV[14]), name)
+redis.call('ZADD', order, redis.call('HINCRBY', meta, 'joins', 1), name)
+local seq = presence(epoch, name, 1, 0, redis.call('ZCARD', order))
+local wait = -1
+if not seq then seq, wait = settle(epoch) end
+if seq then return {'ok', epoch, tostring(seq), tostring(seq), '-1'} end
+return {'ok', epoch, tostring(last), tostring(last + 1), tostring(wait)}
 "#;
 
-/// ARGV[5..]: epoch, name, token, text, the post's number in its claim (from 1). Replies
+/// ARGV[8..]: epoch, name, token, text, the post's number in its claim (from 1). Replies
 /// `{ok, seq}`, `{reset}`, `{gone}` or `{order, last}` (not the next number: an earlier post
-/// of the claim did not get here).
+/// of the claim did not get here). A pending presence batch is numbered first.
 const POST: &str = r#"
 local epoch = redis.call('HGET', meta, 'epoch')
-if epoch ~= ARGV[5] then return {'reset'} end
-if not holds(ARGV[6], ARGV[7]) then return {'gone'} end
-local last = tonumber(redis.call('HGET', posts, ARGV[6]) or '0')
-if tonumber(ARGV[9]) ~= last + 1 then return {'order', tostring(last)} end
-redis.call('HSET', posts, ARGV[6], ARGV[9])
-return {'ok', tostring(append(epoch, ARGV[6], 0, ARGV[8], 0))}
+if epoch ~= ARGV[8] then return {'reset'} end
+if not holds(ARGV[9], ARGV[10]) then return {'gone'} end
+local last = tonumber(redis.call('HGET', posts, ARGV[9]) or '0')
+if tonumber(ARGV[12]) ~= last + 1 then return {'order', tostring(last)} end
+redis.call('HSET', posts, ARGV[9], ARGV[12])
+flush(epoch)
+return {'ok', tostring(append(epoch, ARGV[9], 0, ARGV[11], 0))}
 "#;
 
-/// ARGV[5..]: epoch, name, token, leave reason. Replies `{ok}`, `{reset}` or `{gone}`.
+/// ARGV[8..]: epoch, name, token, leave reason. Replies `{ok, wait}` (`wait`: ms until the
+/// room's pending batch is due, -1 for none), `{reset}` or `{gone}`.
 const LEAVE: &str = r#"
 local epoch = redis.call('HGET', meta, 'epoch')
-if epoch ~= ARGV[5] then return {'reset'} end
-if not holds(ARGV[6], ARGV[7]) then return {'gone'} end
-forget(ARGV[6])
-append(epoch, ARGV[6], 2, '', tonumber(ARGV[8]))
-return {'ok'}
+if epoch ~= ARGV[8] then return {'reset'} end
+if not holds(ARGV[9], ARGV[10]) then return {'gone'} end
+forget(ARGV[9])
+local wait = -1
+if not presence(epoch, ARGV[9], 2, tonumber(ARGV[11]), redis.call('ZCARD', order) + 1) then
+  local _, w = settle(epoch)
+  wait = w
+end
+return {'ok', tostring(wait)}
 "#;
 
-/// ARGV[5..]: epoch, claim ms, then name and token of each local member. Renews their claims,
-/// sweeps the expired ones. Replies `{ok, names no longer held...}` or `{reset}`.
+/// ARGV[8..]: epoch, claim ms, then name and token of each local member. Renews their claims,
+/// sweeps the expired ones, numbers the pending presence batch if it is due. Replies
+/// `{ok, names no longer held...}` or `{reset}`.
 const RENEW: &str = r#"
 local epoch = redis.call('HGET', meta, 'epoch')
-if epoch ~= ARGV[5] then return {'reset'} end
-local until_ms = now_ms() + tonumber(ARGV[6])
+if epoch ~= ARGV[8] then return {'reset'} end
+local until_ms = now_ms() + tonumber(ARGV[9])
 local reply = {'ok'}
-for i = 7, #ARGV, 2 do
+for i = 10, #ARGV, 2 do
   if holds(ARGV[i], ARGV[i + 1]) then
     redis.call('ZADD', alive, 'XX', until_ms, ARGV[i])
   else
@@ -186,6 +291,7 @@ for i = 7, #ARGV, 2 do
   end
 end
 sweep(epoch)
+settle(epoch)
 return reply
 "#;
 
@@ -194,16 +300,26 @@ const MEMBERS: &str = r#"
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then return {} end
 sweep(epoch)
+settle(epoch)
 return redis.call('ZRANGE', order, 0, -1)
 "#;
 
-/// ARGV[5..]: first seq wanted. Replies `{epoch, seq, frame, seq, frame...}` (retained events
+/// No more ARGV. Numbers the room's pending presence batch if it is due. Replies `{wait}`: ms
+/// until what stays pending is due, -1 for nothing pending (or no room).
+const FLUSH: &str = r#"
+local epoch = redis.call('HGET', meta, 'epoch')
+if not epoch then return {'-1'} end
+local _, wait = settle(epoch)
+return {tostring(wait)}
+"#;
+
+/// ARGV[8..]: first seq wanted. Replies `{epoch, seq, frame, seq, frame...}` (retained events
 /// from that seq on, oldest first) or `{}` when the room has no history in Redis.
 const READ: &str = r#"
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then return {} end
 local out = {epoch}
-for _, e in ipairs(redis.call('XRANGE', stream, ARGV[5], '+')) do
+for _, e in ipairs(redis.call('XRANGE', stream, ARGV[8], '+')) do
   out[#out + 1] = string.sub(e[1], 1, string.find(e[1], '-', 1, true) - 1)
   out[#out + 1] = e[2][2]
 end
@@ -223,6 +339,8 @@ pub struct Scripts {
     pub renew: Script,
     /// See `MEMBERS`.
     pub members: Script,
+    /// See `FLUSH`.
+    pub flush: Script,
     /// See `READ`.
     pub read: Script,
 }
@@ -236,13 +354,18 @@ impl Default for Scripts {
 impl Scripts {
     /// Every script with the prelude.
     pub fn new() -> Scripts {
-        let with = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
+        // The presence constants are the local rooms' own.
+        let prelude = PRELUDE
+            .replace("@NAMES_MAX@", &PRESENCE_NAMES_MAX.to_string())
+            .replace("@FLUSH_SHARE@", &FLUSH_SHARE.to_string());
+        let with = |body: &str| Script::new(&format!("{prelude}{body}"));
         Scripts {
             join: with(JOIN),
             post: with(POST),
             leave: with(LEAVE),
             renew: with(RENEW),
             members: with(MEMBERS),
+            flush: with(FLUSH),
             read: with(READ),
         }
     }
