@@ -11,6 +11,7 @@ mod compression;
 mod connections;
 mod decompression_bomb;
 mod framing;
+mod keepalive;
 mod resets;
 mod shutdown;
 mod small_frames;

@@ -50,7 +50,7 @@ pub use crate::grpc::server::budget::{
 use crate::grpc::server::call::Call;
 use crate::grpc::server::coalesce::CoalescedWrites;
 pub use crate::grpc::server::cors::CorsPolicy;
-use crate::grpc::server::keepalive::{keep_alive, Keepalive};
+use crate::grpc::server::keepalive::{lost, Keepalive};
 pub use crate::grpc::server::lifetime::DEFAULT_MAX_CONNECTION_IDLE;
 use crate::grpc::server::lifetime::{Activity, CallSlot, Lifetime, LifetimeEvent};
 pub use crate::grpc::server::pages::Page;
@@ -577,7 +577,7 @@ async fn serve_connection<T>(
     let mut draining = false;
     let mut keepalive = conn
         .ping_pong()
-        .map(|p| Keepalive::new(p, cfg.keepalive_interval));
+        .and_then(|p| Keepalive::new(p, cfg.keepalive_interval, cfg.keepalive_timeout));
     loop {
         let next = tokio::select! {
             next = poll_fn(|cx| conn.poll_accept(cx)) => next,
@@ -601,10 +601,7 @@ async fn serve_connection<T>(
                     break;
                 }
             },
-            alive = keep_alive(&mut keepalive, cfg.keepalive_timeout) => {
-                if alive {
-                    continue;
-                }
+            () = lost(&mut keepalive) => {
                 debug!("peer did not answer a keepalive PING; closing the connection");
                 conn_info.dropped.store(true, Ordering::Relaxed);
                 break;
@@ -612,6 +609,9 @@ async fn serve_connection<T>(
         };
         match next {
             Some(Ok((request, respond))) => {
+                if let Some(k) = keepalive.as_mut() {
+                    k.active();
+                }
                 let permit = handlers
                     .clone()
                     .try_acquire_owned()
