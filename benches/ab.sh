@@ -11,10 +11,9 @@
 # QUICK=1 for a reduced scale (the figures then only show that it runs), SCENARIOS (default
 # "a b c e"; add "f" for run.sh's scenario (f), two nodes of one Redis against one node: each
 # round starts its own redis-server, see benches/redis.sh; F_RATE posts/s, default 1,000, and
-# F_POSTS posts; F_REDIS_NICE, e.g. -10, runs Redis at that nice: on a shared core it otherwise gets
-# one thread's share among many, while in production it has a core of its own). Needs what
-# run.sh needs (taskset,
-# h2load; redis-server for (f)).
+# F_POSTS posts; node a and Redis run on SERVER_CPU, node b on LOAD_CPU beside the load;
+# F_REDIS_CPU puts Redis on another CPU, F_REDIS_NICE, e.g. -10, runs it at that nice). Needs
+# what run.sh needs (taskset, h2load; redis-server for (f)).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,7 +44,7 @@ start() {
   shift 2
   # The interop service is served by default before --interop existed.
   "$bin" serve --help | grep -q -- '--interop' && extra=(--interop)
-  taskset -c "$SERVER_CPU" "$bin" serve --addr 127.0.0.1:0 --max-post-rate 0 "${extra[@]}" "$@" \
+  taskset -c "${START_CPU:-$SERVER_CPU}" "$bin" serve --addr 127.0.0.1:0 --max-post-rate 0 "${extra[@]}" "$@" \
     >/dev/null 2>"$OUT/$name.log" &
   pid=$!
   for _ in $(seq 100); do
@@ -75,9 +74,12 @@ f_round() {
     --messages "$F_MSGS" --size 100 --rate "$F_RATE" --server-pid "$pid" >"$OUT/$n-one.json" \
     2>"$OUT/$n-one.txt" || true
   stop
-  start_redis "$OUT/$n-redis.log" ${F_REDIS_NICE:+nice -n "$F_REDIS_NICE"} taskset -c "$SERVER_CPU"
+  start_redis "$OUT/$n-redis.log" ${F_REDIS_NICE:+nice -n "$F_REDIS_NICE"} taskset -c "${F_REDIS_CPU:-$SERVER_CPU}"
   others=("$redis_pid")
-  start "$bin" "$n-b" --redis "$redis_url"
+  # Each node on a core of its own, as two nodes are deployed: on one core the two need more than
+  # the core (one node alone uses nearly all of it at this load), and the run measures the
+  # queue, not the nodes. Node b shares the load's core, Redis node a's.
+  START_CPU=$LOAD_CPU start "$bin" "$n-b" --redis "$redis_url"
   b_pid=$pid b_addr=$addr
   others+=("$b_pid")
   start "$bin" "$n-a" --redis "$redis_url"
