@@ -34,10 +34,12 @@
 //!   under chat rooms and the server's log.
 //! - [`services`]: what the server serves, `services/mod.rs`, and `app.rs`, which assembles it.
 //!   - `services/chat/`: `mod.rs` (the ChatService calls), `browser.rs` (`Subscribe` and
-//!     `Post`), `room.rs` (the room engine: rooms, epochs, members as cursors), `identity.rs`
-//!     (NFC names and room ids, look-alike skeletons), `stats.rs` (what chat counts), `flow.rs`
-//!     (backpressure: posters wait for reading members; stalled members), `presence.rs` (joins
-//!     and leaves of large rooms batched, runs of them merged per member).
+//!     `Post`), `identity.rs` (NFC names and room ids, look-alike skeletons), `stats.rs` (what
+//!     chat counts), `flow.rs` (backpressure: posters wait for reading members; stalled
+//!     members), `presence.rs` (joins and leaves of large rooms batched, runs of them merged per
+//!     member).
+//!   - `services/chat/room/`: the room engine: `mod.rs` (rooms, epochs, members as cursors),
+//!     `shared.rs` (the node's copy of rooms shared through Redis), `tests.rs` (its unit tests).
 //!   - `services/chat/redis/`: rooms shared by several servers (`--redis`): `mod.rs` (the engine:
 //!     join, post, leave, outages), `script.rs` (the Lua scripts and the room's keys),
 //!     `subscriber.rs` (the Pub/Sub connection filling the local copies), `presence.rs`
