@@ -64,8 +64,11 @@
 //! - [`exporter`] (`exporter.rs`): the Prometheus endpoint (`--metrics-addr`) for what the gRPC
 //!   layer and the services count through the `metrics` facade.
 //! - [`signal`] (`signal.rs`): SIGINT/SIGTERM (and SIGHUP), for the programs.
-//! - `bin/h2chat/`: `main.rs` (the command line), `flags.rs` (flag checks, `H2CHAT_*`
-//!   variables), `bench.rs` (its bench subcommands), `self_signed.rs` (`--tls-self-signed`).
+//! - `bin/h2chat/`: `main.rs` (the subcommands and their dispatch), `serve.rs` (`h2chat serve`:
+//!   its flags, its configuration, its listeners), `tls.rs` and `auth.rs` (its TLS and token
+//!   flags), `chat.rs`, `stdio.rs`, `token.rs` (the other subcommands), `logging.rs` (stderr and
+//!   the log ring), `flags.rs` (flag checks, `H2CHAT_*` variables), `bench.rs` (its bench
+//!   subcommands), `self_signed.rs` (`--tls-self-signed`).
 
 #![warn(unreachable_pub)]
 

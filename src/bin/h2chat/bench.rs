@@ -11,6 +11,8 @@ use h2chat::bench::storm::{self, StormConfig};
 use h2chat::bench::write_floor::{self, WriteFloorConfig};
 use h2chat::bench::{raw_h2, unary, BenchError, Outcome};
 
+use crate::logging::{init_logging, LogFormat};
+
 #[derive(Args)]
 pub(crate) struct BenchArgs {
     #[command(subcommand)]
@@ -103,7 +105,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
             print(&outcome);
         }
         BenchCommand::RawH2Server(a) => {
-            super::init_logging(None, super::LogFormat::Text)?;
+            init_logging(None, LogFormat::Text)?;
             let listener = tokio::net::TcpListener::bind(a.addr)
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
@@ -112,7 +114,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
         }
         BenchCommand::WriteFloorServer(a) => {
             write_floor::check_size(a.size)?;
-            super::init_logging(None, super::LogFormat::Text)?;
+            init_logging(None, LogFormat::Text)?;
             let listener = tokio::net::TcpListener::bind(a.addr)
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
