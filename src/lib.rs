@@ -40,11 +40,14 @@
 //!     member).
 //!   - `services/chat/room/`: the room engine: `mod.rs` (rooms, epochs, members as cursors),
 //!     `shared.rs` (the node's copy of rooms shared through Redis), `tests.rs` (its unit tests).
-//!   - `services/chat/redis/`: rooms shared by several servers (`--redis`): `mod.rs` (the engine:
-//!     join, post, leave, outages), `script.rs` (the Lua scripts and the room's keys),
-//!     `subscriber.rs` (the Pub/Sub connection filling the local copies), `presence.rs`
-//!     (claims renewed, dead nodes' members swept), `posts.rs` (a member's posts, several in
-//!     flight, taken in order).
+//!   - `services/chat/redis/`: rooms shared by several servers (`--redis`): `mod.rs` (the engine,
+//!     its configuration and health, outages), `commands.rs` (scripts run; a failure as
+//!     UNAVAILABLE), `script.rs` (the Lua scripts and the room's keys), `join.rs` (a name claimed,
+//!     the member admitted), `copies.rs` (the local copies, filled from each room's stream),
+//!     `leave.rs` (leaves owed to Redis until announced), `subscriber.rs` (the Pub/Sub
+//!     connection filling the local copies), `presence.rs` (claims renewed, dead nodes' members
+//!     swept, presence batches flushed), `posts.rs` (a member's posts, several in flight, taken
+//!     in order), `tests.rs` (the copies' unit tests).
 //!   - `services/logs/`: `mod.rs` (WatchLogs), `ring.rs` (the log ring and its tracing layer),
 //!     `tail.rs` (tail -F into it).
 //!   - `services/reflection/`: `mod.rs` (v1 and v1alpha), `index.rs` (the descriptor index).

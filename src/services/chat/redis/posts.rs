@@ -24,7 +24,8 @@ use std::task::{Context, Poll};
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 
-use super::{is_no_script, lock, Engine, Missing};
+use super::commands::{is_no_script, Missing};
+use super::{lock, Engine};
 use crate::grpc::Status;
 use crate::services::chat::room::{Posted, Poster};
 

@@ -5,6 +5,9 @@
 //! A renewal also tells the node what Redis no longer has: a room whose history is gone (its
 //! copy is retired, its members resume into a RESET), or a member whose claim ran out while its
 //! node could not renew it (its call ends; its client joins again).
+//!
+//! And the presence batches of large rooms: a node looks at a room's pending batch again when
+//! it falls due, as the script that added to it said ([`Engine::flush_later`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -82,5 +85,42 @@ async fn renew_room(engine: &Engine, room: String, (epoch, members): RoomClaims,
             lock(&engine.claims).retain(|(r, _), c| !(r == &room && c.epoch == epoch));
             engine.rooms.retire_shared(&room, &epoch);
         }
+    }
+}
+
+impl Engine {
+    /// Looks at the room's pending presence batch again when it falls due, `wait` ms from now
+    /// as a script said (`-1`: nothing pending), unless this node already will. A batch no node
+    /// looks at (its node died) is numbered by the next change, post or renewal of the room.
+    pub(super) fn flush_later(&self, room_id: &str, wait: &str) {
+        let Ok(wait) = wait.parse::<u64>() else {
+            return;
+        };
+        if !lock(&self.flushing).insert(room_id.to_owned()) {
+            return;
+        }
+        let engine = self.me();
+        let room = room_id.to_owned();
+        tokio::spawn(async move {
+            let mut wait = wait;
+            loop {
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                let reply: Result<Vec<String>, _> =
+                    engine.run(&engine.scripts.flush, &room, &[]).await;
+                match reply
+                    .as_deref()
+                    .map(|r| r.first().map(|w| w.parse::<u64>()))
+                {
+                    Ok(Some(Ok(next))) => wait = next,
+                    Err(e) => {
+                        debug!(room, error = %e, "redis: presence flush failed");
+                        break;
+                    }
+                    // -1: nothing pending.
+                    Ok(_) => break,
+                }
+            }
+            lock(&engine.flushing).remove(&room);
+        });
     }
 }

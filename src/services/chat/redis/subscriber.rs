@@ -17,8 +17,10 @@ use redis::RedisError;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use super::commands::{unavailable, unreachable};
 use super::script::{channel, CHANNEL_PREFIX};
 use super::{lock, Engine};
+use crate::grpc::Status;
 use crate::services::chat::room::Delivered;
 
 /// What the engine asks of the subscription.
@@ -142,6 +144,22 @@ pub(super) async fn run(engine: Arc<Engine>, mut requests: mpsc::UnboundedReceiv
                     None => return,
                 },
             }
+        }
+    }
+}
+
+impl Engine {
+    /// Subscribes to the room's channel (if the node is not already), waiting for Redis to
+    /// confirm it.
+    pub(super) async fn subscribe(&self, room_id: &str) -> Result<(), Status> {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        let _ = self
+            .requests
+            .send(Request::Subscribe(room_id.to_owned(), ack));
+        match tokio::time::timeout(self.timeout, done).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(unavailable(&e)),
+            _ => Err(unreachable()),
         }
     }
 }
