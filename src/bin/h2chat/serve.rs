@@ -106,6 +106,11 @@ pub(crate) struct ServeArgs {
     /// Longest wait in seconds between a batching room's presence events.
     #[arg(long, value_parser = flags::seconds(), default_value_t = presence::DEFAULT_PRESENCE_MAX_INTERVAL.as_secs_f64())]
     presence_max_interval: f64,
+    /// Seconds a busy room gathers posts before waking its members (0: none): a post into a room
+    /// whose members no post woke for this long goes out at once, later ones together at the
+    /// window's end. Fewer wake-ups and writes for up to this much latency; local rooms only.
+    #[arg(long, value_parser = flags::seconds_or_zero(), default_value_t = room::DEFAULT_DELIVERY_WINDOW.as_secs_f64())]
+    delivery_window: f64,
     /// Joined chat calls per connection.
     #[arg(long, value_parser = flags::whole::<usize>(1, None), default_value_t = chat::DEFAULT_MAX_JOINS_PER_CONNECTION)]
     max_joins_per_connection: usize,
@@ -277,6 +282,7 @@ impl ServeArgs {
                         interval_per_member: secs(self.presence_interval_per_member),
                         max_interval: secs(self.presence_max_interval),
                     },
+                    delivery_window: secs(self.delivery_window),
                 },
                 max_id_bytes: self.max_id_bytes,
                 max_text_bytes: self.max_text_bytes,

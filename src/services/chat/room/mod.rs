@@ -20,6 +20,11 @@
 //! - another epoch, or none: one reset event naming the present epoch, then the present history
 //!   from its start. The registry need not remember removed rooms.
 //!
+//! With a delivery window ([`RoomLimits::delivery_window`]) a busy room wakes its members for posts
+//! at most once per window: a post into a room that has not woken them for a window goes out at
+//! once, later ones wait for the window's end and leave together, in one frame per member (fewer
+//! wake-ups and writes for up to a window of latency). Joins, leaves and shutdown are never held.
+//!
 //! On shutdown each room closes at a definite sequence number ([`Member::close_room`]): later posts
 //! are refused, and every member is offered every event up to it before it leaves.
 
@@ -28,7 +33,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
@@ -54,6 +59,8 @@ pub const DEFAULT_MAX_ROOMS: usize = 10_000;
 pub const DEFAULT_MAX_MEMBERS_PER_ROOM: usize = 10_000;
 /// Most bytes handed to one member's call in one batch; bounds a slow member's memory.
 pub const MAX_BATCH_BYTES: usize = 64 << 10;
+/// Default delivery window: none, every post wakes the room's members at once.
+pub const DEFAULT_DELIVERY_WINDOW: Duration = Duration::ZERO;
 
 /// Limits of the room registry.
 #[derive(Clone, Debug)]
@@ -72,6 +79,9 @@ pub struct RoomLimits {
     pub flow: FlowLimits,
     /// When joins and leaves are batched ([`presence`]).
     pub presence: PresenceLimits,
+    /// A busy room wakes its members for posts at most once per this long (zero: at every post).
+    /// Timed by Tokio's timers, which count whole milliseconds.
+    pub delivery_window: Duration,
 }
 
 impl Default for RoomLimits {
@@ -84,6 +94,7 @@ impl Default for RoomLimits {
             max_members_per_room: DEFAULT_MAX_MEMBERS_PER_ROOM,
             flow: FlowLimits::default(),
             presence: PresenceLimits::default(),
+            delivery_window: DEFAULT_DELIVERY_WINDOW,
         }
     }
 }
@@ -112,6 +123,8 @@ pub struct Room {
     /// Posters wait here while reading members catch up ([`flow`](crate::services::chat::flow)).
     gate: Gate,
     presence_limits: PresenceLimits,
+    /// See [`RoomLimits::delivery_window`].
+    delivery_window: Duration,
     /// Set (with `RoomState::ended`) when this copy of a shared room is retired.
     ended: AtomicBool,
 }
@@ -138,6 +151,10 @@ struct RoomState {
     cut: HashMap<Arc<str>, Status>,
     /// Where the members' cursors are, for backpressure.
     flow: Flow,
+    /// When a post last woke the members (with a delivery window).
+    woken_at: Option<Instant>,
+    /// A timer will wake the members for the posts since then.
+    wake_due: bool,
 }
 
 /// A room's members in join order, as [`Rooms::members`] shares them: a join or a leave makes a
@@ -189,6 +206,10 @@ pub struct Member {
     reader: ReaderId,
     /// Since when this member has been blocked (shared with the room).
     blocked_since: Arc<BlockedSince>,
+    /// The last batch stopped short of the ring's head (at its size bound or the client's
+    /// window): more is due whether or not the room wakes the member again (with a delivery
+    /// window it may not, for a while).
+    behind: bool,
 }
 
 impl Rooms {
@@ -299,6 +320,7 @@ impl Rooms {
             reset,
             reader,
             blocked_since,
+            behind: false,
         })
     }
 
@@ -425,10 +447,13 @@ impl Room {
                 ended: None,
                 cut: HashMap::new(),
                 flow: Flow::new(limits.flow, bounds),
+                woken_at: None,
+                wake_due: false,
             }),
             head,
             gate: Gate::default(),
             presence_limits: limits.presence,
+            delivery_window: limits.delivery_window,
             ended: AtomicBool::new(false),
         }
     }
@@ -619,6 +644,44 @@ impl Room {
         let next = self.lock().ring.next_seq();
         self.head.send_replace(next);
     }
+
+    /// Whether a post just appended wakes the members now. With a delivery window, not if a post
+    /// woke them less than a window ago: then a timer wakes them at the window's end, once for
+    /// every post until then (armed by the first of them).
+    fn post_wakes_now(self: &Arc<Self>, st: &mut RoomState) -> bool {
+        if self.delivery_window.is_zero() {
+            return true;
+        }
+        if st.wake_due && !self.gate.is_closed() {
+            return false;
+        }
+        let now = Instant::now();
+        // Posters wait for the members at a closed gate: they are woken now, not a window later.
+        let Some(at) = st
+            .woken_at
+            .and_then(|t| t.checked_add(self.delivery_window))
+            .filter(|at| *at > now && !self.gate.is_closed())
+        else {
+            st.woken_at = Some(now);
+            return true;
+        };
+        // Outside a runtime (a unit test) there is no timer: at once.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return true;
+        };
+        st.wake_due = true;
+        let room = self.clone();
+        runtime.spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let mut st = room.lock();
+            st.wake_due = false;
+            st.woken_at = Some(Instant::now());
+            let next = st.ring.next_seq();
+            drop(st);
+            room.head.send_replace(next);
+        });
+        false
+    }
 }
 
 /// A new epoch, `<process>-<count>`: 16 hex digits drawn at random once per process (so a restarted
@@ -772,8 +835,11 @@ impl Poster {
             LeaveReason::Unspecified,
         );
         let next = st.ring.next_seq();
+        let wake = self.room.post_wakes_now(&mut st);
         drop(st);
-        self.room.head.send_replace(next);
+        if wake {
+            self.room.head.send_replace(next);
+        }
         Posted::At(seq)
     }
 }
@@ -797,6 +863,7 @@ impl Member {
         let batch = st
             .ring
             .read(&mut self.cursor, usize::MAX, max_bytes.min(MAX_BATCH_BYTES));
+        self.behind = self.cursor < span.1;
         if self.cursor != before {
             st.flow
                 .advanced(self.reader, self.cursor, span, &self.room.gate);
@@ -858,12 +925,12 @@ impl Member {
 
     /// Whether the room has an event past the cursor (without marking it seen).
     pub fn has_news(&self) -> bool {
-        self.reset.is_some() || *self.head.borrow() > self.cursor
+        self.reset.is_some() || self.behind || *self.head.borrow() > self.cursor
     }
 
     /// Resolves when events newer than the cursor may exist.
     pub async fn changed(&mut self) {
-        if *self.head.borrow_and_update() > self.cursor {
+        if self.behind || *self.head.borrow_and_update() > self.cursor {
             return;
         }
         // The sender lives as long as the room, which this member keeps alive.

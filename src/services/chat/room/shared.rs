@@ -186,6 +186,7 @@ impl Rooms {
             reset,
             reader,
             blocked_since,
+            behind: false,
         })
     }
 }

@@ -17,6 +17,7 @@ fn rooms(history_events: usize, history_bytes: usize, history_on_join: usize) ->
             ..FlowLimits::default()
         },
         presence: PresenceLimits::default(),
+        delivery_window: Duration::ZERO,
     })
 }
 
@@ -517,4 +518,72 @@ fn members_are_in_join_order_and_shared_not_copied() {
     assert_eq!(names(&rooms, "r"), ["carol", "bob", "dave"]);
     assert!(rooms.members("nowhere").is_empty());
     drop((carol, bob));
+}
+
+/// A registry whose rooms wake their members for posts at most once per `window`.
+fn windowed(window: Duration) -> Arc<Rooms> {
+    Rooms::new(RoomLimits {
+        delivery_window: window,
+        ..RoomLimits::default()
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn posts_within_a_delivery_window_wake_the_members_once_at_its_end() {
+    let rooms = windowed(Duration::from_millis(100));
+    let mut reader = rooms.join("w", "reader", StartAt::RecentHistory).unwrap();
+    let poster = rooms.join("w", "poster", StartAt::RecentHistory).unwrap();
+    drain(&mut reader);
+    // The room's first post wakes at once.
+    poster.post("first");
+    assert!(
+        reader.has_news(),
+        "the first post of a quiet room is not held"
+    );
+    drain(&mut reader);
+    // The next ones wait for the window the first one opened.
+    poster.post("a");
+    poster.post("b");
+    assert!(
+        !reader.has_news(),
+        "posts within the window wait for its end"
+    );
+    tokio::time::timeout(Duration::from_secs(1), reader.changed())
+        .await
+        .expect("the window's end wakes the member");
+    let got: Vec<String> = drain(&mut reader).into_iter().map(|m| m.text).collect();
+    assert_eq!(got, ["a", "b"]);
+    // A leave is never held.
+    drop(poster);
+    assert!(reader.has_news(), "a leave wakes at once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_whose_batch_stopped_at_its_bound_has_news_though_the_room_did_not_wake_it() {
+    let rooms = windowed(Duration::from_secs(60));
+    let mut reader = rooms.join("w", "reader", StartAt::RecentHistory).unwrap();
+    let poster = rooms.join("w", "poster", StartAt::RecentHistory).unwrap();
+    drain(&mut reader);
+    poster.post("first");
+    // Held by the window: the room has not woken the member for these.
+    let text = "x".repeat(1000);
+    for _ in 0..100 {
+        poster.post(&text);
+    }
+    assert!(reader.has_news(), "the first post woke the member");
+    // Woken for the first post, the member reads as far as the ring goes, within its bound.
+    let batch = reader.next_batch(10_000).expect("a batch");
+    let got = events(&batch).len();
+    assert!(got < 101, "the bound cut the batch: {got} events");
+    assert!(
+        reader.has_news(),
+        "a batch cut at its bound leaves news, whether or not the room wakes the member"
+    );
+    let rest = drain(&mut reader).len();
+    assert_eq!(
+        got + rest,
+        101,
+        "every post, without waiting for the window"
+    );
+    assert!(!reader.has_news(), "caught up");
 }

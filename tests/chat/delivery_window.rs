@@ -1,0 +1,122 @@
+//! `--delivery-window`: a busy room wakes its members for posts at most once per window, so posts
+//! that come within one window reach each member together, in one DATA frame. (That a member
+//! whose batch stopped at its bound takes the rest without waiting for the next window is a unit
+//! test of the room, which can order that exactly.) The reader's frames are read by hand (RFC 9113 framing, gRPC's length prefix), so the
+//! test sees how the server cut its writes into DATA frames.
+
+use std::time::{Duration, Instant};
+
+use prost::Message;
+
+use crate::support::chat::*;
+use crate::support::frames::{
+    data, grpc_request, kind, RawConnection, SETTINGS_INITIAL_WINDOW_SIZE,
+};
+use crate::support::process::ServerProcess;
+use crate::support::{within, TEST_PATIENCE};
+use h2chat::grpc::client::Channel;
+use h2chat::pb::chat::v1::{ChatMessage, EventKind};
+
+/// The messages in one DATA payload: whole gRPC frames (a 1-byte flag, a 4-byte big-endian
+/// length, the message), as the gRPC spec lays them out.
+fn messages_in(payload: &[u8]) -> Vec<ChatMessage> {
+    let mut out = Vec::new();
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let head: [u8; 5] = rest
+            .get(..5)
+            .and_then(|h| h.try_into().ok())
+            .expect("a DATA frame that ends inside a gRPC message prefix");
+        assert_eq!(head[0], 0, "an uncompressed message");
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let body = rest
+            .get(5..5 + len)
+            .expect("a DATA frame that ends inside a gRPC message");
+        out.push(ChatMessage::decode(body).expect("a ChatMessage"));
+        rest = &rest[5 + len..];
+    }
+    out
+}
+
+/// A member joined by hand on stream 1 of `conn`: the join request, left open.
+async fn join_by_hand(conn: &mut RawConnection, room: &str, name: &str) {
+    let join = ChatMessage {
+        room_id: room.into(),
+        sender_id: name.into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut framed = vec![0];
+    framed.extend_from_slice(&(join.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&join);
+    let mut request = grpc_request(1, "/chat.v1.ChatService/Chat", &[]);
+    request.extend_from_slice(&data(1, &framed, false));
+    conn.send(&request).await;
+}
+
+/// Reads the reader's DATA frames until a message with `text` arrives; returns, per DATA frame,
+/// the texts of the messages it carried.
+async fn frames_until(conn: &mut RawConnection, text: &str) -> Vec<Vec<String>> {
+    let mut frames = Vec::new();
+    loop {
+        let Some(f) = conn.next_frame().await else {
+            panic!("the server closed the reader's connection; frames so far: {frames:?}");
+        };
+        assert_ne!(f.kind, kind::GOAWAY, "GOAWAY to the reader: {frames:?}");
+        if f.kind != kind::DATA || f.stream != 1 {
+            continue;
+        }
+        let texts: Vec<String> = messages_in(&f.payload)
+            .into_iter()
+            .filter(|m| kind(m) == EventKind::Message)
+            .map(|m| m.text)
+            .collect();
+        let done = texts.iter().any(|t| t == text);
+        frames.push(texts);
+        if done {
+            return frames;
+        }
+    }
+}
+
+#[tokio::test]
+async fn posts_within_one_delivery_window_reach_a_member_in_one_frame() {
+    within(TEST_PATIENCE, "the test", async {
+        const WINDOW: Duration = Duration::from_secs(2);
+        let server =
+            ServerProcess::start(&["--delivery-window", "2", "--max-post-rate", "0"]).await;
+        let mut reader =
+            RawConnection::connect(server.addr, &[(SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20)]).await;
+        join_by_hand(&mut reader, "window", "reader").await;
+        let ch = Channel::connect(server.addr).await.expect("connect");
+        let mut poster = join(&ch, "window", "poster").await;
+        // The room's first post: nothing woke its members for a window, so it goes out at once.
+        poster.send(&post("first")).await.expect("post");
+        frames_until(&mut reader, "first").await;
+        // Ten more, 50 ms apart: without a window each would reach an idle reader in a frame of
+        // its own. With one they wait for the window the first post opened, and leave together.
+        let started = Instant::now();
+        for k in 0..10 {
+            poster.send(&post(&format!("m{k}"))).await.expect("post");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let frames = frames_until(&mut reader, "m9").await;
+        let texts: Vec<&String> = frames.iter().flatten().collect();
+        let want: Vec<String> = (0..10).map(|k| format!("m{k}")).collect();
+        assert_eq!(
+            texts,
+            want.iter().collect::<Vec<_>>(),
+            "every post, in order"
+        );
+        // A machine slow enough to spread the posts over more than one window gets a frame per
+        // window they span.
+        let windows = 1 + (started.elapsed().as_secs_f64() / WINDOW.as_secs_f64()) as usize;
+        assert!(
+            frames.len() <= windows,
+            "10 posts over {:?} with a {WINDOW:?} window came in {} DATA frames: {frames:?}",
+            started.elapsed(),
+            frames.len()
+        );
+    })
+    .await;
+}
