@@ -34,10 +34,11 @@
 //!   under chat rooms and the server's log.
 //! - [`services`]: what the server serves, `services/mod.rs`, and `app.rs`, which assembles it.
 //!   - `services/chat/`: `mod.rs` (the ChatService calls), `browser.rs` (`Subscribe` and
-//!     `Post`), `identity.rs` (NFC names and room ids, look-alike skeletons), `stats.rs` (what
-//!     chat counts), `flow.rs` (backpressure: posters wait for reading members; stalled
-//!     members), `presence.rs` (joins and leaves of large rooms batched, runs of them merged per
-//!     member).
+//!     `Post`), `join.rs` (a `Chat` call's join and membership), `member_loop.rs` (the member's
+//!     loop), `post.rs` (posts checked and posted, the post rate), `identity.rs` (NFC names and
+//!     room ids, look-alike skeletons), `stats.rs` (what chat counts), `flow.rs` (backpressure:
+//!     posters wait for reading members; stalled members), `presence.rs` (joins and leaves of
+//!     large rooms batched, runs of them merged per member).
 //!   - `services/chat/room/`: the room engine: `mod.rs` (rooms, epochs, members as cursors),
 //!     `shared.rs` (the node's copy of rooms shared through Redis), `tests.rs` (its unit tests).
 //!   - `services/chat/redis/`: rooms shared by several servers (`--redis`): `mod.rs` (the engine,

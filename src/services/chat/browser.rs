@@ -13,8 +13,9 @@ use tracing::debug;
 use crate::grpc::{Call, CallResult, Status};
 use crate::pb::chat::v1::{ChatMessage, PostRequest, PostResponse, SubscribeRequest};
 use crate::protocol::MEMBER_KEY_METADATA;
+use crate::services::chat::post::TokenBucket;
 use crate::services::chat::room::{Posted, Poster};
-use crate::services::chat::{ChatService, TokenBucket};
+use crate::services::chat::ChatService;
 
 /// Bytes of randomness in a member key (hex-encoded in the header).
 const MEMBER_KEY_BYTES: usize = 16;
