@@ -39,7 +39,11 @@
 //!     room ids, look-alike skeletons), `stats.rs` (what chat counts), `flow.rs` (backpressure:
 //!     posters wait for reading members; stalled members), `presence.rs` (joins and leaves of
 //!     large rooms batched, runs of them merged per member).
-//!   - `services/chat/room/`: the room engine: `mod.rs` (rooms, epochs, members as cursors),
+//!   - `services/chat/room/`: the room engine (rooms, a ring of encoded events, members as
+//!     cursors): `mod.rs` (its limits, start points, what a post did), `registry.rs` (the rooms
+//!     by name, joins and leaves), `state.rs` (a room and its locked state), `epoch.rs` (epochs,
+//!     resumes, resets), `window.rs` (the delivery window), `member.rs` (a member and its
+//!     batches), `poster.rs` (posts from elsewhere), `blocker.rs` (a member's blocked state),
 //!     `shared.rs` (the node's copy of rooms shared through Redis), `tests.rs` (its unit tests).
 //!   - `services/chat/redis/`: rooms shared by several servers (`--redis`): `mod.rs` (the engine,
 //!     its configuration and health, outages), `commands.rs` (scripts run; a failure as

@@ -4,7 +4,17 @@
 //! local post), members read it as they do a local room's, and joins and leaves are Redis's to
 //! announce: the registry only tells the engine that a local member left.
 
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
 use super::*;
+use crate::grpc::Status;
+use crate::pb::chat::v1::LeaveReason;
+use crate::ring::SeqRing;
+use crate::services::chat::flow::BlockedSince;
+use crate::services::chat::presence::Entry;
+use crate::services::chat::{identity, stats};
 
 /// The engine of rooms shared by several nodes, as the registry sees it.
 pub trait SharedRooms: Send + Sync {

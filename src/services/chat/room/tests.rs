@@ -4,6 +4,8 @@
 use prost::Message;
 
 use super::*;
+use crate::pb::chat::v1::{ChatMessage, EventKind, LeaveReason};
+use crate::services::chat::presence;
 
 fn rooms(history_events: usize, history_bytes: usize, history_on_join: usize) -> Arc<Rooms> {
     Rooms::new(RoomLimits {
