@@ -9,7 +9,9 @@
 //!   - `grpc/mod.rs`; shared by both sides: `codec.rs` (framing), `status.rs`, `metadata.rs`,
 //!     `compression.rs`, `timeout.rs`, `headers.rs`, `tls.rs` (PEM files, the crypto provider),
 //!     `web.rs` (gRPC-Web framing).
-//!   - `grpc/server/`: `mod.rs` (connections, call tasks), `accept.rs` (refusals before a handler),
+//!   - `grpc/server/`: `mod.rs` (the server, what its tasks share), `config.rs` (its limits),
+//!     `listen.rs` (the accept loop), `connection.rs` (one connection), `call_task.rs` (a call's
+//!     task), `accept.rs` (refusals before a handler),
 //!     `shutdown.rs` (the shutdown signal, a value), `written.rs` (write tracking), `router.rs`,
 //!     `call/mod.rs` + `call/state.rs` (one call and its stream state) + `call/send.rs` (its send side), `coalesce.rs` (write
 //!     coalescing), `keepalive.rs`, `linger.rs` (lingering close); for TLS and identity, `server/transport.rs` (plaintext and TLS

@@ -157,7 +157,7 @@ async fn a_server_warning_arrives_on_a_warn_watch() {
                 "{}",
                 entry.msg
             );
-            assert_eq!(entry.target, "h2chat::grpc::server");
+            assert_eq!(entry.target, "h2chat::grpc::server::listen");
             assert_eq!(ends_ok_with_count(&mut call).await, "1");
         },
     )
