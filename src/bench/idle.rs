@@ -3,7 +3,7 @@
 //!
 //! Steps, each measured on the server's `/proc` after `settle`: nothing yet (base); `conns`
 //! connections open, each having made one `Members` call so the server has surely set it up
-//! ([`connect_all`]);
+//! ([`connect_all`](crate::bench::members::connect_all));
 //! `members` members joined over those connections (member `i` on connection `i % conns`, rooms of
 //! `members_per_room`). Every member keeps reading the join events of its room, as a real client
 //! would, so none of them lags behind.

@@ -8,7 +8,7 @@
 //!   (at most [`PRESENCE_NAMES_SHOWN`] names a list; a single change reads as above);
 //! - a gap: `! missed 12 events (seq 40..=51)`.
 //!
-//! Names and texts come from other people: [`safe`](crate::client::safe) says how what could
+//! Names and texts come from other people: [`safe`] says how what could
 //! steer the terminal or forge a line is shown instead (escaped, padding visible, continuation
 //! lines of a multi-line text marked `  | `). JSON lines are one object per event (see
 //! [`JsonEvent`]), with C1, bidi and other invisible characters escaped as `\uXXXX`.

@@ -15,7 +15,7 @@
 //! goes at once: putting those off doubled the CPU per delivery of flat-out fan-out.
 //!
 //! A connection with at most one running call has no other call to wait for: its writes go at
-//! once ([`CoalescedWrites::unless_alone`]). Its one call hands over what it has together (a chat
+//! once (`CoalescedWrites::unless_alone`). Its one call hands over what it has together (a chat
 //! member, its whole batch), and with one connection per member the turn was one more poll of
 //! the connection for every write, gathering nothing.
 

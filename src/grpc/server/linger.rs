@@ -5,7 +5,7 @@
 //! reset makes the client's kernel throw away whatever it had received and not yet read — the
 //! last responses and trailers included. That happens whenever a client keeps sending while the
 //! server finishes its calls: a chat client posting while the server shuts down. So the
-//! connection's transport comes back to its task when h2 drops it ([`Returning`]), and the task
+//! connection's transport comes back to its task when h2 drops it (`Returning`), and the task
 //! half-closes it and reads until the client closes its side or [`LINGER`] passes (nginx's
 //! `lingering_close`).
 

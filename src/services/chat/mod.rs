@@ -10,7 +10,7 @@
 //! rate allows, so HTTP/2 flow control slows a fast sender down) and writes the room's events from
 //! its cursor as flow control allows. Nothing here can make it block the room.
 //!
-//! `Subscribe` and `Post` ([`browser`]) are the same member split in two calls, for browsers.
+//! `Subscribe` and `Post` (`browser.rs`) are the same member split in two calls, for browsers.
 //!
 //! Shutdown drains: when the server begins shutting down, the member's room closes at a definite
 //! sequence number (the first member to notice closes it). Posts after it are refused and never

@@ -15,7 +15,7 @@
 //! [`Lease`] on the connection's [`ConnectionBudget`] (see `budget`). A send waits for that room
 //! *before* it encodes; a message larger than the whole per-connection budget is
 //! RESOURCE_EXHAUSTED. A response that waits for the client's window longer than the server's
-//! send timeout has its stream reset ([`Call::send_stalled`]), which gives its bytes back.
+//! send timeout has its stream reset (`Call::send_stalled`), which gives its bytes back.
 
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
@@ -265,7 +265,7 @@ impl Call {
     /// Errors: INTERNAL for broken framing or a compressed message with no `grpc-encoding`,
     /// RESOURCE_EXHAUSTED for a message over the limit, CANCELLED if the client reset the stream.
     ///
-    /// One `poll_fn` over [`poll_recv_raw`](Call::poll_recv_raw), not a chain of awaits: a chat
+    /// One `poll_fn` over `poll_recv_raw`, not a chain of awaits: a chat
     /// member's task holds this future for as long as it waits for a post, so its size is
     /// per-member memory (24 bytes, where awaiting the frame and then the inflation took 128).
     pub async fn recv_raw(&self) -> Result<Option<Bytes>, Status> {

@@ -223,7 +223,7 @@ impl Call {
 
     /// Waits until the client's window lets the call send at least one byte, and returns how
     /// many (at most `want`). A wait that lasts longer than the send timeout ends the call, as
-    /// a flush would ([`send_stalled`](Call::send_stalled)). Cancel-safe.
+    /// a flush would (`send_stalled`). Cancel-safe.
     pub async fn send_capacity(&self, want: usize) -> Result<usize, Status> {
         let id = self.info.stream_id;
         self.lock().ensure_headers(&self.info)?;

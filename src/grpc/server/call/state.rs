@@ -72,7 +72,7 @@ impl CallState {
         }
     }
 
-    /// Whether the stream is closed (see [`close_cause`] for why).
+    /// Whether the stream is closed (see `close_cause` for why).
     pub fn is_closed(&self) -> bool {
         matches!(self, CallState::Closed(_))
     }

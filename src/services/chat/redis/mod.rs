@@ -5,17 +5,17 @@
 //!
 //! - **One order per room.** Joins, posts and leaves go through the scripts of [`script`]: Redis
 //!   gives every event its seq and encodes it once; every node receives the same frame.
-//! - **Local fan-out.** A node subscribes once per room with local members ([`subscriber`]) and
+//! - **Local fan-out.** A node subscribes once per room with local members (`subscriber.rs`) and
 //!   appends the published events to its copy of the room (a [`Rooms`] registry whose rings its
 //!   members read exactly as they read a local room) in seq order: a number past the next one
 //!   is filled from the stream first, and one the stream no longer holds becomes a gap.
 //! - **Presence across nodes.** A name is claimed in Redis (unique across nodes, look-alikes
-//!   included); each node renews its members' claims ([`presence`]) every third of
+//!   included); each node renews its members' claims (`presence.rs`) every third of
 //!   `--redis-presence-ttl`, and any node that touches the room sweeps the claims that ran out,
 //!   announcing those members' leave. So a node that dies loses its members within the TTL and
 //!   one renewal period.
 //! - **Posts in flight.** A member's posts are sent as they are read, several at once, and Redis
-//!   takes them in the order read or not at all ([`posts`]).
+//!   takes them in the order read or not at all (`posts.rs`).
 //! - **Outages.** A join, post or Members call that cannot reach Redis is UNAVAILABLE (a post is
 //!   then never echoed: it has no seq); members keep their calls and receive nothing until Redis
 //!   is back; the chat service's health is NOT_SERVING. When Redis answers again, the node
