@@ -16,16 +16,11 @@ pub struct Blocker {
 impl Blocker {
     /// See [`Member::set_blocked`](super::Member::set_blocked).
     pub fn set(&self, blocked: bool) {
-        if self.since.set(blocked) {
-            self.room.gate.member_blocked();
-        }
+        self.room.set_blocked(&self.since, blocked);
     }
 
     /// Waits until the member's room takes posts (see [`Poster::ready`](super::Poster::ready)).
     pub async fn ready(&self) {
-        self.room
-            .gate
-            .wait_open(|now| self.room.lock().flow.review(now, &self.room.gate))
-            .await
+        self.room.takes_posts().await
     }
 }

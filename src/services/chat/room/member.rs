@@ -201,9 +201,7 @@ impl Member {
     /// blocked for longer than the stall grace no longer holds the room back ([`flow`](crate::services::chat::flow)).
     pub fn set_blocked(&self, blocked: bool) {
         // Asked on every turn of the member's loop: no handle is made for it.
-        if self.blocked_since.set(blocked) {
-            self.room.gate.member_blocked();
-        }
+        self.room.set_blocked(&self.blocked_since, blocked);
     }
 
     /// A handle that says whether this member is blocked (see [`set_blocked`](Self::set_blocked))
@@ -217,10 +215,7 @@ impl Member {
 
     /// Waits until the room takes posts (see [`Poster::ready`]).
     pub async fn ready(&self) {
-        self.room
-            .gate
-            .wait_open(|now| self.room.lock().flow.review(now, &self.room.gate))
-            .await
+        self.room.takes_posts().await
     }
 
     /// Sets the reason the member will leave with when dropped.

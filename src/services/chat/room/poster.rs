@@ -27,10 +27,7 @@ impl Poster {
     /// posters wait for it to catch up ([`flow`](crate::services::chat::flow)). Call it before reading the next post from the
     /// client, so that HTTP/2 flow control slows the client meanwhile. Cancel-safe.
     pub async fn ready(&self) {
-        self.room
-            .gate
-            .wait_open(|now| self.room.lock().flow.review(now, &self.room.gate))
-            .await
+        self.room.takes_posts().await
     }
 
     /// Posts a text message as the member, unless the room has closed.

@@ -2,6 +2,7 @@
 //! roster, the presence batch and its timer, the flow state; events numbered, pushed and published.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
@@ -14,7 +15,7 @@ use crate::grpc::codec::encode_message;
 use crate::grpc::Status;
 use crate::pb::chat::v1::{ChatMessage, EventKind, LeaveReason};
 use crate::ring::{RingBounds, SeqRing};
-use crate::services::chat::flow::{Flow, Gate};
+use crate::services::chat::flow::{BlockedSince, Flow, Gate};
 use crate::services::chat::presence::{Due, Entry, Pending, Presence, PresenceLimits};
 
 /// One room.
@@ -238,5 +239,21 @@ impl Room {
     pub(super) fn publish(&self) {
         let next = self.lock().ring.next_seq();
         self.head.send_replace(next);
+    }
+
+    /// Waits until the room takes posts: its backpressure gate is open (posters at a closed gate
+    /// review who is stalled as time passes). Cancel-safe. The gate's own future, not an
+    /// `async fn` around it: it is part of every member's task while it waits.
+    pub(super) fn takes_posts(&self) -> impl Future<Output = ()> + '_ {
+        self.gate
+            .wait_open(|now| self.lock().flow.review(now, &self.gate))
+    }
+
+    /// A member's blocked state, held in `since`, is now `blocked`; the gate's posters look
+    /// again when it changed.
+    pub(super) fn set_blocked(&self, since: &BlockedSince, blocked: bool) {
+        if since.set(blocked) {
+            self.gate.member_blocked();
+        }
     }
 }
