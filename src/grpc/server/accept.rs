@@ -41,7 +41,7 @@ pub(super) fn accept_call(
     shared: &Shared,
     request: Request<RecvStream>,
     mut respond: SendResponse<Chunk>,
-    conn: &ConnInfo,
+    conn: &Arc<ConnInfo>,
     budget: &Arc<ConnectionBudget>,
     permit: Option<CallSlot>,
 ) -> Option<Call> {
@@ -146,7 +146,7 @@ fn call_info(
     headers: &HeaderMap,
     path: String,
     stream_id: u32,
-    conn: &ConnInfo,
+    conn: &Arc<ConnInfo>,
 ) -> (CallInfo, Option<Status>) {
     let mut early = None;
     // Read the clock only for calls that have a deadline.
@@ -197,9 +197,7 @@ fn call_info(
     let info = CallInfo {
         path,
         stream_id,
-        connection_id: conn.id,
-        peer: Some(conn.peer),
-        peer_identity: conn.identity.clone(),
+        conn: conn.clone(),
         principal: None,
         metadata: Metadata::from_headers(headers),
         deadline,
@@ -228,7 +226,7 @@ fn authenticate(
         service,
         method,
         metadata: &info.metadata,
-        peer_identity: info.peer_identity.as_deref(),
+        peer_identity: info.peer_identity(),
     })
 }
 

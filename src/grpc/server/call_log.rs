@@ -24,11 +24,6 @@ pub(super) fn refuse_unimplemented(call: &Call, status: Status) {
     call.finish(Err(status));
 }
 
-/// The peer's address for a log line (empty for an in-process connection).
-fn peer_text(peer: Option<SocketAddr>) -> String {
-    peer.map_or_else(String::new, |p| p.to_string())
-}
-
 /// Lines for calls that failed or were refused: ten a second at most.
 static FAILED_CALL_LOG: LogRate = LogRate::per_second(10);
 
@@ -58,7 +53,7 @@ fn log_call_end(call: &Call, status: &Status, what: &'static str) {
     if let Some(suppressed) = FAILED_CALL_LOG.allow() {
         let info = call.info();
         info!(
-            peer = %peer_text(info.peer),
+            peer = %info.peer(),
             path = ?info.path,
             code = ?status.code(),
             why = ?status.message(),

@@ -4,6 +4,7 @@
 //! it ends the call and counts it.
 
 use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
@@ -33,7 +34,7 @@ pub(super) fn start_call(
     shared: Arc<Shared>,
     request: Request<RecvStream>,
     respond: SendResponse<Chunk>,
-    (conn, budget): (&ConnInfo, &Arc<ConnectionBudget>),
+    (conn, budget): (&Arc<ConnInfo>, &Arc<ConnectionBudget>),
     permit: Option<CallSlot>,
 ) {
     let stream_id: u32 = respond.stream_id().as_u32();
@@ -58,9 +59,9 @@ fn call_task(shared: Arc<Shared>, call: Call) -> impl Future<Output = ()> + Send
 }
 
 /// The status of a call whose end came: its credentials expired (UNAUTHENTICATED with the
-/// authenticator's message) or its deadline passed.
-fn ended<T>(end: Option<(T, Option<&'static str>)>) -> Status {
-    match end.and_then(|(_, expired)| expired) {
+/// authenticator's message, `expiry`) or its deadline passed (`expiry` is `None`).
+fn ended(expiry: Option<&'static str>) -> Status {
+    match expiry {
         Some(message) => Status::unauthenticated(message),
         None => Status::deadline_exceeded("deadline exceeded"),
     }
@@ -97,38 +98,32 @@ async fn drive_call(shared: &Shared, call: &Call) {
         (Some(at), None) => Some((at, None)),
         (None, None) => None,
     };
+    // Of the end, only what its status needs is kept while the call runs (the task is
+    // per-member memory).
+    let expiry = end.and_then(|(_, expired)| expired);
     let mut deadline = end.map(|(at, _)| Box::pin(tokio::time::sleep_until(at.into())));
     let mut expired = poll_fn(|cx| match deadline.as_mut() {
         Some(sleep) => sleep.as_mut().poll(cx),
         None => Poll::Pending,
     });
     let send_stalled = call.send_stalled(shared.config.send_timeout);
-    let outcome = tokio::select! {
+    let raced = tokio::select! {
         // The handler first: on shutdown it may still say goodbye (health sends NOT_SERVING).
         biased;
-        result = &mut handler => Some(result),
+        result = &mut handler => Raced::Ended(Some(result)),
         cause = call.watch_peer() => {
             debug!(?cause, "client went away; handler stopped");
-            None
+            Raced::Ended(None)
         }
-        () = send_stalled => None,
-        () = &mut expired => Some(Err(ended(end))),
-        () = shared.signal.wait() => {
-            // The signal may have fired after the handler was polled in this same round (the
-            // task was woken by something else): poll the handler once more, now that the
-            // signal is set, so a handler waiting on it gets its goodbye out.
-            match poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await {
-                Poll::Ready(result) => Some(result),
-                Poll::Pending if call.drains_on_shutdown() => tokio::select! {
-                    // The handler ends the call itself once it has drained.
-                    biased;
-                    result = &mut handler => Some(result),
-                    _ = call.watch_peer() => None,
-                    () = &mut expired => Some(Err(ended(end))),
-                },
-                Poll::Pending => Some(Err(Status::unavailable("server shutting down"))),
-            }
-        }
+        () = send_stalled => Raced::Ended(None),
+        () = &mut expired => Raced::Ended(Some(Err(ended(expiry)))),
+        () = shared.signal.wait() => Raced::ShuttingDown,
+    };
+    // Shutdown is handled after the race, not in its branch: what the race returns is then not
+    // kept while the handler says goodbye, and the two share room in the task.
+    let outcome = match raced {
+        Raced::Ended(outcome) => outcome,
+        Raced::ShuttingDown => on_shutdown(call, &mut handler, &mut expired, expiry).await,
     };
     let code = match &outcome {
         None => Code::Cancelled,
@@ -144,6 +139,41 @@ async fn drive_call(shared: &Shared, call: &Call) {
     }
 }
 
+/// How the race of a call's handler against its ends came out.
+enum Raced {
+    /// The call is over: `None` if the client went away or its sends stalled, else its result.
+    Ended(Option<Result<(), Status>>),
+    /// The server is shutting down.
+    ShuttingDown,
+}
+
+/// What a call does once the server shuts down: the signal may have fired after the handler was
+/// polled in the same round (the task was woken by something else), so the handler is polled once
+/// more, now that the signal is set, so that a handler waiting on it gets its goodbye out. A
+/// handler that drains on shutdown then ends the call itself; any other is ended UNAVAILABLE.
+/// `None`: the client went away meanwhile.
+///
+/// A function of its own: what it keeps across its waits then shares room with the handler's
+/// race in the call's task instead of adding to it.
+async fn on_shutdown(
+    call: &Call,
+    handler: &mut Pin<Box<dyn Future<Output = Result<(), Status>> + Send + '_>>,
+    expired: &mut (impl Future<Output = ()> + Unpin),
+    expiry: Option<&'static str>,
+) -> Option<Result<(), Status>> {
+    match poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await {
+        Poll::Ready(result) => Some(result),
+        Poll::Pending if call.drains_on_shutdown() => tokio::select! {
+            // The handler ends the call itself once it has drained.
+            biased;
+            result = &mut *handler => Some(result),
+            _ = call.watch_peer() => None,
+            () = expired => Some(Err(ended(expiry))),
+        },
+        Poll::Pending => Some(Err(Status::unavailable("server shutting down"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
@@ -153,6 +183,9 @@ mod tests {
     use super::*;
     use crate::grpc::server::lifetime::Activity;
     use crate::grpc::server::{Server, ServerConfig};
+
+    /// See the size check in `a_call_task_holds_the_call_and_its_driver_only`.
+    const MAX_CALL_TASK_BYTES: usize = 784;
 
     /// A call's task lives as long as the call (a chat member's, for hours), so its size is
     /// per-member memory: it holds the call and the future driving it, nothing else (a span kept
@@ -183,7 +216,7 @@ mod tests {
             .try_acquire_owned()
             .ok()
             .map(|p| Activity::new().enter(p));
-        let conn_info = ConnInfo::new(peer, None);
+        let conn_info = Arc::new(ConnInfo::new(peer, None));
         let budget = ConnectionBudget::new(1 << 20, 0, shared.send_total.clone());
         let call =
             accept_call(&shared, request, respond, &conn_info, &budget, permit).expect("accepted");
@@ -195,6 +228,12 @@ mod tests {
         assert!(
             size <= parts + 16,
             "a call's task is {size} bytes, its parts {parts}"
+        );
+        // Tokio adds 112 bytes of header and trailer and rounds the cell to 128: at most 784
+        // bytes of task make an 896-byte cell (it was 904, a 1,024-byte cell).
+        assert!(
+            size <= MAX_CALL_TASK_BYTES,
+            "a call's task is {size} bytes (at most {MAX_CALL_TASK_BYTES})"
         );
         drop(task);
         drop(conn);

@@ -71,6 +71,8 @@ pub(super) async fn serve_connection<T>(
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let cfg = &shared.config;
+    // Shared by the connection's calls.
+    let conn_info = Arc::new(conn_info);
     // The socket comes back when h2 drops it, for a lingering close (see `linger`).
     let (socket, returned) = linger::Returning::new(socket);
     // Boxed: the handshake's state is large and needed only until the preface is done, while

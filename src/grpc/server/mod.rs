@@ -217,7 +217,7 @@ impl Stopper {
 }
 
 /// The facts of a connection every call on it sees.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub(in crate::grpc) struct ConnInfo {
     /// Unique for the server's lifetime.
     pub(in crate::grpc) id: u64,

@@ -35,7 +35,7 @@ impl ChatService {
         };
         let name = identity::normalize("sender_id", &member_name(call, &first)?, max)?;
         self.check_text(&first.text)?;
-        let slot = self.join_slot(call.info().connection_id)?;
+        let slot = self.join_slot(call.info().connection_id())?;
         let start = match first.resume_after_seq {
             Some(after) => StartAt::Resume {
                 epoch: (!first.resume_epoch.is_empty()).then_some(first.resume_epoch),
@@ -104,7 +104,7 @@ impl ChatService {
 
 /// Whether the call has an identity nobody else can claim: a token's, or a client certificate's.
 fn is_authenticated(call: &Call) -> bool {
-    call.info().principal.is_some() || call.info().peer_identity.is_some()
+    call.info().principal.is_some() || call.info().peer_identity().is_some()
 }
 
 /// The name a join makes its member: with a token, its name (the `name` claim, else `sub`); else
@@ -115,7 +115,7 @@ fn member_name(call: &Call, join: &ChatMessage) -> Result<String, Status> {
     let info = call.info();
     let (identity, claims) = match &info.principal {
         Some(p) => (Some(p.name.as_str()), p.attributes::<Claims>()),
-        None => (info.peer_identity.as_deref(), None),
+        None => (info.peer_identity(), None),
     };
     let Some(identity) = identity else {
         return Ok(join.sender_id.clone());

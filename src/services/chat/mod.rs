@@ -198,5 +198,5 @@ impl ChatService {
 
 /// The peer's address for a log line.
 fn peer_text(call: &Call) -> String {
-    call.info().peer.map_or_else(String::new, |p| p.to_string())
+    call.info().peer().to_string()
 }

@@ -40,6 +40,7 @@ use crate::grpc::server::budget::{ConnectionBudget, Lease};
 use crate::grpc::server::lifetime::CallSlot;
 use crate::grpc::server::stats;
 use crate::grpc::server::written::{Chunk, Tracker};
+use crate::grpc::server::ConnInfo;
 use crate::grpc::status::Status;
 use crate::grpc::web::{self, TextDecoder};
 
@@ -57,13 +58,14 @@ pub struct CallInfo {
     pub path: String,
     /// The HTTP/2 stream id.
     pub stream_id: u32,
-    /// Identifies the connection the call came on (unique for the server's lifetime).
-    pub connection_id: u64,
-    /// The client's address.
-    pub peer: Option<SocketAddr>,
-    /// The identity of the client's verified TLS certificate (SAN URI, else DNS, else CN), if the
-    /// connection is TLS and the client presented one.
-    pub peer_identity: Option<Arc<str>>,
+    /// The connection the call came on, shared by its calls (see [`connection_id`],
+    /// [`peer`], [`peer_identity`]): one pointer per call instead of 56 bytes, in a value that
+    /// lives as long as the call (a chat member's, for hours).
+    ///
+    /// [`connection_id`]: CallInfo::connection_id
+    /// [`peer`]: CallInfo::peer
+    /// [`peer_identity`]: CallInfo::peer_identity
+    pub(in crate::grpc) conn: Arc<ConnInfo>,
     /// Who the call runs as, if the server's authenticator established it.
     pub principal: Option<Arc<Principal>>,
     /// Application metadata from the request headers.
@@ -83,6 +85,24 @@ pub struct CallInfo {
     pub send_timeout: Option<Duration>,
     /// Set when the call is gRPC-Web: the trailers then travel in the body.
     pub web: Option<Box<WebCall>>,
+}
+
+impl CallInfo {
+    /// Identifies the connection the call came on (unique for the server's lifetime).
+    pub fn connection_id(&self) -> u64 {
+        self.conn.id
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.conn.peer
+    }
+
+    /// The identity of the client's verified TLS certificate (SAN URI, else DNS, else CN), if the
+    /// connection is TLS and the client presented one.
+    pub fn peer_identity(&self) -> Option<&str> {
+        self.conn.identity.as_deref()
+    }
 }
 
 /// How a gRPC-Web call differs on the wire (see [`crate::grpc::web`]). The handler sees the same
@@ -615,7 +635,7 @@ fn add_web_headers(info: &CallInfo, headers: &mut HeaderMap) {
 
 /// The headers every gRPC response starts with.
 pub(in crate::grpc) fn grpc_response_headers(encoding: Option<Encoding>) -> HeaderMap {
-    let mut h = HeaderMap::with_capacity(4);
+    let mut h = HeaderMap::with_capacity(3);
     h.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
