@@ -228,7 +228,39 @@ pub struct Attacker {
     send: SendRequest<Bytes>,
 }
 
+/// The connection task of an attacker made with [`Attacker::connect_paused`], not yet running.
+pub struct Paused(h2::client::Connection<TcpStream, Bytes>);
+
+impl Paused {
+    /// Starts the connection: everything queued on it goes out at once.
+    pub fn resume(self) {
+        tokio::spawn(async move {
+            let _ = self.0.await;
+        });
+    }
+}
+
 impl Attacker {
+    /// Like [`connect`](Attacker::connect), but nothing is sent until [`Paused::resume`]: the
+    /// calls opened meanwhile (up to `streams` of them) reach the server in one burst, before it
+    /// has accepted any. That is the worst case for the server's per-connection buffers (h2 holds
+    /// every stream's frames until the stream is accepted, and keeps the room afterwards), and it
+    /// does not depend on how the two sides happen to interleave.
+    pub async fn connect_paused(
+        addr: SocketAddr,
+        window: u32,
+        streams: usize,
+    ) -> (Attacker, Paused) {
+        let mut builder = h2::client::Builder::new();
+        builder
+            .initial_window_size(window)
+            .initial_max_send_streams(streams)
+            .max_concurrent_reset_streams(10_000);
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let (send, conn) = builder.handshake(tcp).await.expect("h2 handshake");
+        (Attacker { send }, Paused(conn))
+    }
+
     /// Connects granting the server a stream window of `window` bytes (0: never any).
     pub async fn connect(addr: SocketAddr, window: u32) -> Attacker {
         let mut builder = h2::client::Builder::new();
