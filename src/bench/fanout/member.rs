@@ -44,7 +44,7 @@ pub(super) struct MemberCtx {
     /// The sender this member's call belongs to, and how to wake it.
     pub(super) own: Option<(u32, Arc<Notify>)>,
     pub(super) clock: Clock,
-    /// A stalled member: it reads nothing until this turns true (the senders are done), then
+    /// A stalled member: it reads nothing until this turns true (the flood is over), then
     /// reads until nothing comes for [`super::STALLED_IDLE`].
     pub(super) hold: Option<watch::Receiver<bool>>,
 }

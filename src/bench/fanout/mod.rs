@@ -18,7 +18,8 @@
 //!   receive the rest, then stop where they are.
 //! - A flood (`--window 0`): the senders post as fast as the server reads, with no pacing of their
 //!   own; only the server's backpressure holds them. `--stalled N` makes the last N members of each
-//!   room read nothing until the senders are done, each on a connection of its own with a small
+//!   room read nothing until the flood is over (the senders are done and every reading member has
+//!   everything, so the room no longer moves), each on a connection of its own with a small
 //!   window ([`STALLED_WINDOW_BYTES`]); then they read what the server has for them (a gap, and the
 //!   room's history) until [`STALLED_IDLE`] passes with nothing new. They are counted apart: the
 //!   report's `expected`, `lost` and `gap_events` are the reading members'.
@@ -156,8 +157,8 @@ pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
     let join_s = join_start.elapsed().as_secs_f64();
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (senders_done, senders_done_rx) = watch::channel(false);
-    let cast = spawn_members(&cfg, calls, stalled, clock, &stop_rx, &senders_done_rx);
+    let (flood_over, flood_over_rx) = watch::channel(false);
+    let cast = spawn_members(&cfg, calls, stalled, clock, &stop_rx, &flood_over_rx);
 
     let server_before = sample_server(cfg.server_pid)?;
     let self_before = ProcSample::read_self().ok();
@@ -180,9 +181,13 @@ pub async fn run(cfg: FanoutConfig) -> Result<Outcome, BenchError> {
         .collect();
     let senders = wait_all(senders, deadline, &stop_tx).await?;
     let senders_end = Instant::now();
-    senders_done.send_replace(true);
     let drain_deadline = deadline_after(cfg.drain.0).min(deadline.max(Instant::now()));
-    let members = wait_all(cast.members, drain_deadline, &stop_tx).await?;
+    // The reading members first: until they have everything the room still moves, and a stalled
+    // member that read then could fall behind the ring a second time while it catches up.
+    let mut members = wait_all(cast.reading, drain_deadline, &stop_tx).await?;
+    flood_over.send_replace(true);
+    let stalled_deadline = deadline_after(cfg.drain.0);
+    members.extend(wait_all(cast.stalled, stalled_deadline, &stop_tx).await?);
     let end = Instant::now();
     let server_after = sample_server(cfg.server_pid)?;
     let self_after = ProcSample::read_self().ok();
@@ -275,7 +280,10 @@ async fn join_stalled(
 /// first `senders` members of each room also post (their sending halves wait for the start).
 struct Cast {
     rooms: Vec<Arc<RoomProgress>>,
-    members: Vec<tokio::task::JoinHandle<(MemberStats, CallReceiver)>>,
+    /// The members that read from the start.
+    reading: Vec<tokio::task::JoinHandle<(MemberStats, CallReceiver)>>,
+    /// The stalled members ([`MemberCtx::hold`]).
+    stalled: Vec<tokio::task::JoinHandle<(MemberStats, CallReceiver)>>,
     senders: Vec<(CallSender, SenderCtx)>,
     /// The sending halves of members that never post, kept open so they stay joined.
     quiet_halves: Vec<CallSender>,
@@ -287,7 +295,7 @@ fn spawn_members(
     stalled: Vec<ClientCall>,
     clock: Clock,
     stop_rx: &watch::Receiver<bool>,
-    senders_done: &watch::Receiver<bool>,
+    flood_over: &watch::Receiver<bool>,
 ) -> Cast {
     let total = cfg.rooms * cfg.members;
     let rooms: Vec<Arc<RoomProgress>> = (0..cfg.rooms)
@@ -300,6 +308,7 @@ fn spawn_members(
         .collect();
     let expected_each = (cfg.senders * cfg.messages) as u64;
     let mut members = Vec::with_capacity(total);
+    let mut held = Vec::with_capacity(cfg.rooms * cfg.stalled);
     let mut senders = Vec::with_capacity(cfg.rooms * cfg.senders);
     let mut quiet_halves = Vec::with_capacity(total);
     let reading = cfg.members - cfg.stalled;
@@ -313,9 +322,9 @@ fn spawn_members(
             expected: expected_each,
             own: None,
             clock,
-            hold: Some(senders_done.clone()),
+            hold: Some(flood_over.clone()),
         };
-        members.push(tokio::spawn(run_member(rx, ctx, stop_rx.clone())));
+        held.push(tokio::spawn(run_member(rx, ctx, stop_rx.clone())));
     }
     for (g, call) in calls.into_iter().enumerate() {
         let (r, j) = (g / reading, g % reading);
@@ -348,7 +357,8 @@ fn spawn_members(
     }
     Cast {
         rooms,
-        members,
+        reading: members,
+        stalled: held,
         senders,
         quiet_halves,
     }
