@@ -1,5 +1,6 @@
-//! `--delivery-window`: a busy room wakes its members for posts at most once per window, so posts
-//! that come within one window reach each member together, in one DATA frame. (That a member
+//! `--delivery-window`: a busy room of more than `--delivery-window-above` members wakes its members
+//! for posts at most once per window, so posts that come within one window reach each member
+//! together, in one DATA frame; the poster gets its own at once, and smaller rooms are never held. (That a member
 //! whose batch stopped at its bound takes the rest without waiting for the next window is a unit
 //! test of the room, which can order that exactly.) The reader's frames are read by hand (RFC 9113 framing, gRPC's length prefix), so the
 //! test sees how the server cut its writes into DATA frames.
@@ -14,7 +15,7 @@ use crate::support::frames::{
 };
 use crate::support::process::ServerProcess;
 use crate::support::{within, TEST_PATIENCE};
-use h2chat::grpc::client::Channel;
+use h2chat::grpc::client::{Channel, ClientCall};
 use h2chat::pb::chat::v1::{ChatMessage, EventKind};
 
 /// The messages in one DATA payload: whole gRPC frames (a 1-byte flag, a 4-byte big-endian
@@ -83,8 +84,15 @@ async fn frames_until(conn: &mut RawConnection, text: &str) -> Vec<Vec<String>> 
 async fn posts_within_one_delivery_window_reach_a_member_in_one_frame() {
     within(TEST_PATIENCE, "the test", async {
         const WINDOW: Duration = Duration::from_secs(2);
-        let server =
-            ServerProcess::start(&["--delivery-window", "2", "--max-post-rate", "0"]).await;
+        let server = ServerProcess::start(&[
+            "--delivery-window",
+            "2",
+            "--delivery-window-above",
+            "0",
+            "--max-post-rate",
+            "0",
+        ])
+        .await;
         let mut reader =
             RawConnection::connect(server.addr, &[(SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20)]).await;
         join_by_hand(&mut reader, "window", "reader").await;
@@ -117,6 +125,73 @@ async fn posts_within_one_delivery_window_reach_a_member_in_one_frame() {
             started.elapsed(),
             frames.len()
         );
+    })
+    .await;
+}
+
+/// A server whose rooms of more than `above` members hold posts for a window far longer than any
+/// wait of these tests (20 s), so that a post it held would time out; a reader and a poster joined
+/// to `room` on one connection.
+async fn long_window(above: &str, room: &str) -> (ServerProcess, Channel, ClientCall, ClientCall) {
+    let args = ["--delivery-window", "600", "--delivery-window-above", above];
+    let server = ServerProcess::start(&[&args[..], &["--max-post-rate", "0"]].concat()).await;
+    let ch = Channel::connect(server.addr).await.expect("connect");
+    let reader = join(&ch, room, "reader").await;
+    let poster = join(&ch, room, "poster").await;
+    (server, ch, reader, poster)
+}
+
+#[tokio::test]
+async fn the_poster_gets_its_own_post_at_once_while_the_window_holds_it_from_the_others() {
+    within(TEST_PATIENCE, "the test", async {
+        let (_server, _ch, mut reader, mut poster) = long_window("0", "own").await;
+        // The first post of a quiet room reaches everyone at once and opens the window.
+        poster.send(&post("first")).await.expect("post");
+        until_text(&mut reader, "first").await;
+        until_text(&mut poster, "first").await;
+        // The second is held from the reader for the window, but not from its poster: a client
+        // that waits for its own post before sending the next is not slowed to one a window.
+        for k in 0..3 {
+            let text = format!("own{k}");
+            poster.send(&post(&text)).await.expect("post");
+            let echo = until_text(&mut poster, &text).await;
+            assert_eq!(echo.sender_id, "poster");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_room_of_up_to_delivery_window_above_members_is_never_held() {
+    within(TEST_PATIENCE, "the test", async {
+        let (_server, ch, mut reader, mut poster) = long_window("2", "small").await;
+        // Two members, not more than 2: every post wakes the reader, however close they come.
+        for k in 0..5 {
+            let text = format!("m{k}");
+            poster.send(&post(&text)).await.expect("post");
+            until_text(&mut reader, &text).await;
+        }
+        // A third member makes the room larger than 2: from now on posts that follow one another
+        // within the window are held from the reader (the poster still gets its own).
+        let mut third = join(&ch, "small", "third").await;
+        poster.send(&post("opens")).await.expect("post");
+        until_text(&mut third, "opens").await;
+        until_text(&mut reader, "opens").await;
+        poster.send(&post("held")).await.expect("post");
+        until_text(&mut poster, "held").await;
+        // A leave is never held: it wakes the room at once, and the held post comes with it, in
+        // the room's order.
+        drop(third);
+        let next = next_where(&mut reader, |m| {
+            m.text == "held" || kind(m) == EventKind::Left
+        })
+        .await;
+        assert_eq!(
+            next.text, "held",
+            "the held post, before the later leave: {next:?}"
+        );
+        let left = next_where(&mut reader, |m| kind(m) == EventKind::Left).await;
+        assert_eq!(left.sender_id, "third");
     })
     .await;
 }

@@ -106,11 +106,16 @@ pub(crate) struct ServeArgs {
     /// Longest wait in seconds between a batching room's presence events.
     #[arg(long, value_parser = flags::seconds(), default_value_t = presence::DEFAULT_PRESENCE_MAX_INTERVAL.as_secs_f64())]
     presence_max_interval: f64,
-    /// Seconds a busy room gathers posts before waking its members (0: none): a post into a room
-    /// whose members no post woke for this long goes out at once, later ones together at the
-    /// window's end. Fewer wake-ups and writes for up to this much latency; local rooms only.
+    /// Seconds a busy room of more than --delivery-window-above members gathers posts before
+    /// waking its members (0: none): a post into a room whose members no post woke for this long
+    /// goes out at once, later ones together at the window's end (the poster gets its own at
+    /// once). Fewer wake-ups and writes for up to this much latency; local rooms only.
     #[arg(long, value_parser = flags::seconds_or_zero(), default_value_t = room::DEFAULT_DELIVERY_WINDOW.as_secs_f64())]
     delivery_window: f64,
+    /// Rooms with more members than this hold posts for --delivery-window (0: every room);
+    /// smaller rooms wake their members for every post at once.
+    #[arg(long, value_parser = flags::whole::<usize>(0, None), default_value_t = room::DEFAULT_DELIVERY_WINDOW_ABOVE)]
+    delivery_window_above: usize,
     /// Joined chat calls per connection.
     #[arg(long, value_parser = flags::whole::<usize>(1, None), default_value_t = chat::DEFAULT_MAX_JOINS_PER_CONNECTION)]
     max_joins_per_connection: usize,
@@ -283,6 +288,7 @@ impl ServeArgs {
                         max_interval: secs(self.presence_max_interval),
                     },
                     delivery_window: secs(self.delivery_window),
+                    delivery_window_above: self.delivery_window_above,
                 },
                 max_id_bytes: self.max_id_bytes,
                 max_text_bytes: self.max_text_bytes,

@@ -16,7 +16,7 @@ impl ChatService {
     /// adding it to `in_flight` (`None`: its answer comes from there).
     pub(super) fn post(
         &self,
-        member: &Member,
+        member: &mut Member,
         msg: Box<ChatMessage>,
         in_flight: &mut redis::InFlight,
     ) -> Result<Option<Posted>, Status> {

@@ -38,8 +38,8 @@ pub struct Member {
     /// Since when this member has been blocked (shared with the room).
     pub(super) blocked_since: Arc<BlockedSince>,
     /// The last batch stopped short of the ring's head (at its size bound or the client's
-    /// window): more is due whether or not the room wakes the member again (with a delivery
-    /// window it may not, for a while).
+    /// window), or the member has posted since: more is due whether or not the room wakes the
+    /// member again (with a delivery window it may not, for a while).
     pub(super) behind: bool,
 }
 
@@ -72,9 +72,15 @@ impl Member {
         self.joined_seq
     }
 
-    /// Posts a text message from this member, unless the room has closed.
-    pub fn post(&self, text: &str) -> Posted {
-        self.poster().post(text)
+    /// Posts a text message from this member, unless the room has closed. The post is due to
+    /// the member itself at once, even while the room's delivery window holds it from the others:
+    /// a client may wait for its own post to come back before it sends the next one.
+    pub fn post(&mut self, text: &str) -> Posted {
+        let posted = self.room.post_as(&self.name, text);
+        if let Posted::At(_) = posted {
+            self.behind = true;
+        }
+        posted
     }
 
     /// A handle that posts as this member from elsewhere (another call), while the member is in

@@ -32,26 +32,34 @@ impl Poster {
 
     /// Posts a text message as the member, unless the room has closed.
     pub fn post(&self, text: &str) -> Posted {
-        let mut st = self.room.lock();
+        self.room.post_as(&self.name, text)
+    }
+}
+
+impl Room {
+    /// Posts a text message as `name`, unless the room has closed; wakes the members unless the
+    /// delivery window holds the post ([`post_wakes_now`](Room::post_wakes_now)).
+    pub(super) fn post_as(self: &Arc<Self>, name: &Arc<str>, text: &str) -> Posted {
+        let mut st = self.lock();
         if let Some(at) = st.closed_at {
             return Posted::Closed(at);
         }
         // A member's join is announced before its first message.
-        if st.presence.is_unannounced(&self.name) {
-            self.room.flush_presence(&mut st);
+        if st.presence.is_unannounced(name) {
+            self.flush_presence(&mut st);
         }
-        let seq = self.room.append(
+        let seq = self.append(
             &mut st,
-            &self.name,
+            name,
             EventKind::Message,
             text,
             LeaveReason::Unspecified,
         );
         let next = st.ring.next_seq();
-        let wake = self.room.post_wakes_now(&mut st);
+        let wake = self.post_wakes_now(&mut st);
         drop(st);
         if wake {
-            self.room.head.send_replace(next);
+            self.head.send_replace(next);
         }
         Posted::At(seq)
     }

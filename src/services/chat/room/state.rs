@@ -31,6 +31,8 @@ pub struct Room {
     pub(super) presence_limits: PresenceLimits,
     /// See [`RoomLimits::delivery_window`].
     pub(super) delivery_window: Duration,
+    /// See [`RoomLimits::delivery_window_above`].
+    pub(super) delivery_window_above: usize,
     /// Set (with `RoomState::ended`) when this copy of a shared room is retired.
     pub(super) ended: AtomicBool,
 }
@@ -63,6 +65,8 @@ pub(super) struct RoomState {
     pub(super) woken_at: Option<Instant>,
     /// A timer will wake the members for the posts since then.
     pub(super) wake_due: bool,
+    /// Posts held for the window since the members were last woken.
+    pub(super) held: u32,
 }
 
 impl Room {
@@ -88,11 +92,13 @@ impl Room {
                 flow: Flow::new(limits.flow, bounds),
                 woken_at: None,
                 wake_due: false,
+                held: 0,
             }),
             head,
             gate: Gate::default(),
             presence_limits: limits.presence,
             delivery_window: limits.delivery_window,
+            delivery_window_above: limits.delivery_window_above,
             ended: AtomicBool::new(false),
         }
     }

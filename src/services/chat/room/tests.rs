@@ -20,6 +20,7 @@ fn rooms(history_events: usize, history_bytes: usize, history_on_join: usize) ->
         },
         presence: PresenceLimits::default(),
         delivery_window: Duration::ZERO,
+        delivery_window_above: 0,
     })
 }
 
@@ -143,7 +144,7 @@ fn joins_into_a_large_room_cost_a_bounded_number_of_deliveries_each() {
 #[test]
 fn history_on_join_is_the_most_recent_events_then_the_join() {
     let rooms = rooms(100, 1 << 20, 3);
-    let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+    let mut alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
     for i in 0..5 {
         alice.post(&format!("m{i}"));
     }
@@ -167,7 +168,7 @@ fn history_on_join_is_the_most_recent_events_then_the_join() {
 #[test]
 fn resume_after_s_receives_every_retained_event_after_s() {
     let rooms = rooms(100, 1 << 20, 0);
-    let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+    let mut alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
     for i in 0..5 {
         alice.post(&format!("m{i}"));
     }
@@ -183,7 +184,7 @@ fn resume_after_s_receives_every_retained_event_after_s() {
 #[test]
 fn a_member_behind_the_ring_gets_one_gap_naming_exactly_what_it_missed() {
     let rooms = rooms(4, 1 << 20, 0);
-    let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+    let mut alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
     let mut bob = rooms.join("r", "bob", StartAt::RecentHistory).unwrap();
     assert_eq!(bob.cursor(), 2, "no history: bob starts at his join");
     for i in 0..10 {
@@ -204,7 +205,7 @@ fn a_member_behind_the_ring_gets_one_gap_naming_exactly_what_it_missed() {
 #[test]
 fn the_ring_is_bounded_by_count() {
     let rooms = rooms(3, 1 << 20, 100);
-    let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+    let mut alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
     for i in 0..10 {
         alice.post(&format!("m{i}"));
     }
@@ -222,7 +223,7 @@ fn the_ring_is_bounded_by_bytes() {
     // Each 1,000-byte text encodes to a little over 1,000 bytes: three of them and a small join
     // event fit in 3,500 bytes, four do not.
     let rooms = rooms(1000, 3500, 1000);
-    let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+    let mut alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
     let text = "x".repeat(1000);
     for _ in 0..10 {
         alice.post(&text);
@@ -240,7 +241,7 @@ fn the_ring_is_bounded_by_bytes() {
 #[test]
 fn a_batch_holds_at_most_max_batch_bytes_unless_one_event_is_larger() {
     let rooms = rooms(1000, 16 << 20, 0);
-    let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+    let mut alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
     let mut bob = rooms.join("r", "bob", StartAt::RecentHistory).unwrap();
     let text = "y".repeat(10_000);
     for _ in 0..20 {
@@ -268,7 +269,7 @@ fn a_batch_holds_at_most_max_batch_bytes_unless_one_event_is_larger() {
 #[test]
 fn a_batch_is_built_within_the_bytes_the_caller_can_send() {
     let rooms = rooms(1000, 16 << 20, 0);
-    let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+    let mut alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
     let mut bob = rooms.join("r", "bob", StartAt::RecentHistory).unwrap();
     for _ in 0..10 {
         alice.post(&"w".repeat(100));
@@ -289,7 +290,7 @@ fn a_batch_is_built_within_the_bytes_the_caller_can_send() {
 #[test]
 fn a_recreated_room_has_a_new_epoch_and_numbers_from_one() {
     let rooms = rooms(100, 1 << 20, 0);
-    let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+    let mut alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
     let first = alice.epoch().to_owned();
     alice.post("one");
     drop(alice); // seq 3: alice left; the room is removed
@@ -319,11 +320,11 @@ fn epochs_never_repeat_across_ten_thousand_incarnations() {
 fn resume_in_another_epoch_is_one_reset_then_the_whole_present_history() {
     let rooms = rooms(100, 1 << 20, 0);
     let old = {
-        let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+        let mut alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
         alice.post("gone");
         alice.epoch().to_owned()
     };
-    let carol = rooms.join("r", "carol", StartAt::RecentHistory).unwrap();
+    let mut carol = rooms.join("r", "carol", StartAt::RecentHistory).unwrap();
     carol.post("c1");
     let start = StartAt::Resume {
         epoch: Some(old.clone()),
@@ -350,7 +351,7 @@ fn resume_in_another_epoch_is_one_reset_then_the_whole_present_history() {
 #[test]
 fn resume_without_an_epoch_is_never_a_guessed_tail() {
     let rooms = rooms(100, 1 << 20, 0);
-    let carol = rooms.join("r", "carol", StartAt::RecentHistory).unwrap();
+    let mut carol = rooms.join("r", "carol", StartAt::RecentHistory).unwrap();
     for i in 0..4 {
         carol.post(&format!("c{i}"));
     }
@@ -372,7 +373,7 @@ fn resume_without_an_epoch_is_never_a_guessed_tail() {
 #[test]
 fn a_reset_whose_history_lost_its_start_has_a_gap_after_it() {
     let rooms = rooms(3, 1 << 20, 0);
-    let carol = rooms.join("r", "carol", StartAt::RecentHistory).unwrap();
+    let mut carol = rooms.join("r", "carol", StartAt::RecentHistory).unwrap();
     for i in 0..5 {
         carol.post(&format!("c{i}"));
     }
@@ -394,7 +395,7 @@ fn a_reset_whose_history_lost_its_start_has_a_gap_after_it() {
 #[test]
 fn resume_past_the_head_of_the_present_epoch_is_out_of_range() {
     let rooms = rooms(100, 1 << 20, 0);
-    let carol = rooms.join("r", "carol", StartAt::RecentHistory).unwrap();
+    let mut carol = rooms.join("r", "carol", StartAt::RecentHistory).unwrap();
     carol.post("c1");
     // The head is 2: resuming after 2 is fine (nothing missed), after 3 is not.
     let err = rooms.join("r", "alice", resume(&carol, 3)).err().unwrap();
@@ -430,7 +431,7 @@ fn a_refused_join_leaves_the_room_as_it_was() {
 #[test]
 fn a_closed_room_refuses_posts_after_its_close_point() {
     let rooms = rooms(100, 1 << 20, 0);
-    let alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
+    let mut alice = rooms.join("r", "alice", StartAt::RecentHistory).unwrap();
     let mut bob = rooms.join("r", "bob", StartAt::RecentHistory).unwrap();
     assert_eq!(alice.post("before"), Posted::At(3));
     assert_eq!(alice.close_room(), 3);
@@ -522,10 +523,11 @@ fn members_are_in_join_order_and_shared_not_copied() {
     drop((carol, bob));
 }
 
-/// A registry whose rooms wake their members for posts at most once per `window`.
+/// A registry whose rooms, of any size, wake their members for posts at most once per `window`.
 fn windowed(window: Duration) -> Arc<Rooms> {
     Rooms::new(RoomLimits {
         delivery_window: window,
+        delivery_window_above: 0,
         ..RoomLimits::default()
     })
 }
@@ -534,7 +536,7 @@ fn windowed(window: Duration) -> Arc<Rooms> {
 async fn posts_within_a_delivery_window_wake_the_members_once_at_its_end() {
     let rooms = windowed(Duration::from_millis(100));
     let mut reader = rooms.join("w", "reader", StartAt::RecentHistory).unwrap();
-    let poster = rooms.join("w", "poster", StartAt::RecentHistory).unwrap();
+    let mut poster = rooms.join("w", "poster", StartAt::RecentHistory).unwrap();
     drain(&mut reader);
     // The room's first post wakes at once.
     poster.post("first");
@@ -564,7 +566,7 @@ async fn posts_within_a_delivery_window_wake_the_members_once_at_its_end() {
 async fn a_member_whose_batch_stopped_at_its_bound_has_news_though_the_room_did_not_wake_it() {
     let rooms = windowed(Duration::from_secs(60));
     let mut reader = rooms.join("w", "reader", StartAt::RecentHistory).unwrap();
-    let poster = rooms.join("w", "poster", StartAt::RecentHistory).unwrap();
+    let mut poster = rooms.join("w", "poster", StartAt::RecentHistory).unwrap();
     drain(&mut reader);
     poster.post("first");
     // Held by the window: the room has not woken the member for these.
@@ -588,4 +590,78 @@ async fn a_member_whose_batch_stopped_at_its_bound_has_news_though_the_room_did_
         "every post, without waiting for the window"
     );
     assert!(!reader.has_news(), "caught up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_poster_has_its_own_post_at_once_though_the_window_holds_it_from_the_others() {
+    let rooms = windowed(Duration::from_secs(60));
+    let mut reader = rooms.join("w", "reader", StartAt::RecentHistory).unwrap();
+    let mut poster = rooms.join("w", "poster", StartAt::RecentHistory).unwrap();
+    poster.post("first");
+    drain(&mut reader);
+    drain(&mut poster);
+    poster.post("held");
+    assert!(
+        !reader.has_news(),
+        "the window holds the post from the reader"
+    );
+    assert!(poster.has_news(), "but not from its poster");
+    let got: Vec<String> = drain(&mut poster).into_iter().map(|m| m.text).collect();
+    assert_eq!(got, ["held"]);
+    assert!(!poster.has_news(), "caught up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_rooms_above_delivery_window_above_members_hold_posts() {
+    let rooms = Rooms::new(RoomLimits {
+        delivery_window: Duration::from_secs(60),
+        delivery_window_above: 2,
+        ..RoomLimits::default()
+    });
+    let mut reader = rooms.join("w", "reader", StartAt::RecentHistory).unwrap();
+    let mut poster = rooms.join("w", "poster", StartAt::RecentHistory).unwrap();
+    drain(&mut reader);
+    for k in 0..3 {
+        poster.post(&format!("m{k}"));
+        assert!(reader.has_news(), "a room of 2 members wakes for post m{k}");
+        drain(&mut reader);
+    }
+    let mut third = rooms.join("w", "third", StartAt::RecentHistory).unwrap();
+    drain(&mut reader);
+    // Three members: the first post opens a window, the next waits for its end.
+    poster.post("opens");
+    assert!(
+        reader.has_news(),
+        "the first post after a quiet window goes at once"
+    );
+    drain(&mut reader);
+    drain(&mut third);
+    poster.post("held");
+    assert!(
+        !reader.has_news(),
+        "a room of 3 members holds the next post"
+    );
+    assert!(!third.has_news(), "from every member but its poster");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_window_that_gathers_max_posts_in_window_lets_them_go_at_once() {
+    let rooms = windowed(Duration::from_secs(60));
+    let mut reader = rooms.join("w", "reader", StartAt::RecentHistory).unwrap();
+    let mut poster = rooms.join("w", "poster", StartAt::RecentHistory).unwrap();
+    poster.post("first");
+    drain(&mut reader);
+    let held = MAX_POSTS_IN_WINDOW as usize;
+    for k in 1..held {
+        poster.post(&format!("m{k}"));
+    }
+    assert!(!reader.has_news(), "{} posts wait for the window", held - 1);
+    poster.post("last");
+    assert!(
+        reader.has_news(),
+        "the window's post number {held} wakes the members"
+    );
+    let got = drain(&mut reader);
+    assert_eq!(got.len(), held, "every post the window gathered");
+    assert_eq!(got.last().map(|m| m.text.as_str()), Some("last"));
 }
