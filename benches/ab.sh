@@ -65,11 +65,13 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 # (f) against BIN: 100 members, one sender at F_RATE posts/s, on one node; then over two nodes of
 # one Redis (every other connection on the second). Appends the CPU per delivery on one node, the
-# busier node's over two, and their ratio to $OUT/TAG.txt.
+# busier node's over two, and their ratio to $OUT/TAG.txt. The one node runs without a delivery
+# window, as `--redis` rooms do (where BIN has the flag).
 f_round() {
-  local bin=$1 tag=$2 r=$3 n a_pid b_pid b_addr before after
+  local bin=$1 tag=$2 r=$3 n a_pid b_pid b_addr before after one_args=()
   n="$tag-f-$r"
-  start "$bin" "$n-one"
+  "$bin" serve --help | grep -q -- '--delivery-window' && one_args=(--delivery-window 0)
+  start "$bin" "$n-one" "${one_args[@]}"
   taskset -c "$LOAD_CPU" "$new" bench fanout --addr "$addr" --rooms 1 --members 100 --senders 1 \
     --messages "$F_MSGS" --size 100 --rate "$F_RATE" --server-pid "$pid" >"$OUT/$n-one.json" \
     2>"$OUT/$n-one.txt" || true

@@ -100,8 +100,9 @@ pub struct FanoutConfig {
     /// server's backpressure holds the senders.
     #[arg(long, default_value_t = DEFAULT_WINDOW)]
     pub window: usize,
-    /// Members per room (the last ones) that read nothing until the senders are done, each on a
-    /// connection of its own with a small window (needs --window 0).
+    /// Members per room (the last ones) that read nothing until the flood is over (the senders
+    /// are done and every other member has everything), each on a connection of its own with a
+    /// small window (needs --window 0).
     #[arg(long, default_value_t = 0)]
     pub stalled: usize,
     /// The server's process id, to report its CPU time and memory.
